@@ -1,0 +1,190 @@
+"""The ``geosam`` command line: a click group with rio-style options."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from geosam import __version__
+from geosam.errors import GeosamError
+
+log = logging.getLogger("geosam")
+
+
+class Group(click.Group):
+    """Turns geosam's errors into one-line messages and exit code 1 (tracebacks only with -v)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GeosamError as exc:
+            self._fail(ctx, str(exc))
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for a CLI
+            self._fail(ctx, f"unexpected {type(exc).__name__}: {exc} (rerun with -v for details)")
+
+    @staticmethod
+    def _fail(ctx: click.Context, message: str) -> None:
+        if logging.getLogger("geosam").isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        click.echo(f"Error: {message}", err=True)
+        ctx.exit(1)
+
+
+def _bands(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give 1-based band indexes separated by commas, e.g. 3,2,1") from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geosam")
+@click.option("-v", "--verbose", count=True, help="More detail (repeat for debug output and tracebacks).")
+@click.option("-q", "--quiet", count=True, help="Less output (no progress bar).")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: int) -> None:
+    """Segment objects in GeoTIFF scenes with Segment Anything models, as georeferenced polygons."""
+    level = logging.WARNING - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("geosam").setLevel(max(level, logging.DEBUG))
+    ctx.obj = {"quiet": quiet > 0}
+
+
+@main.command()
+@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output GeoPackage (.gpkg).")
+@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option("-m", "--model", default="mobile_sam", show_default=True, help="Installed model name.")
+@click.option("-b", "--bands", callback=_bands, help="Bands read as gray (1) or R,G,B (3), e.g. 3,2,1.")
+@click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
+@click.option("--overlap", default=128, show_default=True, type=int,
+              help="Overlap between tiles in pixels; objects smaller than this are never cut.")
+@click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(1, 256),
+              help="Automatic mode: prompt grid is N×N points per tile (fewer is faster).")
+@click.option("--points-per-batch", default=16, show_default=True, type=click.IntRange(1, 1024),
+              help="Prompts decoded per model call.")
+@click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1),
+              help="Drop masks whose predicted IoU is below this.")
+@click.option("--stability-thresh", default=0.92, show_default=True, type=click.FloatRange(0, 1),
+              help="Drop masks whose stability score is below this.")
+@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Drop objects smaller than this many m² (pixels² without a CRS).")
+@click.option("--simplify", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Simplify outlines by this many pixels (0 keeps exact pixel edges).")
+@click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
+@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
+@click.option("--pixel-coordinates", is_flag=True,
+              help="Accept a raster without georeferencing; polygons are then in pixel units.")
+@click.pass_context
+def segment(ctx, scene, output, overwrite, model, bands, tile_size, overlap, points_per_side,
+            points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, device,
+            pixel_coordinates) -> None:  # fmt: skip
+    """Segment every object in SCENE and write them as polygons to a GeoPackage."""
+    from tqdm import tqdm
+
+    from geosam import io
+    from geosam.georef import open_scene
+    from geosam.models import AutomaticParams, ModelSpec
+    from geosam.pipeline import segment as run
+    from geosam.tiling import TileGrid
+
+    io.check_output(output, overwrite)
+    params = AutomaticParams(
+        points_per_side=points_per_side,
+        points_per_batch=points_per_batch,
+        pred_iou_thresh=pred_iou_thresh,
+        stability_score_thresh=stability_thresh,
+    )
+    spec = ModelSpec(model, device, params)
+    plan = open_scene(scene, bands=bands, pixel_coordinates=pixel_coordinates)
+    total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
+    with tqdm(total=total, unit="tile", desc="segment", disable=ctx.obj["quiet"], file=sys.stderr) as bar:
+        frame = run(
+            scene, model=spec, bands=bands, tile_size=tile_size, overlap=overlap, min_area=min_area,
+            simplify=simplify, workers=workers, pixel_coordinates=pixel_coordinates,
+            on_tile=lambda result: bar.update(1),
+        )  # fmt: skip
+    io.write(frame, output, overwrite=overwrite)
+    if not ctx.obj["quiet"]:
+        click.echo(f"{len(frame)} objects written to {output}", err=True)
+
+
+@main.group()
+def models() -> None:
+    """Install and list model checkpoints."""
+
+
+@models.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Fetch again even if a verified copy is installed.")
+@click.pass_context
+def models_fetch(ctx, names: tuple[str, ...], force: bool) -> None:
+    """Download and verify checkpoints NAMES (default: mobile_sam) into the model cache."""
+    from tqdm import tqdm
+
+    from geosam.models import DEFAULT_MODEL
+    from geosam.models import weights
+
+    for name in names or (DEFAULT_MODEL,):
+        with tqdm(unit="B", unit_scale=True, desc=name, disable=ctx.obj["quiet"], file=sys.stderr) as bar:
+
+            def progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            path = weights.fetch(name, force=force, progress=progress, log=log.info)
+        click.echo(f"{name}: {path}")
+
+
+@models.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def models_import(file: Path) -> None:
+    """Install a checkpoint FILE obtained elsewhere (recognised and verified by its sha256)."""
+    from geosam.models import weights
+
+    click.echo(f"installed {weights.import_file(file)}")
+
+
+@models.command("list")
+def models_list() -> None:
+    """Show known models, whether they are installed, where, and where they came from."""
+    from geosam.models import weights
+
+    click.echo(f"cache: {weights.cache_dir()}")
+    for row in weights.list_models():
+        where = f"{row.path}\n    source: {row.source}" if row.path else "not installed"
+        click.echo(f"{row.name}  [{row.licence}]\n    {where}")
+
+
+@main.command()
+@click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--tile-size", default=1024, show_default=True, type=int)
+@click.option("--overlap", default=128, show_default=True, type=int)
+@click.option("-b", "--bands", callback=_bands, help="Bands read as gray (1) or R,G,B (3).")
+def info(scene, tile_size, overlap, bands) -> None:
+    """Show how geosam reads SCENE: size, CRS, bands, stretch and tiling."""
+    from geosam.georef import open_scene
+    from geosam.tiling import TileGrid
+
+    plan = open_scene(scene, bands=bands, pixel_coordinates=True)
+    grid = TileGrid(plan.width, plan.height, tile_size, overlap)
+    click.echo(f"scene:     {plan.path}")
+    click.echo(f"size:      {plan.width} × {plan.height} px")
+    click.echo(f"crs:       {plan.crs.to_string() if plan.crs else 'none (pixel coordinates)'}")
+    click.echo(f"pixel:     {plan.pixel_size[0]:g} × {plan.pixel_size[1]:g}")
+    click.echo(f"bounds:    {', '.join(f'{v:.3f}' for v in plan.bounds)}")
+    click.echo(f"bands:     {','.join(map(str, plan.bands))}")
+    click.echo(f"stretch:   {'none (8-bit)' if plan.stretch is None else plan.stretch}")
+    click.echo(f"tiles:     {len(grid)} ({grid.shape[0]} × {grid.shape[1]}) of {tile_size} px, overlap {overlap}")

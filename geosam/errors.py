@@ -1,0 +1,27 @@
+"""geosam's exceptions: one root, narrow subclasses that also inherit the matching builtin."""
+
+from __future__ import annotations
+
+
+class GeosamError(Exception):
+    """Root of every error geosam reports to a user; the message says what to do next."""
+
+
+class InputError(GeosamError, ValueError):
+    """The scene, band choice or another input cannot be used as given."""
+
+
+class SceneNotFoundError(InputError, FileNotFoundError):
+    """The scene path does not exist or cannot be opened."""
+
+
+class OutputError(GeosamError, OSError):
+    """The output path cannot be written."""
+
+
+class ModelError(GeosamError, RuntimeError):
+    """A model or its weights are missing, corrupt or of the wrong architecture."""
+
+
+class FetchError(ModelError):
+    """No source could provide a verified copy of a checkpoint."""

@@ -1,0 +1,122 @@
+"""Automatic ("segment everything") mask generation from a grid of point prompts.
+
+Stages follow segment-anything's generator: grid -> batched decoding -> filtering by predicted IoU
+and stability -> non-maximum suppression -> masks at image resolution. Filtering and suppression
+run on the decoder's low-resolution logits, so only the masks that are kept are upsampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from geosam.models._mobile_sam import import_mobile_sam
+from geosam.models.base import Masks
+
+if TYPE_CHECKING:
+    from geosam.models.sam import SamModel
+
+
+@dataclass(frozen=True)
+class AutomaticParams:
+    """Settings of automatic mode; the defaults suit 1024-pixel tiles of aerial imagery."""
+
+    points_per_side: int = 32  # the prompt grid is points_per_side² over the tile
+    points_per_batch: int = 16  # prompts decoded per model call (memory vs. speed)
+    pred_iou_thresh: float = 0.88  # drop masks the model itself rates below this IoU
+    stability_score_thresh: float = 0.92  # drop masks that change when the logit threshold moves
+    stability_score_offset: float = 1.0  # the logit shift used for the stability score
+    box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
+    skip_covered: bool = False  # skip grid points that already lie inside an accepted mask
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1 or self.points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be at least 1")
+
+
+def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
+    """The prompt grid as (N, 2) pixel coordinates (x, y), without points on invalid pixels."""
+    _, amg = import_mobile_sam()
+    h, w = valid.shape
+    points = amg.build_point_grid(points_per_side) * np.array([w, h])
+    cols = np.minimum(points[:, 0].astype(int), w - 1)
+    rows = np.minimum(points[:, 1].astype(int), h - 1)
+    return points[valid[rows, cols]].astype(np.float32)
+
+
+def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Indices of the boxes (x0, y0, x1, y1) kept by greedy non-maximum suppression, best first."""
+    order = torch.argsort(scores, descending=True)
+    boxes = boxes[order].float()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    iou = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)).numpy()
+    suppressed = np.zeros(len(order), bool)
+    keep = []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= iou[i] > threshold
+    return order[keep]
+
+
+def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: AutomaticParams) -> Masks:
+    """Every object the model finds in ``image``, as masks restricted to ``valid`` pixels."""
+    _, amg = import_mobile_sam()
+    h, w = valid.shape
+    points = grid_points(params.points_per_side, valid)
+    if len(points) == 0:
+        return Masks.empty(h, w)
+    embedding = model.embed(image)
+    logits, scores, stability = [], [], []
+    covered = None
+    for start in range(0, len(points), params.points_per_batch):
+        batch = points[start : start + params.points_per_batch]
+        if covered is not None:
+            batch = batch[~_points_covered(covered, batch, embedding, model)]
+            if len(batch) == 0:
+                continue
+        low_res, iou = model.decode_points(embedding, batch[:, None, :], np.ones((len(batch), 1)))
+        low_res, iou = low_res.flatten(0, 1), iou.flatten()
+        rows, cols = model.low_res_extent(embedding, low_res.shape[-1])
+        stable = amg.calculate_stability_score(
+            low_res[:, :rows, :cols], 0.0, params.stability_score_offset
+        )
+        keep = (iou >= params.pred_iou_thresh) & (stable >= params.stability_score_thresh)
+        if not keep.any():
+            continue
+        logits.append(low_res[keep].half())
+        scores.append(iou[keep])
+        stability.append(stable[keep])
+        if params.skip_covered:
+            fresh = (low_res[keep] > 0).any(0)
+            covered = fresh if covered is None else covered | fresh
+    if not logits:
+        return Masks.empty(h, w)
+    low_res, iou, stable = torch.cat(logits), torch.cat(scores), torch.cat(stability)
+    rows, cols = model.low_res_extent(embedding, low_res.shape[-1])
+    binary = low_res[:, :rows, :cols] > 0
+    nonempty = binary.flatten(1).any(1)
+    low_res, iou, stable, binary = low_res[nonempty], iou[nonempty], stable[nonempty], binary[nonempty]
+    kept = box_nms(amg.batched_mask_to_box(binary), iou, params.box_nms_thresh)
+    masks = []
+    for chunk in torch.split(kept, params.points_per_batch):
+        masks.append((model.upscale(embedding, low_res[chunk].float()) > 0).numpy() & valid)
+    full = np.concatenate(masks)
+    present = full.reshape(len(full), -1).any(1)
+    return Masks(full[present], iou[kept].numpy()[present], stable[kept].numpy()[present])
+
+
+def _points_covered(covered: torch.Tensor, points: np.ndarray, embedding, model: SamModel) -> np.ndarray:
+    """Which points (x, y) in image pixels fall inside the low-resolution coverage mask."""
+    factor = covered.shape[-1] / model.image_size
+    x = points[:, 0] * embedding.input_size[1] / embedding.original_size[1] * factor
+    y = points[:, 1] * embedding.input_size[0] / embedding.original_size[0] * factor
+    cols = np.clip(x.astype(int), 0, covered.shape[1] - 1)
+    rows = np.clip(y.astype(int), 0, covered.shape[0] - 1)
+    return covered[rows, cols].numpy()

@@ -1,0 +1,108 @@
+"""SAM-family models in PyTorch: image embedding and prompt decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geosam.errors import ModelError
+from geosam.models._mobile_sam import import_mobile_sam
+from geosam.models.automatic import AutomaticParams, generate
+from geosam.models.base import Masks
+
+BUILDERS = {"vit_t": "build_sam_vit_t", "vit_b": "build_sam_vit_b", "vit_l": "build_sam_vit_l", "vit_h": "build_sam_vit_h"}
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """An image embedding with the sizes needed to map prompts and masks to the image."""
+
+    features: torch.Tensor  # (1, 256, 64, 64)
+    original_size: tuple[int, int]  # (H, W) of the image
+    input_size: tuple[int, int]  # (h, w) after resizing the longest side to the model input
+
+
+class SamModel:
+    """A SAM model (any of its image encoders) answering point prompts on embedded images."""
+
+    def __init__(self, name: str, sam: torch.nn.Module, params: AutomaticParams | None = None) -> None:
+        self.name = name
+        self.sam = sam.eval()
+        self.params = params or AutomaticParams()
+
+    @classmethod
+    def load(
+        cls, name: str, architecture: str, checkpoint: Path, device: str = "cpu",
+        params: AutomaticParams | None = None,
+    ) -> SamModel:  # fmt: skip
+        """Build ``architecture`` and load its state dict (never unpickling code)."""
+        build_sam, _ = import_mobile_sam()
+        sam = getattr(build_sam, BUILDERS[architecture])()
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            sam.load_state_dict(state, strict=True)
+        except (RuntimeError, KeyError, EOFError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{checkpoint} is not a SAM {architecture} checkpoint ({first})") from exc
+        return cls(name, sam.to(device), params)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_encoder.img_size
+
+    @torch.inference_mode()
+    def embed(self, image: np.ndarray) -> Embedding:
+        """Embed a uint8 H×W×3 image: resize longest side to the model input, normalise, pad."""
+        h, w = image.shape[:2]
+        scale = self.image_size / max(h, w)
+        input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        x = F.interpolate(x, input_size, mode="bilinear", align_corners=False, antialias=True)
+        x = self.sam.preprocess(x[0].clamp(0, 255))[None]
+        return Embedding(self.sam.image_encoder(x), (h, w), input_size)
+
+    @torch.inference_mode()
+    def decode_points(
+        self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution mask logits (B, K, 256, 256) and predicted IoU (B, K) for point sets.
+
+        ``points`` is (B, N, 2) in image pixel coordinates (x, y), ``labels`` (B, N): 1 inside, 0 outside.
+        """
+        h, w = embedding.original_size
+        scale = np.array([embedding.input_size[1] / w, embedding.input_size[0] / h], np.float32)
+        coords = torch.as_tensor(points * scale, dtype=torch.float32, device=self.device)
+        labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)
+        sparse, dense = self.sam.prompt_encoder(points=(coords, labels_t), boxes=None, masks=None)
+        low_res, iou = self.sam.mask_decoder(
+            image_embeddings=embedding.features,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        return low_res, iou
+
+    @torch.inference_mode()
+    def upscale(self, embedding: Embedding, low_res: torch.Tensor) -> torch.Tensor:
+        """Mask logits (N, H, W) at the image's size from low-resolution logits (N, 256, 256)."""
+        return self.sam.postprocess_masks(
+            low_res[:, None], embedding.input_size, embedding.original_size
+        )[:, 0]
+
+    def low_res_extent(self, embedding: Embedding, low_res_size: int) -> tuple[int, int]:
+        """Rows and columns of the low-resolution grid that cover the image (the rest is padding)."""
+        factor = low_res_size / self.image_size
+        h, w = embedding.input_size
+        return max(1, int(np.ceil(h * factor))), max(1, int(np.ceil(w * factor)))
+
+    def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
+        return generate(self, image, valid, self.params)

@@ -1,0 +1,166 @@
+"""The Dask run over a scene's tiles: workers read their own windows and keep their model loaded."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import geopandas as gpd
+import numpy as np
+from dask.distributed import Client, LocalCluster, as_completed
+
+from geosam.georef import Scene, area_m2, open_scene
+from geosam.models import ModelSpec, Segmenter
+from geosam.stitch import Piece, pieces_from_masks, stitch
+from geosam.tiling import Tile, TileGrid, read_tile
+from geosam.vectorize import tidy, to_map
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["id", "score", "stability", "area_m2", "tiles"]
+
+
+class ModelSource(Protocol):
+    """Anything that names a segmenter and loads it on a worker (``ModelSpec`` for real models)."""
+
+    name: str
+
+    def check(self) -> None: ...
+
+    def load(self) -> Segmenter: ...
+
+
+@dataclass(frozen=True)
+class TileResult:
+    tile: Tile
+    pieces: list[Piece]
+    segmented: bool  # False when the tile had no valid pixels
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_model(source: ModelSource, threads: int) -> Segmenter:
+    """The model, loaded once per worker process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return source.load()
+
+
+def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, threads: int) -> TileResult:
+    """One Dask task: read the tile's window, segment it, return its pieces (polygons only)."""
+    image = read_tile(scene, tile, grid.size)
+    if not image.valid.any():
+        return TileResult(tile, [], False)
+    masks = _worker_model(source, threads).automatic(image.image, image.valid)
+    return TileResult(tile, pieces_from_masks(tile, masks, grid), True)
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+    """A client of ``scheduler``, or of a local cluster of ``workers`` single-threaded processes."""
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(
+        n_workers=workers or default_workers(),
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster, Client(cluster) as client:  # fmt: skip
+        yield client
+
+
+def run_tiles(
+    client: Client,
+    scene: Scene,
+    grid: TileGrid,
+    source: ModelSource,
+    on_done: Callable[[TileResult], None],
+) -> dict[tuple[int, int], list[Piece]]:
+    """Segment every tile on the cluster, at most a few tasks per worker in flight at a time."""
+    workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    threads = max(1, default_workers() // workers)
+    tiles = iter(grid)
+    in_flight = as_completed()
+    for tile in _take(tiles, 2 * workers):
+        in_flight.add(client.submit(segment_tile, scene, grid, tile, source, threads, pure=False))
+    pieces: dict[tuple[int, int], list[Piece]] = {}
+    for future in in_flight:
+        result: TileResult = future.result()
+        pieces[(result.tile.row, result.tile.col)] = result.pieces
+        on_done(result)
+        future.release()
+        for tile in _take(tiles, 1):
+            in_flight.add(client.submit(segment_tile, scene, grid, tile, source, threads, pure=False))
+    return pieces
+
+
+def _take(tiles: Iterator[Tile], n: int) -> list[Tile]:
+    return [tile for _, tile in zip(range(n), tiles)]
+
+
+def to_frame(
+    scene: Scene, objects, min_area: float = 0.0, simplify: float = 0.0
+) -> gpd.GeoDataFrame:
+    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
+    pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
+    geometry = to_map(pixel, scene.transform)
+    area = area_m2(geometry, scene.crs) if scene.crs is not None else np.abs(
+        np.array([g.area for g in pixel], float)
+    )
+    frame = gpd.GeoDataFrame(
+        {
+            "score": np.array([o.score for o in objects], np.float64),
+            "stability": np.array([o.stability for o in objects], np.float64),
+            "area_m2": area,
+            "tiles": np.array([o.tiles for o in objects], np.int32),
+        },
+        geometry=geometry,
+        crs=scene.crs,
+    )
+    frame = frame[(~frame.geometry.is_empty) & (frame["area_m2"] >= min_area)]
+    frame = frame.sort_values("area_m2", ascending=False, kind="stable").reset_index(drop=True)
+    frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    return frame
+
+
+def segment(
+    path: str | Path,
+    *,
+    model: ModelSource | str = "mobile_sam",
+    bands: tuple[int, ...] | None = None,
+    tile_size: int = 1024,
+    overlap: int = 128,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    pixel_coordinates: bool = False,
+    on_tile: Callable[[TileResult], None] | None = None,
+) -> gpd.GeoDataFrame:
+    """Segment every object in a scene; return polygons in the scene's CRS.
+
+    ``tile_size`` and ``overlap`` are in pixels, ``min_area`` in m² (pixels² without a CRS),
+    ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler`` or a local cluster of
+    ``workers`` processes (default: one per core).
+    """
+    source = ModelSpec(model) if isinstance(model, str) else model
+    source.check()
+    scene = open_scene(path, bands=bands, pixel_coordinates=pixel_coordinates)
+    grid = TileGrid(scene.width, scene.height, tile_size, overlap)
+    log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    with dask_client(workers, scheduler) as client:
+        pieces = run_tiles(client, scene, grid, source, on_tile or (lambda result: None))
+    return to_frame(scene, stitch(grid, pieces), min_area, simplify)

@@ -1,0 +1,147 @@
+"""Tiles of a scene: overlapping read windows whose cores cover the scene exactly once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geosam.errors import InputError
+from geosam.georef import Scene, to_uint8
+
+MIN_TILE = 64
+MAX_TILE = 8192
+
+
+@dataclass(frozen=True, order=True)
+class Box:
+    """A pixel rectangle [x0, x1) × [y0, y1) in scene pixel coordinates."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def window(self) -> Window:
+        return Window(self.x0, self.y0, self.width, self.height)
+
+    def intersection(self, other: Box) -> Box | None:
+        box = Box(max(self.x0, other.x0), max(self.y0, other.y0), min(self.x1, other.x1), min(self.y1, other.y1))
+        return box if box.x0 < box.x1 and box.y0 < box.y1 else None
+
+
+@dataclass(frozen=True, order=True)
+class Tile:
+    """One tile: the window read for the model and the core it answers for."""
+
+    row: int
+    col: int
+    read: Box
+    core: Box
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A scene's tiles of ``size`` pixels that overlap their neighbours by ``overlap`` pixels.
+
+    Tile cores partition the scene: each core is its read window trimmed by half the overlap on
+    internal edges only, so the scene border keeps its pixels.
+    """
+
+    width: int
+    height: int
+    size: int = 1024
+    overlap: int = 128
+
+    def __post_init__(self) -> None:
+        if not MIN_TILE <= self.size <= MAX_TILE:
+            raise InputError(f"tile size {self.size} px is out of range: use {MIN_TILE} to {MAX_TILE}")
+        if not 0 <= self.overlap < self.size:
+            raise InputError(
+                f"overlap {self.overlap} px must be at least 0 and smaller than the tile size {self.size} px"
+            )
+        if self.width < 1 or self.height < 1:
+            raise InputError("the scene has no pixels")
+
+    @property
+    def stride(self) -> int:
+        return self.size - self.overlap
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Tiles down, tiles across."""
+        return self._count(self.height), self._count(self.width)
+
+    def _count(self, length: int) -> int:
+        return max(1, math.ceil((length - self.overlap) / self.stride))
+
+    def _span(self, index: int, count: int, length: int) -> tuple[int, int, int, int]:
+        start = index * self.stride
+        half = self.overlap // 2
+        core_start = 0 if index == 0 else start + half
+        core_end = length if index == count - 1 else (index + 1) * self.stride + half
+        return start, min(start + self.size, length), core_start, core_end
+
+    def tile(self, row: int, col: int) -> Tile:
+        rows, cols = self.shape
+        y0, y1, cy0, cy1 = self._span(row, rows, self.height)
+        x0, x1, cx0, cx1 = self._span(col, cols, self.width)
+        return Tile(row, col, Box(x0, y0, x1, y1), Box(cx0, cy0, cx1, cy1))
+
+    def __iter__(self) -> Iterator[Tile]:
+        rows, cols = self.shape
+        return (self.tile(r, c) for r in range(rows) for c in range(cols))
+
+    def __len__(self) -> int:
+        rows, cols = self.shape
+        return rows * cols
+
+    def neighbours(self, tile: Tile) -> Iterator[Tile]:
+        """Tiles after ``tile`` (right, below) whose read windows overlap it: each pair once."""
+        rows, cols = self.shape
+        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
+            r, c = tile.row + dr, tile.col + dc
+            if 0 <= r < rows and 0 <= c < cols:
+                yield self.tile(r, c)
+
+
+@dataclass(frozen=True)
+class TileImage:
+    """A tile's pixels as the model sees them, padded to the tile size at the scene edge."""
+
+    tile: Tile
+    image: np.ndarray  # uint8 (size, size, 3)
+    valid: np.ndarray  # bool (size, size): real, non-nodata pixels
+
+
+def read_tile(scene: Scene, tile: Tile, size: int) -> TileImage:
+    """Read one tile's window (only that window) as uint8 RGB with its validity mask."""
+    with rasterio.open(scene.path) as ds:
+        data = ds.read(list(scene.bands), window=tile.read.window)
+        masks = ds.read_masks(list(scene.bands), window=tile.read.window)
+    valid_part = (masks > 0).all(axis=0)
+    if data.dtype.kind == "f":
+        valid_part &= np.isfinite(data).all(axis=0)
+    rgb = to_uint8(data, scene.stretch)
+    if len(rgb) == 1:
+        rgb = np.repeat(rgb, 3, axis=0)
+    image = np.zeros((size, size, 3), np.uint8)
+    valid = np.zeros((size, size), bool)
+    h, w = valid_part.shape
+    image[:h, :w] = rgb.transpose(1, 2, 0)
+    valid[:h, :w] = valid_part
+    image[~valid] = 0
+    return TileImage(tile, image, valid)

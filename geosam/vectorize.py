@@ -1,0 +1,55 @@
+"""Masks to polygons: pixel-exact outlines in scene pixel space, then map coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from shapely.geometry import MultiPolygon, shape
+
+from geosam.tiling import Box
+
+EMPTY = MultiPolygon()
+
+
+def mask_to_geometry(mask: np.ndarray, origin: tuple[int, int]) -> shapely.Geometry:
+    """The pixel outline of a boolean mask whose top-left pixel sits at ``origin`` (x, y) in scene pixels.
+
+    Returns a (Multi)Polygon with holes, exact on pixel edges, or an empty geometry.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return EMPTY
+    cols = np.flatnonzero(mask.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
+    transform = Affine.translation(origin[0] + c0, origin[1] + r0)
+    parts = [shape(g) for g, _ in rasterio.features.shapes(crop, mask=crop.astype(bool), transform=transform)]
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def clip_to_box(mask: np.ndarray, origin: tuple[int, int], box: Box) -> tuple[np.ndarray, tuple[int, int]]:
+    """The part of a mask (top-left at ``origin``) inside ``box``, with its own origin."""
+    x0, y0 = box.x0 - origin[0], box.y0 - origin[1]
+    return mask[max(y0, 0) : box.y1 - origin[1], max(x0, 0) : box.x1 - origin[0]], (
+        max(box.x0, origin[0]),
+        max(box.y0, origin[1]),
+    )
+
+
+def to_map(geometries: np.ndarray, transform: Affine) -> np.ndarray:
+    """Geometries from scene pixel coordinates to the scene's CRS through its affine transform."""
+    matrix = np.array(transform[:6]).reshape(2, 3)
+    return shapely.transform(geometries, lambda xy: xy @ matrix[:, :2].T + matrix[:, 2])
+
+
+def tidy(geometries: np.ndarray, simplify: float) -> np.ndarray:
+    """Valid geometries, simplified by ``simplify`` pixels (0 keeps exact pixel outlines)."""
+    if simplify > 0:
+        geometries = shapely.simplify(geometries, simplify, preserve_topology=True)
+    invalid = ~shapely.is_valid(geometries)
+    if invalid.any():
+        geometries = geometries.copy()
+        geometries[invalid] = shapely.make_valid(geometries[invalid], method="structure", keep_collapsed=False)
+    return geometries
