@@ -1,0 +1,3 @@
+from geosam.cli import main
+
+main(prog_name="geosam")

@@ -1,0 +1,101 @@
+"""End to end with the real MobileSAM weights on real scenes: GeoTIFF in, polygons out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.windows import Window
+
+import geosam
+from geosam.models import AutomaticParams, ModelSpec
+
+FAST = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=12))
+
+
+def assert_sound(frame, path):
+    """Valid polygons inside the scene, in its CRS, no object twice."""
+    with rasterio.open(path) as ds:
+        crs, bounds = ds.crs, shapely.box(*ds.bounds)
+    assert frame.crs == crs
+    assert frame.geometry.is_valid.all()
+    assert frame.geometry.within(bounds.buffer(1e-6)).all()
+    assert list(frame.columns) == ["id", "score", "stability", "area_m2", "tiles", "geometry"]
+    assert frame["id"].is_unique and (frame["area_m2"] > 0).all()
+    geoms = np.array(frame.geometry)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = left < right
+    inter = shapely.area(shapely.intersection(geoms[left[pairs]], geoms[right[pairs]]))
+    union = shapely.area(shapely.union(geoms[left[pairs]], geoms[right[pairs]]))
+    assert not (inter / union > 0.5).any(), "an object appears twice"
+
+
+def valid_area(path) -> shapely.Geometry:
+    """The scene's valid pixels as map geometry, from GDAL's mask (nodata or alpha)."""
+    from rasterio.features import shapes
+
+    with rasterio.open(path) as ds:
+        mask = ds.dataset_mask()
+        parts = [shapely.geometry.shape(g) for g, v in shapes(mask, mask=mask > 0, transform=ds.transform)]
+    return shapely.union_all(parts)
+
+
+@pytest.mark.parametrize(
+    ("name", "epsg", "minimum"),
+    [
+        ("pix4d_alpha_nodata.tif", 32750, 20),
+        ("RGB.byte.tif", 32618, 3),
+        ("m_4709963_se_14_1_20090818.tif", 26914, 10),
+        ("m_4709963_se_14_1_20200831.tif", 26914, 10),
+    ],
+)
+def test_real_scenes(data, model_installed, name, epsg, minimum):
+    path = data / name
+    frame = geosam.segment(path, model=FAST, workers=1)
+    assert len(frame) >= minimum
+    assert frame.crs.to_epsg() == epsg
+    assert_sound(frame, path)
+    # objects never cover nodata: at most a pixel-edge sliver of each lies outside the valid area
+    outside = frame.geometry.difference(valid_area(path).buffer(1e-6)).area
+    assert (outside <= 1e-6 * frame.geometry.area + 1e-3).all()
+
+
+def test_drone_scene_finds_fields_of_plausible_size(data, model_installed):
+    frame = geosam.segment(data / "pix4d_alpha_nodata.tif", model=FAST, workers=1, min_area=50)
+    assert (frame["area_m2"] >= 50).all()
+    fields = frame[(frame["area_m2"] > 100) & (frame["area_m2"] < 5000)]
+    assert len(fields) >= 15, "rice fields of 100-5000 m² are what this scene is made of"
+    assert frame["score"].between(0.88, 1.1).all() and frame["stability"].between(0.92, 1).all()
+
+
+@pytest.fixture(scope="module")
+def mosaic_4096(tmp_path_factory, data):
+    """A 4096×4096 RGB scene built from the NAIP 2020 scene, mirrored so edges join without seams."""
+    path = tmp_path_factory.mktemp("mosaic") / "mosaic_4096.tif"
+    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
+        rgb = src.read([1, 2, 3])
+        profile = dict(crs=src.crs, transform=src.transform, nodata=None)
+    block = np.concatenate([rgb, rgb[:, ::-1]], axis=1)
+    block = np.concatenate([block, block[:, :, ::-1]], axis=2)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=4096, height=4096, count=3, dtype="uint8",
+        tiled=True, blockxsize=512, blockysize=512, **profile,
+    ) as dst:  # fmt: skip
+        bh, bw = block.shape[1:]
+        for y in range(0, 4096, bh):
+            for x in range(0, 4096, bw):
+                part = block[:, : min(bh, 4096 - y), : min(bw, 4096 - x)]
+                dst.write(part, window=Window(x, y, part.shape[2], part.shape[1]))
+    return path
+
+
+@pytest.mark.slow
+def test_large_generated_scene_runs_on_two_workers(mosaic_4096, model_installed):
+    spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=6))
+    done = []
+    frame = geosam.segment(mosaic_4096, model=spec, workers=2, on_tile=done.append)
+    assert len(done) == 25 and all(r.segmented for r in done)
+    assert len(frame) >= 100
+    assert_sound(frame, mosaic_4096)
+    assert (frame["tiles"] > 1).any(), "some objects cross seams and are stitched from several tiles"
