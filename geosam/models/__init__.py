@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from geosam.models.automatic import AutomaticParams
-from geosam.models.base import Masks, Segmenter
+from geosam.models.base import AutomaticParams, Masks, Segmenter
 from geosam.models.weights import installed_path, known
 
 DEFAULT_MODEL = "mobile_sam"

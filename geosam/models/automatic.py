@@ -7,41 +7,32 @@ run on the decoder's low-resolution logits, so only the masks that are kept are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.base import Masks
+from geosam.models.base import AutomaticParams, Masks
 
 if TYPE_CHECKING:
     from geosam.models.sam import SamModel
 
 
-@dataclass(frozen=True)
-class AutomaticParams:
-    """Settings of automatic mode; the defaults suit 1024-pixel tiles of aerial imagery."""
-
-    points_per_side: int = 32  # the prompt grid is points_per_side² over the tile
-    points_per_batch: int = 16  # prompts decoded per model call (memory vs. speed)
-    pred_iou_thresh: float = 0.88  # drop masks the model itself rates below this IoU
-    stability_score_thresh: float = 0.92  # drop masks that change when the logit threshold moves
-    stability_score_offset: float = 1.0  # the logit shift used for the stability score
-    box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
-    skip_covered: bool = False  # skip grid points that already lie inside an accepted mask
-
-    def __post_init__(self) -> None:
-        if self.points_per_side < 1 or self.points_per_batch < 1:
-            raise ValueError("points_per_side and points_per_batch must be at least 1")
-
-
 def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
-    """The prompt grid as (N, 2) pixel coordinates (x, y), without points on invalid pixels."""
+    """The prompt grid as (N, 2) pixel coordinates (x, y), coarse to fine, without points on invalid pixels.
+
+    Coarse to fine: first every 8th point of the grid in both directions, then every 4th, 2nd, the rest,
+    so that large objects are found first and, with ``skip_covered``, their inner points are skipped.
+    """
     _, amg = import_mobile_sam()
     h, w = valid.shape
     points = amg.build_point_grid(points_per_side) * np.array([w, h])
+    i, j = np.divmod(np.arange(points_per_side**2), points_per_side)
+    level = np.zeros(len(points), int)
+    for step in (2, 4, 8):
+        level += (i % step != 0) | (j % step != 0)
+    points = points[np.argsort(level, kind="stable")]
     cols = np.minimum(points[:, 0].astype(int), w - 1)
     rows = np.minimum(points[:, 1].astype(int), h - 1)
     return points[valid[rows, cols]].astype(np.float32)
@@ -78,12 +69,13 @@ def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: Auto
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
         if covered is not None:
-            batch = batch[~_points_covered(covered, batch, embedding, model)]
+            batch = batch[~_points_covered(covered, batch, embedding, model.low_res_scale)]
             if len(batch) == 0:
                 continue
         low_res, iou = model.decode_points(embedding, batch[:, None, :], np.ones((len(batch), 1)))
+        per_point = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten()
-        rows, cols = model.low_res_extent(embedding, low_res.shape[-1])
+        rows, cols = model.low_res_extent(embedding)
         stable = amg.calculate_stability_score(
             low_res[:, :rows, :cols], 0.0, params.stability_score_offset
         )
@@ -94,12 +86,21 @@ def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: Auto
         scores.append(iou[keep])
         stability.append(stable[keep])
         if params.skip_covered:
-            fresh = (low_res[keep] > 0).any(0)
-            covered = fresh if covered is None else covered | fresh
+            binary = low_res[:, :rows, :cols] > 0
+            area = binary.flatten(1).sum(1).float()
+            marks = keep & (area <= params.coverage_max_fraction * rows * cols)
+            if params.coverage == "smallest":
+                area = torch.where(marks, area, torch.inf).view(-1, per_point)
+                smallest = torch.zeros_like(marks).view(-1, per_point)
+                smallest[torch.arange(len(area)), area.argmin(1)] = True
+                marks &= smallest.flatten()
+            if marks.any():
+                fresh = binary[marks].any(0)
+                covered = fresh if covered is None else covered | fresh
     if not logits:
         return Masks.empty(h, w)
     low_res, iou, stable = torch.cat(logits), torch.cat(scores), torch.cat(stability)
-    rows, cols = model.low_res_extent(embedding, low_res.shape[-1])
+    rows, cols = model.low_res_extent(embedding)
     binary = low_res[:, :rows, :cols] > 0
     nonempty = binary.flatten(1).any(1)
     low_res, iou, stable, binary = low_res[nonempty], iou[nonempty], stable[nonempty], binary[nonempty]
@@ -112,11 +113,10 @@ def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: Auto
     return Masks(full[present], iou[kept].numpy()[present], stable[kept].numpy()[present])
 
 
-def _points_covered(covered: torch.Tensor, points: np.ndarray, embedding, model: SamModel) -> np.ndarray:
+def _points_covered(covered: torch.Tensor, points: np.ndarray, embedding, scale: float) -> np.ndarray:
     """Which points (x, y) in image pixels fall inside the low-resolution coverage mask."""
-    factor = covered.shape[-1] / model.image_size
-    x = points[:, 0] * embedding.input_size[1] / embedding.original_size[1] * factor
-    y = points[:, 1] * embedding.input_size[0] / embedding.original_size[0] * factor
+    x = points[:, 0] * embedding.input_size[1] / embedding.original_size[1] * scale
+    y = points[:, 1] * embedding.input_size[0] / embedding.original_size[0] * scale
     cols = np.clip(x.astype(int), 0, covered.shape[1] - 1)
     rows = np.clip(y.astype(int), 0, covered.shape[0] - 1)
     return covered[rows, cols].numpy()

@@ -31,6 +31,25 @@ class Masks:
         )
 
 
+@dataclass(frozen=True)
+class AutomaticParams:
+    """Settings of automatic mode; the defaults suit 1024-pixel tiles of aerial imagery."""
+
+    points_per_side: int = 32  # the prompt grid is points_per_side² over the tile
+    points_per_batch: int = 16  # prompts decoded per model call (memory vs. speed)
+    pred_iou_thresh: float = 0.88  # drop masks the model itself rates below this IoU
+    stability_score_thresh: float = 0.92  # drop masks that change when the logit threshold moves
+    stability_score_offset: float = 1.0  # the logit shift used for the stability score
+    box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
+    skip_covered: bool = False  # skip grid points that already lie inside an accepted mask
+    coverage: str = "all"  # which accepted masks mark points covered: "all" or "smallest" per point
+    coverage_max_fraction: float = 0.25  # masks larger than this share of the tile mark nothing
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1 or self.points_per_batch < 1:
+            raise ValueError("points_per_side and points_per_batch must be at least 1")
+
+
 @runtime_checkable
 class Segmenter(Protocol):
     """Segments everything in a tile image: the interface the pipeline runs on workers."""

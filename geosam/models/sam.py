@@ -98,11 +98,15 @@ class SamModel:
             low_res[:, None], embedding.input_size, embedding.original_size
         )[:, 0]
 
-    def low_res_extent(self, embedding: Embedding, low_res_size: int) -> tuple[int, int]:
-        """Rows and columns of the low-resolution grid that cover the image (the rest is padding)."""
-        factor = low_res_size / self.image_size
+    @property
+    def low_res_scale(self) -> float:
+        """Low-resolution mask pixels per model input pixel."""
+        return 4 * self.sam.prompt_encoder.image_embedding_size[0] / self.image_size  # decoder upscales 4×
+
+    def low_res_extent(self, embedding: Embedding) -> tuple[int, int]:
+        """Rows and columns of the low-resolution masks that cover the image (the rest is padding)."""
         h, w = embedding.input_size
-        return max(1, int(np.ceil(h * factor))), max(1, int(np.ceil(w * factor)))
+        return max(1, int(np.ceil(h * self.low_res_scale))), max(1, int(np.ceil(w * self.low_res_scale)))
 
     def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
         return generate(self, image, valid, self.params)
