@@ -1,0 +1,74 @@
+"""The Dask run around the model, with a test double in place of the model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import geosam
+from geosam.models.base import Masks
+
+from .conftest import write_tif
+
+
+@dataclass(frozen=True)
+class RecordingSource:
+    """Test double of a model source: each load() leaves a file naming its process and torch threads."""
+
+    folder: str
+    name: str = "recording"
+
+    def check(self) -> None:
+        pass
+
+    def load(self) -> RecordingSegmenter:
+        import torch
+
+        Path(self.folder, f"load-{os.getpid()}-{torch.get_num_threads()}").touch()
+        return RecordingSegmenter(self.folder)
+
+
+@dataclass
+class RecordingSegmenter:
+    """Finds one object: the bright pixels of the tile."""
+
+    folder: str
+    name: str = "recording"
+
+    def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
+        os.close(tempfile.mkstemp(dir=self.folder, prefix=f"task-{os.getpid()}-")[0])
+        mask = (image[..., 0] > 127) & valid
+        return Masks(mask[None], np.ones(1, np.float32), np.ones(1, np.float32))
+
+
+def test_model_loads_once_per_worker_and_threads_fit_the_cores(tmp_path):
+    data = np.zeros((3, 900, 900), np.uint8)
+    data[:, 100:800, 100:800] = 200  # one square object across all seams
+    scene = write_tif(tmp_path / "scene.tif", data)
+    records = tmp_path / "records"
+    records.mkdir()
+    frame = geosam.segment(scene, model=RecordingSource(str(records)), tile_size=256, overlap=64, workers=2)
+    loads = [p.name.split("-") for p in records.glob("load-*")]
+    tasks = list(records.glob("task-*"))
+    tiles = len(geosam.TileGrid(900, 900, 256, 64))
+    assert len(tasks) == tiles == 25
+    assert len(loads) <= 2, "the model is loaded once per worker process, not once per task"
+    assert all(int(threads) * 2 <= (os.cpu_count() or 1) or int(threads) == 1 for _, _, threads in loads)
+    assert len(frame) == 1 and frame.iloc[0]["tiles"] == tiles
+    assert abs(frame.iloc[0]["area_m2"] - 700 * 700 * 0.25) < 1e-6
+
+
+def test_tiles_without_valid_pixels_are_not_segmented(tmp_path):
+    data = np.zeros((3, 600, 600), np.uint8)
+    data[:, :200, :200] = 200
+    scene = write_tif(tmp_path / "scene.tif", data, nodata=0)
+    records = tmp_path / "records"
+    records.mkdir()
+    done = []
+    geosam.segment(scene, model=RecordingSource(str(records)), tile_size=256, overlap=0, workers=1, on_tile=done.append)
+    assert len(done) == 9
+    assert sum(r.segmented for r in done) == 1 == len(list(records.glob("task-*")))
