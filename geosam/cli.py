@@ -154,7 +154,8 @@ def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8b
                  pixel_coordinates=pixel_coordinates)  # fmt: skip
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    with tqdm(total=total, unit="tile", desc="segment", disable=ctx.obj["quiet"], file=sys.stderr) as bar:
+    with tqdm(total=total, unit="tile", desc="segment", file=sys.stderr, leave=False,
+              disable=True if ctx.obj["quiet"] else None) as bar:  # None: a bar only on a terminal
         frame = run(
             scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
             workers=workers, on_tile=lambda result: bar.update(1), **reads,

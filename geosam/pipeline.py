@@ -78,7 +78,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # a failed task is re-raised on the client, in one line
     ) as cluster, Client(cluster) as client:  # fmt: skip
         yield client
 

@@ -132,15 +132,18 @@ class TileImage:
 
 def read_tile(scene: Scene, tile: Tile, size: int) -> TileImage:
     """Read one tile's window (only that window) as uint8 RGB with its validity mask."""
+    failure = None
     try:
         with reader(scene) as ds:
             data = ds.read(list(scene.bands), window=tile.read.window)
             masks = ds.read_masks(list(scene.bands), window=tile.read.window)
     except RasterioIOError as exc:
+        failure = reason(exc)
+    if failure is not None:  # raised outside the handler: GDAL's exceptions must not ride along from a worker
         raise InputError(
-            f"{scene.path}: cannot read pixels of tile {tile.row},{tile.col} ({reason(exc)}); "
+            f"{scene.path}: cannot read pixels of tile {tile.row},{tile.col} ({failure}); "
             "the file may be truncated or corrupt"
-        ) from exc
+        )
     valid_part = (masks > 0).all(axis=0)
     if data.dtype.kind == "f":
         valid_part &= np.isfinite(data).all(axis=0)

@@ -372,3 +372,16 @@ def test_remote_cog_over_http(http_data, prefix):
     assert http_data.requests > 0
     assert os.path.getsize(DATA / "cog.tif") > 0
 
+
+
+def test_a_tile_that_cannot_be_read_is_a_clear_error(tmp_path, scheduler):
+    """A COG cut short keeps its overviews (the plan works) but loses full-resolution tiles."""
+    cut = tmp_path / "cut.tif"
+    data = (DATA / "cog.tif").read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.35)])
+    scene = open_scene(cut)
+    grid = TileGrid(scene.width, scene.height, 1024, 128)
+    with pytest.raises(InputError, match=r"cut.tif: cannot read pixels of tile 0,0 .*truncated or corrupt"):
+        read_tile(scene, grid.tile(0, 0), 1024)
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        segment(cut, model=Bright(), scheduler=scheduler)
