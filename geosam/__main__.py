@@ -1,3 +1,5 @@
+"""``python -m geosam``: the command line."""
+
 from geosam.cli import main
 
 main(prog_name="geosam")

@@ -23,6 +23,10 @@ class Group(click.Group):
             return super().invoke(ctx)
         except GeosamError as exc:
             self._fail(ctx, str(exc))
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
@@ -39,13 +43,52 @@ class Group(click.Group):
         ctx.exit(1)
 
 
-def _bands(ctx, param, value: str | None) -> tuple[int, ...] | None:
+def _bands(ctx, param, value: str | None) -> tuple[int | str, ...] | None:
     if value is None:
         return None
+    names = [v.strip() for v in value.split(",")]
+    if "" in names:
+        raise click.BadParameter("give 1-based band indexes or band names separated by commas, e.g. 3,2,1")
+    return tuple(int(v) if v.isdigit() else v for v in names)
+
+
+def _percentiles(ctx, param, value: str) -> tuple[float, float]:
     try:
-        return tuple(int(v) for v in value.split(","))
+        low, high = (float(v) for v in value.split(","))
     except ValueError:
-        raise click.BadParameter("give 1-based band indexes separated by commas, e.g. 3,2,1") from None
+        raise click.BadParameter("give LOW,HIGH, e.g. 2,98") from None
+    if not 0 <= low < high <= 100:
+        raise click.BadParameter(f"{value}: use 0 <= LOW < HIGH <= 100")
+    return low, high
+
+
+def _tiling(size: int, overlap: int) -> None:
+    from geosam.errors import InputError
+    from geosam.tiling import check_tiling
+
+    try:
+        check_tiling(size, overlap)
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def read_options(command):
+    """The options that plan how a scene is read, shared by ``segment`` and ``info``."""
+    options = [
+        click.option("-b", "--bands", callback=_bands,
+                     help="Bands read as gray (1) or R,G,B (3), by index or band name, e.g. 3,2,1 or nir,red,green."
+                     " [default: RGB bands; 1,2,3 of 3- or 4-band scenes; gray for 1 band]"),
+        click.option("--percentiles", default="2,98", show_default=True, callback=_percentiles,
+                     help="LOW,HIGH percentiles of the scene's valid pixels stretched to 0..255 (not 8-bit data)."),
+        click.option("--stretch-8bit", is_flag=True, help="Stretch 8-bit data too (they are read as is by default)."),
+        click.option("--resolution", type=click.FloatRange(0, min_open=True),
+                     help="Resample reads to this pixel size, in the scene's CRS units (metres for UTM)."),
+        click.option("--pixel-coordinates", is_flag=True,
+                     help="Accept a raster without georeferencing; polygons are then in pixel units."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +110,7 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
               help="Output GeoPackage (.gpkg).")
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("-m", "--model", default="mobile_sam", show_default=True, help="Installed model name.")
-@click.option("-b", "--bands", callback=_bands, help="Bands read as gray (1) or R,G,B (3), e.g. 3,2,1.")
+@read_options
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
 @click.option("--overlap", default=128, show_default=True, type=int,
               help="Overlap between tiles in pixels; objects smaller than this are never cut.")
@@ -85,12 +128,10 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
               help="Simplify outlines by this many pixels (0 keeps exact pixel edges).")
 @click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
-@click.option("--pixel-coordinates", is_flag=True,
-              help="Accept a raster without georeferencing; polygons are then in pixel units.")
 @click.pass_context
-def segment(ctx, scene, output, overwrite, model, bands, tile_size, overlap, points_per_side,
-            points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, device,
-            pixel_coordinates) -> None:  # fmt: skip
+def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8bit, resolution,
+            pixel_coordinates, tile_size, overlap, points_per_side, points_per_batch, pred_iou_thresh,
+            stability_thresh, min_area, simplify, workers, device) -> None:  # fmt: skip
     """Segment every object in SCENE and write them as polygons to a GeoPackage."""
     from tqdm import tqdm
 
@@ -100,6 +141,7 @@ def segment(ctx, scene, output, overwrite, model, bands, tile_size, overlap, poi
     from geosam.pipeline import segment as run
     from geosam.tiling import TileGrid
 
+    _tiling(tile_size, overlap)
     io.check_output(output, overwrite)
     params = AutomaticParams(
         points_per_side=points_per_side,
@@ -108,13 +150,15 @@ def segment(ctx, scene, output, overwrite, model, bands, tile_size, overlap, poi
         stability_score_thresh=stability_thresh,
     )
     spec = ModelSpec(model, device, params)
-    plan = open_scene(scene, bands=bands, pixel_coordinates=pixel_coordinates)
+    reads = dict(bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
+                 pixel_coordinates=pixel_coordinates)  # fmt: skip
+    plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    with tqdm(total=total, unit="tile", desc="segment", disable=ctx.obj["quiet"], file=sys.stderr) as bar:
+    with tqdm(total=total, unit="tile", desc="segment", file=sys.stderr, leave=False,
+              disable=True if ctx.obj["quiet"] else None) as bar:  # None: a bar only on a terminal
         frame = run(
-            scene, model=spec, bands=bands, tile_size=tile_size, overlap=overlap, min_area=min_area,
-            simplify=simplify, workers=workers, pixel_coordinates=pixel_coordinates,
-            on_tile=lambda result: bar.update(1),
+            scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
+            workers=workers, on_tile=lambda result: bar.update(1), **reads,
         )  # fmt: skip
     io.write(frame, output, overwrite=overwrite)
     if not ctx.obj["quiet"]:
@@ -170,15 +214,19 @@ def models_list() -> None:
 
 @main.command()
 @click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
+@read_options
 @click.option("--tile-size", default=1024, show_default=True, type=int)
 @click.option("--overlap", default=128, show_default=True, type=int)
-@click.option("-b", "--bands", callback=_bands, help="Bands read as gray (1) or R,G,B (3).")
-def info(scene, tile_size, overlap, bands) -> None:
+def info(scene, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, tile_size, overlap) -> None:
     """Show how geosam reads SCENE: size, CRS, bands, stretch and tiling."""
     from geosam.georef import open_scene
     from geosam.tiling import TileGrid
 
-    plan = open_scene(scene, bands=bands, pixel_coordinates=True)
+    _tiling(tile_size, overlap)
+    plan = open_scene(
+        scene, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
+        pixel_coordinates=pixel_coordinates,
+    )  # fmt: skip
     grid = TileGrid(plan.width, plan.height, tile_size, overlap)
     click.echo(f"scene:     {plan.path}")
     click.echo(f"size:      {plan.width} × {plan.height} px")
@@ -187,4 +235,9 @@ def info(scene, tile_size, overlap, bands) -> None:
     click.echo(f"bounds:    {', '.join(f'{v:.3f}' for v in plan.bounds)}")
     click.echo(f"bands:     {','.join(map(str, plan.bands))}")
     click.echo(f"stretch:   {'none (8-bit)' if plan.stretch is None else plan.stretch}")
+    click.echo(f"resampled: {plan.resampling or 'no'}")
     click.echo(f"tiles:     {len(grid)} ({grid.shape[0]} × {grid.shape[1]}) of {tile_size} px, overlap {overlap}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,3 +25,11 @@ class ModelError(GeosamError, RuntimeError):
 
 class FetchError(ModelError):
     """No source could provide a verified copy of a checkpoint."""
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of the root cause of ``exc`` (GDAL's own words rather than a wrapper's)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,17 +16,27 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
-from rasterio.errors import RasterioIOError
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
-from geosam.errors import InputError, SceneNotFoundError
+from geosam.errors import InputError, SceneNotFoundError, reason
 
 STRETCH_SAMPLE = 1024  # longest side, in pixels, of the decimated read that the stretch is computed on
+SAMPLE_WINDOWS = 16  # without overviews, the stretch reads SAMPLE_WINDOWS² windows spread over the scene
+SCAN_PIXELS = 1 << 22  # pixels per read while searching a scene that looks all-nodata for a valid pixel
+MAX_PIXELS = 1 << 34  # a resampled grid larger than this is a mistake, not a scene
 
 
 @dataclass(frozen=True)
 class Scene:
-    """Everything a worker needs to read any window of a raster the same way."""
+    """Everything a worker needs to read any window of a raster the same way.
+
+    ``width``, ``height`` and ``transform`` describe the grid the tiles are cut from: the file's own,
+    or, when ``resampling`` is set, a grid of another pixel size that reads are warped onto.
+    """
 
     path: str
     width: int
@@ -31,6 +45,7 @@ class Scene:
     transform: Affine
     bands: tuple[int, ...]  # 1-based band indexes read as gray (1) or red, green, blue (3)
     stretch: tuple[tuple[float, float], ...] | None  # per band (low, high) mapped to 0..255
+    resampling: str | None = None  # a rasterio Resampling name when the grid is not the file's
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -42,34 +57,60 @@ class Scene:
         return abs(self.transform.a), abs(self.transform.e)
 
 
+@contextmanager
+def reader(scene: Scene) -> Iterator[DatasetReader | WarpedVRT]:
+    """The scene's raster on the scene's grid: the file itself, or a WarpedVRT onto the resampled grid."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(scene.path) as ds:
+            if scene.resampling is None:
+                yield ds
+                return
+            with WarpedVRT(
+                ds, crs=ds.crs, transform=scene.transform, width=scene.width, height=scene.height,
+                resampling=Resampling[scene.resampling], add_alpha=ColorInterp.alpha not in ds.colorinterp,
+            ) as vrt:  # fmt: skip
+                yield vrt
+
+
 def open_scene(
     path: str | Path,
-    bands: tuple[int, ...] | None = None,
+    bands: tuple[int | str, ...] | None = None,
     percentiles: tuple[float, float] = (2.0, 98.0),
+    stretch_8bit: bool = False,
+    resolution: float | None = None,
     pixel_coordinates: bool = False,
 ) -> Scene:
     """Open a raster once and plan how every tile of it is read.
 
-    ``bands`` picks 1 or 3 bands (1-based); by default RGB(A) and RGBN scenes give red, green, blue
-    and single-band scenes give gray. Non-8-bit data get one stretch for the whole scene, from the
-    ``percentiles`` of its valid pixels in a decimated read. A raster without georeferencing is
-    refused unless ``pixel_coordinates`` is true.
+    ``bands`` picks 1 or 3 bands by 1-based index or by band description / colour name (``"nir"``).
+    By default: gray for one band, the bands marked red, green, blue where there are such, else
+    bands 1,2,3 of a 3- or 4-band (RGB, RGBN) scene; more bands must be chosen. Data that are not
+    8-bit (and 8-bit data with ``stretch_8bit``) get one stretch for the whole scene, from the
+    ``percentiles`` of the valid pixels of a sample. ``resolution`` (CRS units per pixel) resamples
+    every read onto a grid of that pixel size. A raster without georeferencing is refused unless
+    ``pixel_coordinates`` is true.
     """
     path = str(path)
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
-        raise SceneNotFoundError(f"{path}: no such file")
+        raise SceneNotFoundError(f"{path}: no such file; check the path")
+    low, high = percentiles
+    if not 0 <= low < high <= 100:
+        raise InputError(f"percentiles {low:g},{high:g}: use 0 <= LOW < HIGH <= 100")
+    if resolution is not None and not resolution > 0:
+        raise InputError(f"resolution {resolution:g}: give a positive pixel size in the scene's CRS units")
     try:
-        with rasterio.open(path) as ds:
-            return _plan(ds, path, bands, percentiles, pixel_coordinates)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as ds:
+                return _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates)
     except RasterioIOError as exc:
-        raise InputError(f"{path}: not a readable raster ({_first_line(exc)})") from exc
+        raise InputError(
+            f"{path}: not a readable raster ({reason(exc)}); check that it is a complete GeoTIFF or other GDAL raster"
+        ) from exc
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _plan(ds, path, bands, percentiles, pixel_coordinates) -> Scene:
+def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates) -> Scene:
     if ds.width == 0 or ds.height == 0:
         raise InputError(f"{path}: the raster has no pixels")
     georeferenced = ds.crs is not None and ds.transform != Affine.identity()
@@ -79,46 +120,139 @@ def _plan(ds, path, bands, percentiles, pixel_coordinates) -> Scene:
             "georeference it first, or pass --pixel-coordinates to work in pixel units"
         )
     chosen = _choose_bands(ds, bands, path)
-    stretch = None if all(ds.dtypes[b - 1] == "uint8" for b in chosen) else _stretch(ds, chosen, percentiles)
+    sample = _sample(ds, chosen)
+    if sample.mask.all():  # the sample missed every valid pixel, or there are none
+        sample = _valid_strip(ds, chosen)
+        if sample is None:
+            raise InputError(f"{path}: every pixel is nodata or masked; there is nothing to segment")
+    eight_bit = all(ds.dtypes[b - 1] == "uint8" for b in chosen)
+    stretch = None if eight_bit and not stretch_8bit else _stretch(sample, percentiles)
+    width, height, transform, resampling = ds.width, ds.height, ds.transform, None
+    if resolution is not None:
+        if not georeferenced:
+            raise InputError(f"{path}: --resolution needs a georeferenced raster")
+        width, height, transform, resampling = _resample(ds, resolution, path)
     return Scene(
         path=path,
-        width=ds.width,
-        height=ds.height,
+        width=width,
+        height=height,
         crs=ds.crs if georeferenced else None,
-        transform=ds.transform if georeferenced else Affine.identity(),
+        transform=transform if georeferenced else Affine.identity(),
         bands=chosen,
         stretch=stretch,
+        resampling=resampling,
     )
+
+
+def _resample(ds, resolution: float, path: str) -> tuple[int, int, Affine, str]:
+    """The grid of ``resolution``-sized pixels over the scene, and how to resample onto it."""
+    fx, fy = resolution / math.hypot(ds.transform.a, ds.transform.d), resolution / math.hypot(
+        ds.transform.b, ds.transform.e
+    )
+    width, height = max(1, round(ds.width / fx)), max(1, round(ds.height / fy))
+    if width * height > MAX_PIXELS or (width == 1 and height == 1):
+        raise InputError(
+            f"{path}: --resolution {resolution:g} gives a {width} × {height} px grid; "
+            f"give a pixel size in the CRS units of the scene ({_units(ds.crs)})"
+        )
+    transform = ds.transform @ Affine.scale(ds.width / width, ds.height / height)
+    return width, height, transform, "average" if fx > 1 or fy > 1 else "bilinear"
+
+
+def _units(crs: CRS) -> str:
+    return ProjCRS.from_user_input(crs.to_wkt()).axis_info[0].unit_name
 
 
 def _choose_bands(ds, bands, path) -> tuple[int, ...]:
     if bands is not None:
-        bad = [b for b in bands if not 1 <= b <= ds.count]
         if len(bands) not in (1, 3):
-            raise InputError(f"choose 1 or 3 bands, not {len(bands)}")
-        if bad:
-            raise InputError(f"{path} has {ds.count} band(s); band {bad[0]} does not exist")
-        return tuple(bands)
+            raise InputError(f"choose 1 or 3 bands with --bands, not {len(bands)}")
+        return tuple(_band_index(ds, b, path) for b in bands)
     colour = [b for b in range(1, ds.count + 1) if ds.colorinterp[b - 1] != ColorInterp.alpha]
     if len(colour) == 1:
         return (colour[0],)
-    if len(colour) == 2:
-        raise InputError(f"{path} has 2 bands: choose one or three with --bands")
-    by_interp = {ds.colorinterp[b - 1]: b for b in colour}
-    rgb = [by_interp.get(c) for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
-    return tuple(rgb) if None not in rgb else tuple(colour[:3])
+    rgb = [_find_band(ds, name, colour) for name in ("red", "green", "blue")]
+    if None not in rgb:
+        return tuple(rgb)
+    if len(colour) in (3, 4):
+        return tuple(colour[:3])
+    raise InputError(
+        f"{path} has {len(colour)} bands and none marked red, green, blue: "
+        f"choose 1 or 3 with --bands, e.g. -b 3,2,1 (bands: {_band_list(ds)})"
+    )
 
 
-def _stretch(ds, bands, percentiles) -> tuple[tuple[float, float], ...]:
-    factor = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE)
-    shape = (len(bands), max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
-    sample = ds.read(list(bands), out_shape=shape, masked=True)
-    valid = ~np.ma.getmaskarray(sample).any(axis=0) & np.isfinite(sample.data).all(axis=0)
-    if not valid.any():
-        raise InputError(f"{ds.name}: every pixel is nodata")
+def _band_index(ds, band: int | str, path: str) -> int:
+    """A 1-based band index from an index or a band's description or colour name."""
+    if isinstance(band, str) and band.strip().isdigit():
+        band = int(band)
+    if isinstance(band, int):
+        if not 1 <= band <= ds.count:
+            raise InputError(f"{path} has {ds.count} band(s); band {band} does not exist")
+        return band
+    found = _find_band(ds, band, range(1, ds.count + 1))
+    if found is None:
+        raise InputError(f"{path} has no band named {band!r}; bands: {_band_list(ds)}")
+    return found
+
+
+def _find_band(ds, name: str, among) -> int | None:
+    """The first band whose description, else colour interpretation, is ``name`` (any case)."""
+    name = name.strip().lower()
+    for label in (lambda b: (ds.descriptions[b - 1] or "").strip().lower(), lambda b: ds.colorinterp[b - 1].name):
+        for b in among:
+            if label(b) == name:
+                return b
+    return None
+
+
+def _band_list(ds) -> str:
+    return ", ".join(
+        f"{b} {ds.descriptions[b - 1] or ds.colorinterp[b - 1].name}" for b in range(1, ds.count + 1)
+    )
+
+
+def _sample(ds, bands) -> np.ma.MaskedArray:
+    """A cheap, scene-wide sample of the bands, masked where any band is invalid: (B, h, w).
+
+    A decimated read where the scene is small or has overviews (GDAL then reads those); otherwise
+    SAMPLE_WINDOWS² small windows spread evenly over the scene, so big scenes are never read whole.
+    """
+    if max(ds.width, ds.height) <= STRETCH_SAMPLE or ds.overviews(bands[0]):
+        factor = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE)
+        shape = (len(bands), max(1, round(ds.height / factor)), max(1, round(ds.width / factor)))
+        return _masked(ds.read(list(bands), out_shape=shape, masked=True))
+    w, h = min(STRETCH_SAMPLE // SAMPLE_WINDOWS, ds.width), min(STRETCH_SAMPLE // SAMPLE_WINDOWS, ds.height)
+    xs = np.linspace(0, ds.width - w, SAMPLE_WINDOWS).round().astype(int)
+    ys = np.linspace(0, ds.height - h, SAMPLE_WINDOWS).round().astype(int)
+    reads = [_masked(ds.read(list(bands), window=Window(x, y, w, h), masked=True)) for y in ys for x in xs]
+    return np.ma.masked_array(
+        np.concatenate([r.data for r in reads], axis=2), np.concatenate([r.mask for r in reads], axis=2)
+    )
+
+
+def _valid_strip(ds, bands) -> np.ma.MaskedArray | None:
+    """The first strip of about SCAN_PIXELS pixels with a valid pixel; None when there is none."""
+    rows = max(1, SCAN_PIXELS // ds.width)
+    for y in range(0, ds.height, rows):
+        strip = _masked(ds.read(list(bands), window=Window(0, y, ds.width, min(rows, ds.height - y)), masked=True))
+        if not strip.mask.all():
+            return strip
+    return None
+
+
+def _masked(data: np.ma.MaskedArray) -> np.ma.MaskedArray:
+    """Bands masked together: a pixel is valid only where every band is valid and finite."""
+    invalid = np.ma.getmaskarray(data).any(axis=0) | ~np.isfinite(data.data).all(axis=0)
+    return np.ma.masked_array(data.data, np.repeat(invalid[None], len(data), axis=0))
+
+
+def _stretch(sample: np.ma.MaskedArray, percentiles) -> tuple[tuple[float, float], ...]:
+    """Per band, the ``percentiles`` of the sample's valid pixels: the range mapped to 0..255."""
+    valid = ~sample.mask[0]
     limits = []
     for band in sample.data:
-        low, high = np.percentile(band[valid], percentiles)
+        low, high = np.percentile(band[valid].astype(np.float64), percentiles)
         limits.append((float(low), float(high) if high > low else float(low) + 1.0))
     return tuple(limits)
 
@@ -144,7 +278,8 @@ def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:
     if crs is None:
         return np.full(len(geometries), np.nan)
     proj = ProjCRS.from_user_input(crs.to_wkt())
-    mercator = proj.is_projected and "mercator" in (proj.coordinate_operation.method_name or "").lower()
+    method = (proj.coordinate_operation.method_name or "").lower() if proj.is_projected else ""
+    mercator = method.startswith("mercator") or "pseudo mercator" in method  # not Transverse Mercator
     if proj.is_projected and not mercator:
         return shapely.area(geometries) * proj.axis_info[0].unit_conversion_factor**2
     to_lonlat = Transformer.from_crs(proj, proj.geodetic_crs, always_xy=True)

@@ -24,9 +24,11 @@ def check_output(path: Path, overwrite: bool) -> str:
         raise OutputError(f"{path} exists: pass --overwrite to replace it")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"{folder}: output folder is not writable")
+        raise OutputError(f"{folder}: output folder does not exist; create it first")
+    try:  # a real write: permission bits alone do not tell (root, read-only mounts, ACLs)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        raise OutputError(f"{folder}: output folder is not writable; choose another folder") from None
     return driver
 
 

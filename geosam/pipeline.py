@@ -16,7 +16,7 @@ import numpy as np
 from dask.distributed import Client, LocalCluster, as_completed
 
 from geosam.georef import Scene, area_m2, open_scene
-from geosam.models import ModelSpec, Segmenter
+from geosam.models import Masks, ModelSpec, Segmenter
 from geosam.stitch import Piece, pieces_from_masks, stitch
 from geosam.tiling import Tile, TileGrid, read_tile
 from geosam.vectorize import tidy, to_map
@@ -58,6 +58,7 @@ def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, 
     if not image.valid.any():
         return TileResult(tile, [], False)
     masks = _worker_model(source, threads).automatic(image.image, image.valid)
+    masks = Masks(masks.masks & image.valid, masks.scores, masks.stability)  # invalid pixels are never objects
     return TileResult(tile, pieces_from_masks(tile, masks, grid), True)
 
 
@@ -76,8 +77,8 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         n_workers=workers or default_workers(),
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":0",  # any free port: runs side by side never collide
-        silence_logs=logging.ERROR,
+        dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
+        silence_logs=logging.CRITICAL,  # a failed task is re-raised on the client, in one line
     ) as cluster, Client(cluster) as client:  # fmt: skip
         yield client
 
@@ -140,7 +141,10 @@ def segment(
     path: str | Path,
     *,
     model: ModelSource | str = "mobile_sam",
-    bands: tuple[int, ...] | None = None,
+    bands: tuple[int | str, ...] | None = None,
+    percentiles: tuple[float, float] = (2.0, 98.0),
+    stretch_8bit: bool = False,
+    resolution: float | None = None,
     tile_size: int = 1024,
     overlap: int = 128,
     min_area: float = 0.0,
@@ -152,13 +156,17 @@ def segment(
 ) -> gpd.GeoDataFrame:
     """Segment every object in a scene; return polygons in the scene's CRS.
 
-    ``tile_size`` and ``overlap`` are in pixels, ``min_area`` in m² (pixels² without a CRS),
-    ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler`` or a local cluster of
+    ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan the reads (see
+    ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid, ``min_area``
+    in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler`` or a local cluster of
     ``workers`` processes (default: one per core).
     """
     source = ModelSpec(model) if isinstance(model, str) else model
     source.check()
-    scene = open_scene(path, bands=bands, pixel_coordinates=pixel_coordinates)
+    scene = open_scene(
+        path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
+        pixel_coordinates=pixel_coordinates,
+    )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
     with dask_client(workers, scheduler) as client:

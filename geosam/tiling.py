@@ -7,14 +7,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from geosam.errors import InputError
-from geosam.georef import Scene, to_uint8
+from geosam.errors import InputError, reason
+from geosam.georef import Scene, reader, to_uint8
 
 MIN_TILE = 64
 MAX_TILE = 8192
+
+
+def check_tiling(size: int, overlap: int) -> None:
+    """Fail early on a tile size or overlap (pixels) that cannot make a tile grid."""
+    if not MIN_TILE <= size <= MAX_TILE:
+        raise InputError(f"tile size {size} px is out of range: use {MIN_TILE} to {MAX_TILE}")
+    if not 0 <= overlap < size:
+        raise InputError(f"overlap {overlap} px must be at least 0 and smaller than the tile size {size} px")
 
 
 @dataclass(frozen=True, order=True)
@@ -67,12 +75,7 @@ class TileGrid:
     overlap: int = 128
 
     def __post_init__(self) -> None:
-        if not MIN_TILE <= self.size <= MAX_TILE:
-            raise InputError(f"tile size {self.size} px is out of range: use {MIN_TILE} to {MAX_TILE}")
-        if not 0 <= self.overlap < self.size:
-            raise InputError(
-                f"overlap {self.overlap} px must be at least 0 and smaller than the tile size {self.size} px"
-            )
+        check_tiling(self.size, self.overlap)
         if self.width < 1 or self.height < 1:
             raise InputError("the scene has no pixels")
 
@@ -129,9 +132,18 @@ class TileImage:
 
 def read_tile(scene: Scene, tile: Tile, size: int) -> TileImage:
     """Read one tile's window (only that window) as uint8 RGB with its validity mask."""
-    with rasterio.open(scene.path) as ds:
-        data = ds.read(list(scene.bands), window=tile.read.window)
-        masks = ds.read_masks(list(scene.bands), window=tile.read.window)
+    failure = None
+    try:
+        with reader(scene) as ds:
+            data = ds.read(list(scene.bands), window=tile.read.window)
+            masks = ds.read_masks(list(scene.bands), window=tile.read.window)
+    except RasterioIOError as exc:
+        failure = reason(exc)
+    if failure is not None:  # raised outside the handler: GDAL's exceptions must not ride along from a worker
+        raise InputError(
+            f"{scene.path}: cannot read pixels of tile {tile.row},{tile.col} ({failure}); "
+            "the file may be truncated or corrupt"
+        )
     valid_part = (masks > 0).all(axis=0)
     if data.dtype.kind == "f":
         valid_part &= np.isfinite(data).all(axis=0)
