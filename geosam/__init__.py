@@ -20,7 +20,17 @@ _EXPORTS = {
     "segment": "geosam.pipeline",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AutomaticParams",
+    "GeosamError",
+    "ModelSpec",
+    "Scene",
+    "Tile",
+    "TileGrid",
+    "load_model",
+    "open_scene",
+    "segment",
+]
 
 if TYPE_CHECKING:
     from geosam.errors import GeosamError

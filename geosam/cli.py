@@ -98,34 +98,80 @@ def read_options(command):
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Segment objects in GeoTIFF scenes with Segment Anything models, as georeferenced polygons."""
-    level = logging.WARNING - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("geosam").setLevel(max(level, logging.DEBUG))
+    level = max(logging.WARNING - 10 * verbose + 10 * quiet, logging.DEBUG)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    dask_level = logging.INFO if verbose >= 2 else logging.ERROR  # Dask's own chatter only with -vv
+    for name, floor in (("geosam", level), ("distributed", dask_level)):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(floor)
+        logger.propagate = False
     ctx.obj = {"quiet": quiet > 0}
 
 
 @main.command()
 @click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output GeoPackage (.gpkg).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output GeoPackage (.gpkg).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
 @click.option("-m", "--model", default="mobile_sam", show_default=True, help="Installed model name.")
 @read_options
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
-@click.option("--overlap", default=128, show_default=True, type=int,
-              help="Overlap between tiles in pixels; objects smaller than this are never cut.")
-@click.option("--points-per-side", default=32, show_default=True, type=click.IntRange(1, 256),
-              help="Automatic mode: prompt grid is N×N points per tile (fewer is faster).")
-@click.option("--points-per-batch", default=16, show_default=True, type=click.IntRange(1, 1024),
-              help="Prompts decoded per model call.")
-@click.option("--pred-iou-thresh", default=0.88, show_default=True, type=click.FloatRange(0, 1),
-              help="Drop masks whose predicted IoU is below this.")
-@click.option("--stability-thresh", default=0.92, show_default=True, type=click.FloatRange(0, 1),
-              help="Drop masks whose stability score is below this.")
-@click.option("--min-area", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="Drop objects smaller than this many m² (pixels² without a CRS).")
-@click.option("--simplify", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="Simplify outlines by this many pixels (0 keeps exact pixel edges).")
+@click.option(
+    "--overlap",
+    default=128,
+    show_default=True,
+    type=int,
+    help="Overlap between tiles in pixels; objects smaller than this are never cut.",
+)
+@click.option(
+    "--points-per-side",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Automatic mode: prompt grid is N×N points per tile (fewer is faster).",
+)
+@click.option(
+    "--points-per-batch",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Prompts decoded per model call.",
+)
+@click.option(
+    "--pred-iou-thresh",
+    default=0.88,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Drop masks whose predicted IoU is below this.",
+)
+@click.option(
+    "--stability-thresh",
+    default=0.92,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Drop masks whose stability score is below this.",
+)
+@click.option(
+    "--min-area",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Drop objects smaller than this many m² (pixels² without a CRS).",
+)
+@click.option(
+    "--simplify",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Simplify outlines by this many pixels (0 keeps exact pixel edges).",
+)
 @click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
 @click.pass_context
@@ -154,8 +200,14 @@ def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8b
                  pixel_coordinates=pixel_coordinates)  # fmt: skip
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    with tqdm(total=total, unit="tile", desc="segment", file=sys.stderr, leave=False,
-              disable=True if ctx.obj["quiet"] else None) as bar:  # None: a bar only on a terminal
+    with tqdm(
+        total=total,
+        unit="tile",
+        desc="segment",
+        file=sys.stderr,
+        leave=False,
+        disable=True if ctx.obj["quiet"] else None,
+    ) as bar:  # None: a bar only on a terminal
         frame = run(
             scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
             workers=workers, on_tile=lambda result: bar.update(1), **reads,
@@ -178,8 +230,7 @@ def models_fetch(ctx, names: tuple[str, ...], force: bool) -> None:
     """Download and verify checkpoints NAMES (default: mobile_sam) into the model cache."""
     from tqdm import tqdm
 
-    from geosam.models import DEFAULT_MODEL
-    from geosam.models import weights
+    from geosam.models import DEFAULT_MODEL, weights
 
     for name in names or (DEFAULT_MODEL,):
         with tqdm(unit="B", unit_scale=True, desc=name, disable=ctx.obj["quiet"], file=sys.stderr) as bar:
@@ -236,7 +287,9 @@ def info(scene, bands, percentiles, stretch_8bit, resolution, pixel_coordinates,
     click.echo(f"bands:     {','.join(map(str, plan.bands))}")
     click.echo(f"stretch:   {'none (8-bit)' if plan.stretch is None else plan.stretch}")
     click.echo(f"resampled: {plan.resampling or 'no'}")
-    click.echo(f"tiles:     {len(grid)} ({grid.shape[0]} × {grid.shape[1]}) of {tile_size} px, overlap {overlap}")
+    click.echo(
+        f"tiles:     {len(grid)} ({grid.shape[0]} × {grid.shape[1]}) of {tile_size} px, overlap {overlap}"
+    )
 
 
 if __name__ == "__main__":

@@ -146,8 +146,9 @@ def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordina
 
 def _resample(ds, resolution: float, path: str) -> tuple[int, int, Affine, str]:
     """The grid of ``resolution``-sized pixels over the scene, and how to resample onto it."""
-    fx, fy = resolution / math.hypot(ds.transform.a, ds.transform.d), resolution / math.hypot(
-        ds.transform.b, ds.transform.e
+    fx, fy = (
+        resolution / math.hypot(ds.transform.a, ds.transform.d),
+        resolution / math.hypot(ds.transform.b, ds.transform.e),
     )
     width, height = max(1, round(ds.width / fx)), max(1, round(ds.height / fy))
     if width * height > MAX_PIXELS or (width == 1 and height == 1):
@@ -199,7 +200,10 @@ def _band_index(ds, band: int | str, path: str) -> int:
 def _find_band(ds, name: str, among) -> int | None:
     """The first band whose description, else colour interpretation, is ``name`` (any case)."""
     name = name.strip().lower()
-    for label in (lambda b: (ds.descriptions[b - 1] or "").strip().lower(), lambda b: ds.colorinterp[b - 1].name):
+    for label in (
+        lambda b: (ds.descriptions[b - 1] or "").strip().lower(),
+        lambda b: ds.colorinterp[b - 1].name,
+    ):
         for b in among:
             if label(b) == name:
                 return b
@@ -235,7 +239,9 @@ def _valid_strip(ds, bands) -> np.ma.MaskedArray | None:
     """The first strip of about SCAN_PIXELS pixels with a valid pixel; None when there is none."""
     rows = max(1, SCAN_PIXELS // ds.width)
     for y in range(0, ds.height, rows):
-        strip = _masked(ds.read(list(bands), window=Window(0, y, ds.width, min(rows, ds.height - y)), masked=True))
+        strip = _masked(
+            ds.read(list(bands), window=Window(0, y, ds.width, min(rows, ds.height - y)), masked=True)
+        )
         if not strip.mask.all():
             return strip
     return None
@@ -281,7 +287,9 @@ def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:
     method = (proj.coordinate_operation.method_name or "").lower() if proj.is_projected else ""
     mercator = method.startswith("mercator") or "pseudo mercator" in method  # not Transverse Mercator
     if proj.is_projected and not mercator:
-        return shapely.area(geometries) * proj.axis_info[0].unit_conversion_factor**2
+        return shapely.area(geometries) * proj.axis_info[0].unit_conversion_factor ** 2
     to_lonlat = Transformer.from_crs(proj, proj.geodetic_crs, always_xy=True)
-    lonlat = shapely.transform(geometries, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+    lonlat = shapely.transform(
+        geometries, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1]))
+    )
     return np.array([abs(_GEOD.geometry_area_perimeter(g)[0]) for g in lonlat])

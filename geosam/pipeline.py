@@ -58,7 +58,9 @@ def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, 
     if not image.valid.any():
         return TileResult(tile, [], False)
     masks = _worker_model(source, threads).automatic(image.image, image.valid)
-    masks = Masks(masks.masks & image.valid, masks.scores, masks.stability)  # invalid pixels are never objects
+    masks = Masks(
+        masks.masks & image.valid, masks.scores, masks.stability
+    )  # invalid pixels are never objects
     return TileResult(tile, pieces_from_masks(tile, masks, grid), True)
 
 
@@ -112,14 +114,14 @@ def _take(tiles: Iterator[Tile], n: int) -> list[Tile]:
     return [tile for _, tile in zip(range(n), tiles)]
 
 
-def to_frame(
-    scene: Scene, objects, min_area: float = 0.0, simplify: float = 0.0
-) -> gpd.GeoDataFrame:
+def to_frame(scene: Scene, objects, min_area: float = 0.0, simplify: float = 0.0) -> gpd.GeoDataFrame:
     """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
     pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
     geometry = to_map(pixel, scene.transform)
-    area = area_m2(geometry, scene.crs) if scene.crs is not None else np.abs(
-        np.array([g.area for g in pixel], float)
+    area = (
+        area_m2(geometry, scene.crs)
+        if scene.crs is not None
+        else np.abs(np.array([g.area for g in pixel], float))
     )
     frame = gpd.GeoDataFrame(
         {

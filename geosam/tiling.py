@@ -47,7 +47,9 @@ class Box:
         return Window(self.x0, self.y0, self.width, self.height)
 
     def intersection(self, other: Box) -> Box | None:
-        box = Box(max(self.x0, other.x0), max(self.y0, other.y0), min(self.x1, other.x1), min(self.y1, other.y1))
+        box = Box(
+            max(self.x0, other.x0), max(self.y0, other.y0), min(self.x1, other.x1), min(self.y1, other.y1)
+        )
         return box if box.x0 < box.x1 and box.y0 < box.y1 else None
 
 

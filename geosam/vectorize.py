@@ -51,5 +51,7 @@ def tidy(geometries: np.ndarray, simplify: float) -> np.ndarray:
     invalid = ~shapely.is_valid(geometries)
     if invalid.any():
         geometries = geometries.copy()
-        geometries[invalid] = shapely.make_valid(geometries[invalid], method="structure", keep_collapsed=False)
+        geometries[invalid] = shapely.make_valid(
+            geometries[invalid], method="structure", keep_collapsed=False
+        )
     return geometries

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
-from rasters import DATA, squares, write
+
+from .rasters import DATA, squares, write
 
 ROOT = Path(__file__).parents[1]
 RGB = str(DATA / "RGB.byte.tif")
@@ -50,9 +51,12 @@ def make_scene(kind: str, folder: Path) -> str:
     if kind == "all nodata":
         return str(write(folder / "void.tif", np.zeros((1, 300, 300), "uint16"), nodata=0))
     if kind == "no georeferencing":
-        with pytest.warns(NotGeoreferencedWarning), rasterio.open(
-            folder / "plain.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
-        ) as ds:
+        with (
+            pytest.warns(NotGeoreferencedWarning),
+            rasterio.open(
+                folder / "plain.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
+            ) as ds,
+        ):
             ds.write(squares(64, 64))
         return str(folder / "plain.tif")
     if kind == "many bands":
@@ -93,7 +97,9 @@ def test_bad_input(tmp_path, row, kind, args, output, code, message):
     before = set(tmp_path.rglob("*"))
     result = geosam(scene, *args, cwd=tmp_path)
     assert result.returncode == code, result.stderr
-    lines = [line.rsplit("\r", 1)[-1].strip() for line in result.stderr.split("\n")]  # as a terminal shows them
+    lines = [
+        line.rsplit("\r", 1)[-1].strip() for line in result.stderr.split("\n")
+    ]  # as a terminal shows them
     lines = [line for line in lines if line]  # the progress bar erases itself
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert message in lines[0] and "Traceback" not in result.stderr

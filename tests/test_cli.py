@@ -65,7 +65,7 @@ def test_refuses_to_overwrite(tmp_path, data):
 
 def test_tile_size_not_above_overlap(tmp_path, data):
     done = geosam("segment", str(data / "RGB.byte.tif"), "-o", str(tmp_path / "o.gpkg"), "--overlap", "2000")
-    assert_one_line_error(done, 1, "smaller than the tile size")
+    assert_one_line_error(done, 2, "smaller than the tile size")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -87,7 +87,9 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
         "segment", str(data / "pix4d_alpha_nodata.tif"), "-o", str(out), "--points-per-side", "12", "-w", "1"
     )
     assert done.returncode == 0, done.stderr
-    assert "objects written" in done.stderr and "tile" in done.stderr  # progress bar and summary
+    assert done.stderr.strip().endswith(
+        f"objects written to {out}"
+    )  # the progress bar shows on terminals only
     frame = gpd.read_file(out)
     assert len(frame) >= 20 and frame.crs.to_epsg() == 32750
     assert [p.name for p in tmp_path.iterdir()] == ["fields.gpkg"], "no temporary files left beside it"
@@ -110,14 +112,20 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
 
 def qgis_load(path: Path, layer: str) -> dict:
     """What real QGIS (Debian's python3-qgis, headless) makes of a layer."""
-    probe = Path(QGIS_PYTHON).exists() and subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"]).returncode == 0
+    probe = (
+        Path(QGIS_PYTHON).exists() and subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"]).returncode == 0
+    )
     if not probe:
-        pytest.skip(f"QGIS is not installed ({QGIS_PYTHON} cannot import qgis.core; apt-get install python3-qgis)")
+        pytest.skip(
+            f"QGIS is not installed ({QGIS_PYTHON} cannot import qgis.core; apt-get install python3-qgis)"
+        )
     runtime = path.parent / "xdg-runtime"
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(runtime)}
     env.pop("PYTHONPATH", None)
     script = Path(__file__).with_name("qgis_load.py")
-    done = subprocess.run([QGIS_PYTHON, str(script), str(path), layer], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [QGIS_PYTHON, str(script), str(path), layer], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

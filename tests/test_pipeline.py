@@ -12,7 +12,7 @@ import numpy as np
 import geosam
 from geosam.models.base import Masks
 
-from .conftest import write_tif
+from .rasters import write
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class RecordingSegmenter:
 def test_model_loads_once_per_worker_and_threads_fit_the_cores(tmp_path):
     data = np.zeros((3, 900, 900), np.uint8)
     data[:, 100:800, 100:800] = 200  # one square object across all seams
-    scene = write_tif(tmp_path / "scene.tif", data)
+    scene = write(tmp_path / "scene.tif", data)
     records = tmp_path / "records"
     records.mkdir()
     frame = geosam.segment(scene, model=RecordingSource(str(records)), tile_size=256, overlap=64, workers=2)
@@ -59,16 +59,18 @@ def test_model_loads_once_per_worker_and_threads_fit_the_cores(tmp_path):
     assert len(loads) <= 2, "the model is loaded once per worker process, not once per task"
     assert all(int(threads) * 2 <= (os.cpu_count() or 1) or int(threads) == 1 for _, _, threads in loads)
     assert len(frame) == 1 and frame.iloc[0]["tiles"] == tiles
-    assert abs(frame.iloc[0]["area_m2"] - 700 * 700 * 0.25) < 1e-6
+    assert abs(frame.iloc[0]["area_m2"] - 700 * 700 * 4.0) < 1e-6
 
 
 def test_tiles_without_valid_pixels_are_not_segmented(tmp_path):
     data = np.zeros((3, 600, 600), np.uint8)
     data[:, :200, :200] = 200
-    scene = write_tif(tmp_path / "scene.tif", data, nodata=0)
+    scene = write(tmp_path / "scene.tif", data, nodata=0)
     records = tmp_path / "records"
     records.mkdir()
     done = []
-    geosam.segment(scene, model=RecordingSource(str(records)), tile_size=256, overlap=0, workers=1, on_tile=done.append)
+    geosam.segment(
+        scene, model=RecordingSource(str(records)), tile_size=256, overlap=0, workers=1, on_tile=done.append
+    )
     assert len(done) == 9
     assert sum(r.segmented for r in done) == 1 == len(list(records.glob("task-*")))

@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from affine import Affine
 from dask.distributed import LocalCluster
 from pyproj import Transformer
 from rasterio.crs import CRS
-from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
-from rasters import DATA, Bright, squares, write
 
 from geosam.errors import InputError
 from geosam.georef import area_m2, open_scene, to_uint8
 from geosam.pipeline import segment
 from geosam.tiling import TileGrid, read_tile
+
+from .rasters import DATA, Bright, squares, write
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,9 @@ def test_default_bands(tmp_path, count, colorinterp, expected):
 
 def test_many_bands_need_a_choice(tmp_path):
     path = write(tmp_path / "s.tif", np.repeat(squares(), 6, axis=0))
-    with pytest.raises(InputError, match="6 bands and none marked red, green, blue: choose 1 or 3 with --bands"):
+    with pytest.raises(
+        InputError, match="6 bands and none marked red, green, blue: choose 1 or 3 with --bands"
+    ):
         open_scene(path)
     assert open_scene(path, bands=(5, 4, 3)).bands == (5, 4, 3)
 
@@ -146,7 +149,9 @@ def test_a_few_valid_pixels_the_sample_misses_are_found(tmp_path):
 
 
 def test_all_nodata_is_refused(tmp_path):
-    path = write(tmp_path / "s.tif", np.zeros((1, 3000, 3000), "uint8"), nodata=0, tiled=True, compress="deflate")
+    path = write(
+        tmp_path / "s.tif", np.zeros((1, 3000, 3000), "uint8"), nodata=0, tiled=True, compress="deflate"
+    )
     with pytest.raises(InputError, match="every pixel is nodata or masked"):
         open_scene(path)
 
@@ -231,16 +236,21 @@ def test_area_with_a_custom_wkt():
 
 def test_geographic_scene_runs_to_geodesic_areas(tmp_path, scheduler):
     transform = Affine(0.1 / 512, 0, 10.0, 0, -0.1 / 512, 60.1)
-    path = write(tmp_path / "s.tif", np.full((1, 512, 512), 200, "uint8"), crs="EPSG:4326", transform=transform)
+    path = write(
+        tmp_path / "s.tif", np.full((1, 512, 512), 200, "uint8"), crs="EPSG:4326", transform=transform
+    )
     frame = segment(path, model=Bright(), tile_size=256, overlap=32, scheduler=scheduler)
     assert frame.crs.to_epsg() == 4326
     assert frame["area_m2"].sum() == pytest.approx(_band_area(60.0, 60.1, 0.1), rel=1e-4)
 
 
 def test_pixel_coordinates_only_when_asked(tmp_path):
-    with pytest.warns(NotGeoreferencedWarning), rasterio.open(
-        tmp_path / "s.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
-    ) as ds:
+    with (
+        pytest.warns(NotGeoreferencedWarning),
+        rasterio.open(
+            tmp_path / "s.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
+        ) as ds,
+    ):
         ds.write(squares(64, 64))
     with pytest.raises(InputError, match="no georeferencing.*--pixel-coordinates"):
         open_scene(tmp_path / "s.tif")
@@ -272,7 +282,9 @@ def test_resampled_objects_stay_in_place(tmp_path, scheduler):
 
 
 def test_bad_resolution(tmp_path):
-    with pytest.raises(InputError, match=r"gives a 1 × 1 px grid; give a pixel size in the CRS units of the scene \(metre\)"):
+    with pytest.raises(
+        InputError, match=r"gives a 1 × 1 px grid; give a pixel size in the CRS units of the scene \(metre\)"
+    ):
         open_scene(DATA / "pan1.tif", resolution=1e6)
     with pytest.raises(InputError, match="positive"):
         open_scene(DATA / "pan1.tif", resolution=0)
@@ -296,7 +308,9 @@ def test_vrt_mosaic_reads_like_its_source(tmp_path):
         subprocess.run(["gdal_translate", "-q", "-srcwin", *window.split(), str(src), str(tmp_path / f"{name}.tif")],
                        check=True)  # fmt: skip
     vrt = tmp_path / "mosaic.vrt"
-    subprocess.run(["gdalbuildvrt", "-q", str(vrt), str(tmp_path / "west.tif"), str(tmp_path / "east.tif")], check=True)
+    subprocess.run(
+        ["gdalbuildvrt", "-q", str(vrt), str(tmp_path / "west.tif"), str(tmp_path / "east.tif")], check=True
+    )
     mosaic, original = open_scene(vrt), open_scene(src)
     assert (mosaic.width, mosaic.height, mosaic.transform, mosaic.crs) == (
         original.width, original.height, original.transform, original.crs,
@@ -371,7 +385,6 @@ def test_remote_cog_over_http(http_data, prefix):
     assert np.array_equal(read_tile(remote, tile, 512).image, read_tile(local, tile, 512).image)
     assert http_data.requests > 0
     assert os.path.getsize(DATA / "cog.tif") > 0
-
 
 
 def test_a_tile_that_cannot_be_read_is_a_clear_error(tmp_path, scheduler):

@@ -12,23 +12,17 @@ import pytest
 import rasterio
 import shapely
 from dask.distributed import LocalCluster
-from rasters import DATA
 
 from geosam import io
 from geosam.models import AutomaticParams, ModelSpec
-from geosam.models.weights import installed_path
 from geosam.pipeline import segment
+
+from .rasters import DATA
 
 SCENES = sorted(p.name for p in DATA.glob("*.tif"))
 
 
-def _model() -> ModelSpec:
-    spec = ModelSpec("mobile_sam", "cpu", AutomaticParams(points_per_side=4))
-    try:
-        spec.check()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"MobileSAM weights are not installed (set GEOSAM_MODELS_DIR): {exc}")
-    return spec
+FAST = ModelSpec("mobile_sam", "cpu", AutomaticParams(points_per_side=4))
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +34,8 @@ def scheduler():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SCENES)
-def test_every_sample_scene_to_a_geopackage(tmp_path, scheduler, name):
-    frame = segment(DATA / name, model=_model(), tile_size=1024, overlap=128, scheduler=scheduler)
+def test_every_sample_scene_to_a_geopackage(tmp_path, scheduler, model_installed, name):
+    frame = segment(DATA / name, model=FAST, tile_size=1024, overlap=128, scheduler=scheduler)
     output = tmp_path / "objects.gpkg"
     io.write(frame, output)
     back = pyogrio.read_dataframe(output)
@@ -55,9 +49,8 @@ def test_every_sample_scene_to_a_geopackage(tmp_path, scheduler, name):
     assert info.returncode == 0 and f"Feature Count: {len(back)}" in info.stdout
 
 
-def test_cli_segments_a_16bit_scene(tmp_path):
+def test_cli_segments_a_16bit_scene(tmp_path, model_installed):
     """The command line end to end on a small 16-bit scene, resampled to half its pixels."""
-    installed_path("mobile_sam") if os.environ.get("GEOSAM_MODELS_DIR") else pytest.skip("GEOSAM_MODELS_DIR unset")
     output = tmp_path / "pan.gpkg"
     result = subprocess.run(
         [sys.executable, "-m", "geosam", "-q", "segment", str(DATA / "pan1.tif"), "-o", str(output),

@@ -9,7 +9,7 @@ from geosam.errors import InputError
 from geosam.georef import open_scene
 from geosam.tiling import TileGrid, read_tile
 
-from .conftest import write_tif
+from .rasters import write
 
 
 @settings(max_examples=200, deadline=None)
@@ -61,7 +61,7 @@ def test_neighbours_are_each_pair_once():
 def test_read_tile_pads_edge_tiles_and_marks_nodata(tmp_path):
     data = np.random.default_rng(0).integers(1, 255, (3, 300, 500), dtype=np.uint8)
     data[:, :10, :] = 0
-    path = write_tif(tmp_path / "s.tif", data, nodata=0)
+    path = write(tmp_path / "s.tif", data, nodata=0)
     scene = open_scene(path)
     grid = TileGrid(scene.width, scene.height, 256, 32)
     tile = grid.tile(1, 1)

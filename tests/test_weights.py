@@ -51,7 +51,9 @@ def test_fetch_over_http_verifies_and_records_provenance(server, cache, fake):
     root, url = server
     (root / "fake.pt").write_bytes(PAYLOAD)
     seen = []
-    path = weights.fetch("fake", sources=(UrlSource(f"{url}/fake.pt"),), progress=lambda d, t: seen.append((d, t)))
+    path = weights.fetch(
+        "fake", sources=(UrlSource(f"{url}/fake.pt"),), progress=lambda d, t: seen.append((d, t))
+    )
     assert path == cache / "fake.pt" and path.read_bytes() == PAYLOAD
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
     (row,) = [r for r in weights.list_models() if r.name == "fake"]

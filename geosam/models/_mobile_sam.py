@@ -47,6 +47,7 @@ def _install_timm() -> None:
     try:
         import timm.models.layers  # noqa: F401
         import timm.models.registry  # noqa: F401
+
         return
     except ImportError:
         pass

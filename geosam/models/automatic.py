@@ -76,9 +76,7 @@ def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: Auto
         per_point = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten()
         rows, cols = model.low_res_extent(embedding)
-        stable = amg.calculate_stability_score(
-            low_res[:, :rows, :cols], 0.0, params.stability_score_offset
-        )
+        stable = amg.calculate_stability_score(low_res[:, :rows, :cols], 0.0, params.stability_score_offset)
         keep = (iou >= params.pred_iou_thresh) & (stable >= params.stability_score_thresh)
         if not keep.any():
             continue

@@ -26,9 +26,7 @@ class Masks:
 
     @classmethod
     def empty(cls, height: int, width: int) -> Masks:
-        return cls(
-            np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.float32)
-        )
+        return cls(np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
 
 @dataclass(frozen=True)

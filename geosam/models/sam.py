@@ -14,7 +14,12 @@ from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import AutomaticParams, generate
 from geosam.models.base import Masks
 
-BUILDERS = {"vit_t": "build_sam_vit_t", "vit_b": "build_sam_vit_b", "vit_l": "build_sam_vit_l", "vit_h": "build_sam_vit_h"}
+BUILDERS = {
+    "vit_t": "build_sam_vit_t",
+    "vit_b": "build_sam_vit_b",
+    "vit_l": "build_sam_vit_l",
+    "vit_h": "build_sam_vit_h",
+}
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,9 @@ class SamModel:
     @torch.inference_mode()
     def upscale(self, embedding: Embedding, low_res: torch.Tensor) -> torch.Tensor:
         """Mask logits (N, H, W) at the image's size from low-resolution logits (N, 256, 256)."""
-        return self.sam.postprocess_masks(
-            low_res[:, None], embedding.input_size, embedding.original_size
-        )[:, 0]
+        return self.sam.postprocess_masks(low_res[:, None], embedding.input_size, embedding.original_size)[
+            :, 0
+        ]
 
     @property
     def low_res_scale(self) -> float:
