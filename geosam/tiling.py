@@ -15,6 +15,7 @@ from geosam.georef import Scene, to_uint8
 
 MIN_TILE = 64
 MAX_TILE = 8192
+MIN_OVERLAP = 1  # pixels: neighbouring tiles must share pixels for objects to be merged across their seam
 
 
 @dataclass(frozen=True, order=True)
@@ -69,9 +70,10 @@ class TileGrid:
     def __post_init__(self) -> None:
         if not MIN_TILE <= self.size <= MAX_TILE:
             raise InputError(f"tile size {self.size} px is out of range: use {MIN_TILE} to {MAX_TILE}")
-        if not 0 <= self.overlap < self.size:
+        if not MIN_OVERLAP <= self.overlap < self.size:
             raise InputError(
-                f"overlap {self.overlap} px must be at least 0 and smaller than the tile size {self.size} px"
+                f"overlap {self.overlap} px must be at least {MIN_OVERLAP} and smaller than the tile size "
+                f"{self.size} px: tiles must share pixels to merge objects across seams (64 to 256 suits the model)"
             )
         if self.width < 1 or self.height < 1:
             raise InputError("the scene has no pixels")
@@ -110,17 +112,22 @@ class TileGrid:
         return rows * cols
 
     def neighbours(self, tile: Tile) -> Iterator[Tile]:
-        """Tiles after ``tile`` (right, below) whose read windows overlap it: each pair once."""
+        """The up to eight tiles around ``tile``: those whose read windows overlap it."""
         rows, cols = self.shape
-        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
-            r, c = tile.row + dr, tile.col + dc
-            if 0 <= r < rows and 0 <= c < cols:
-                yield self.tile(r, c)
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                r, c = tile.row + dr, tile.col + dc
+                if (dr or dc) and 0 <= r < rows and 0 <= c < cols:
+                    yield self.tile(r, c)
 
 
 @dataclass(frozen=True)
 class TileImage:
-    """A tile's pixels as the model sees them, padded to the tile size at the scene edge."""
+    """A tile's pixels as the model sees them, padded to the tile size at the scene edge.
+
+    ``tile`` places the image in the scene: pixel (row, col) of ``image`` is scene pixel
+    (``tile.read.y0 + row``, ``tile.read.x0 + col``).
+    """
 
     tile: Tile
     image: np.ndarray  # uint8 (size, size, 3)
