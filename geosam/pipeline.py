@@ -80,7 +80,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         n_workers=workers or default_workers(),
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: a fixed one clashes with other clusters on the machine
         silence_logs=logging.ERROR,
     ) as cluster, Client(cluster) as client:  # fmt: skip
         yield client

@@ -112,8 +112,8 @@ class _Groups:
 class Stitcher:
     """Streams tiles in, objects out: an object leaves once all tiles around its pieces are in.
 
-    Pieces of neighbouring tiles that are mutual best matches in the tiles' shared window
-    (IoU >= ``match_iou``) are one object. Pieces that overlap as much but are not matched (the
+    Pieces of neighbouring tiles that match one-to-one in the tiles' shared window
+    (IoU >= ``match_iou``, best pairs first) are one object. Pieces that overlap as much but are not matched (the
     model's near-duplicates, in one tile or across a seam) put their objects in one cluster; a cluster
     is finished when all its tiles and their neighbours are in, and within it an object that
     overlaps a better-scored one with IoU above ``match_iou`` is dropped as a duplicate.
@@ -238,7 +238,8 @@ def _matches(
 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Pairs of pieces of two neighbouring tiles seen alike in their shared window.
 
-    Returns the mutual best matches (one object) and the other pairs as alike (possible duplicates).
+    Returns a one-to-one matching of pairs with IoU >= ``min_iou``, best first (one object each), and
+    the other pairs as alike (possible duplicates).
     """
     shared = a.read.intersection(b.read)
     if shared is None:
@@ -252,14 +253,14 @@ def _matches(
     iou = _iou(in_a[left], in_b[right])
     alike = iou >= min_iou
     left, right, iou = left[alike], right[alike], iou[alike]
-    best_a: dict[int, tuple[float, int]] = {}
-    best_b: dict[int, tuple[float, int]] = {}
-    for i, j, v in zip(left.tolist(), right.tolist(), iou.tolist()):
-        if v > best_a.get(i, (0.0, -1))[0]:
-            best_a[i] = (v, j)
-        if v > best_b.get(j, (0.0, -1))[0]:
-            best_b[j] = (v, i)
-    matched = [(i, j) for i, (_, j) in best_a.items() if best_b[j][1] == i]
+    # one-to-one, best first: ties (a piece and its near-duplicate) are broken the same way every time
+    matched, used_a, used_b = [], set(), set()
+    for k in np.lexsort((right, left, -iou)).tolist():
+        i, j = int(left[k]), int(right[k])
+        if i not in used_a and j not in used_b:
+            matched.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
     others = sorted(set(zip(left.tolist(), right.tolist())) - set(matched))
     return matched, others
 
