@@ -40,11 +40,15 @@ def reference_table(folder: Path, seeds: int) -> None:
           f"{'mean IoU':>8} {'seconds':>7}")  # fmt: skip
     for size, overlap in SETTINGS:
         for seed in range(seeds):
-            scene = make_scene(folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}")
+            scene = make_scene(
+                folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}"
+            )
             start = time.perf_counter()
             frame = segment(scene.path, model=scene.model, tile_size=size, overlap=overlap, workers=0)
             seconds = time.perf_counter() - start
-            scores = truth_scores(to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values()))
+            scores = truth_scores(
+                to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values())
+            )
             print(f"{size:>5} {overlap:>7} {seed:>4} {scores.objects:>7} {scores.split_rate:>6.3f} "
                   f"{scores.duplicate_rate:>6.3f} {scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} "
                   f"{seconds:>7.1f}")  # fmt: skip
@@ -65,10 +69,10 @@ def make_mosaic(path: Path, size: int) -> Path:
             cell = cell[:, :, ::-1] if j % 2 else cell
             part = mosaic[:, y : y + h, x : x + w]
             part[:] = cell[:, : part.shape[1], : part.shape[2]]
-    profile = dict(
-        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=CRS.from_epsg(26914),
-        transform=from_origin(500_000.0, 5_300_000.0, 5.0, 5.0), tiled=True, compress="deflate",
-    )  # fmt: skip
+    profile = {
+        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": CRS.from_epsg(26914),
+        "transform": from_origin(500_000.0, 5_300_000.0, 5.0, 5.0), "tiled": True, "compress": "deflate",
+    }  # fmt: skip
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(mosaic)
     return path
@@ -107,7 +111,9 @@ def _nested(geoms: np.ndarray) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=2, help="synthetic scenes per setting")
     parser.add_argument("--size", type=int, default=4096, help="mosaic side in pixels")
     parser.add_argument("--points-per-side", type=int, default=8)

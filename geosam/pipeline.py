@@ -128,8 +128,10 @@ def to_frame(
     """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
     pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
     geometry = to_map(pixel, scene.transform)
-    area = area_m2(geometry, scene.crs) if scene.crs is not None else np.abs(
-        np.array([g.area for g in pixel], float)
+    area = (
+        area_m2(geometry, scene.crs)
+        if scene.crs is not None
+        else np.abs(np.array([g.area for g in pixel], float))
     )
     frame = gpd.GeoDataFrame(
         {

@@ -15,7 +15,7 @@ than one object.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,7 +204,9 @@ class Stitcher:
         """Check that every tile came in and every object went out."""
         missing = len(self.grid) - len(self._seen)
         if missing or self._pieces:
-            raise RuntimeError(f"stitching unfinished: {missing} tiles missing, {len(self._pieces)} pieces held")
+            raise RuntimeError(
+                f"stitching unfinished: {missing} tiles missing, {len(self._pieces)} pieces held"
+            )
 
 
 def stitch(

@@ -143,10 +143,10 @@ def _render(labels: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> 
 
 
 def _write(path: Path, data: np.ndarray, transform: Affine, nodata: float | None) -> None:
-    profile = dict(
-        driver="GTiff", width=data.shape[2], height=data.shape[1], count=len(data), dtype=data.dtype,
-        crs=CRS_UTM, transform=transform, nodata=nodata, compress="deflate",
-    )  # fmt: skip
+    profile = {
+        "driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": len(data), "dtype": data.dtype,
+        "crs": CRS_UTM, "transform": transform, "nodata": nodata, "compress": "deflate",
+    }  # fmt: skip
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
 
