@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from dask.distributed import Client, LocalCluster, as_completed
 
 from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import Masks, ModelSpec, Segmenter
-from geosam.stitch import Piece, pieces_from_masks, stitch
+from geosam.stitch import Piece, StitchedObject, Stitcher, pieces_from_masks
 from geosam.tiling import Tile, TileGrid, read_tile
 from geosam.vectorize import tidy, to_map
 
@@ -52,16 +52,21 @@ def _worker_model(source: ModelSource, threads: int) -> Segmenter:
     return source.load()
 
 
-def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, threads: int) -> TileResult:
-    """One Dask task: read the tile's window, segment it, return its pieces (polygons only)."""
+def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, model: Segmenter) -> TileResult:
+    """Read the tile's window, segment it, return its pieces (polygons only)."""
     image = read_tile(scene, tile, grid.size)
     if not image.valid.any():
         return TileResult(tile, [], False)
-    masks = _worker_model(source, threads).automatic(image.image, image.valid)
+    masks = model.automatic(image)
     masks = Masks(
         masks.masks & image.valid, masks.scores, masks.stability
     )  # invalid pixels are never objects
     return TileResult(tile, pieces_from_masks(tile, masks, grid), True)
+
+
+def _segment_task(scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, threads: int) -> TileResult:
+    """One Dask task: ``segment_tile`` with the worker's cached model."""
+    return segment_tile(scene, grid, tile, _worker_model(source, threads))
 
 
 def default_workers() -> int:
@@ -90,31 +95,40 @@ def run_tiles(
     scene: Scene,
     grid: TileGrid,
     source: ModelSource,
-    on_done: Callable[[TileResult], None],
-) -> dict[tuple[int, int], list[Piece]]:
-    """Segment every tile on the cluster, at most a few tasks per worker in flight at a time."""
+) -> Iterator[TileResult]:
+    """Segment every tile on the cluster, at most a few tasks per worker in flight at a time.
+
+    Yields tiles' results as they come, in no fixed order.
+    """
     workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     threads = max(1, default_workers() // workers)
     tiles = iter(grid)
     in_flight = as_completed()
     for tile in _take(tiles, 2 * workers):
-        in_flight.add(client.submit(segment_tile, scene, grid, tile, source, threads, pure=False))
-    pieces: dict[tuple[int, int], list[Piece]] = {}
+        in_flight.add(client.submit(_segment_task, scene, grid, tile, source, threads, pure=False))
     for future in in_flight:
         result: TileResult = future.result()
-        pieces[(result.tile.row, result.tile.col)] = result.pieces
-        on_done(result)
         future.release()
         for tile in _take(tiles, 1):
-            in_flight.add(client.submit(segment_tile, scene, grid, tile, source, threads, pure=False))
-    return pieces
+            in_flight.add(client.submit(_segment_task, scene, grid, tile, source, threads, pure=False))
+        yield result
 
 
 def _take(tiles: Iterator[Tile], n: int) -> list[Tile]:
     return [tile for _, tile in zip(range(n), tiles)]
 
 
-def to_frame(scene: Scene, objects, min_area: float = 0.0, simplify: float = 0.0) -> gpd.GeoDataFrame:
+def stitch_results(grid: TileGrid, results: Iterable[TileResult]) -> list[StitchedObject]:
+    """Objects from tiles' results in any order, each given out as soon as its neighbourhood is in."""
+    stitcher = Stitcher(grid)
+    objects = [obj for result in results for obj in stitcher.add(result.tile, result.pieces)]
+    stitcher.close()
+    return objects
+
+
+def to_frame(
+    scene: Scene, objects: list[StitchedObject], min_area: float = 0.0, simplify: float = 0.0
+) -> gpd.GeoDataFrame:
     """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
     pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
     geometry = to_map(pixel, scene.transform)
@@ -134,7 +148,10 @@ def to_frame(scene: Scene, objects, min_area: float = 0.0, simplify: float = 0.0
         crs=scene.crs,
     )
     frame = frame[(~frame.geometry.is_empty) & (frame["area_m2"] >= min_area)]
-    frame = frame.sort_values("area_m2", ascending=False, kind="stable").reset_index(drop=True)
+    # objects come in the order tiles finished: sort on the outline too, so equal areas get stable ids
+    frame["_key"] = [g.wkb for g in frame.geometry.normalize()]
+    frame = frame.sort_values(["area_m2", "_key"], ascending=[False, True], kind="stable")
+    frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
     return frame
 
@@ -160,8 +177,9 @@ def segment(
 
     ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan the reads (see
     ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid, ``min_area``
-    in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler`` or a local cluster of
-    ``workers`` processes (default: one per core).
+    in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler``
+    or a local cluster of ``workers`` processes (default: one per core); ``workers=0`` runs them in
+    this process, without Dask (tests, debugging).
     """
     source = ModelSpec(model) if isinstance(model, str) else model
     source.check()
@@ -171,6 +189,18 @@ def segment(
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
-    with dask_client(workers, scheduler) as client:
-        pieces = run_tiles(client, scene, grid, source, on_tile or (lambda result: None))
-    return to_frame(scene, stitch(grid, pieces), min_area, simplify)
+    on_tile = on_tile or (lambda result: None)
+    if workers == 0 and not scheduler:
+        model = source.load()
+        results = (segment_tile(scene, grid, tile, model) for tile in grid)
+        objects = stitch_results(grid, _notify(results, on_tile))
+    else:
+        with dask_client(workers, scheduler) as client:
+            objects = stitch_results(grid, _notify(run_tiles(client, scene, grid, source), on_tile))
+    return to_frame(scene, objects, min_area, simplify)
+
+
+def _notify(results: Iterator[TileResult], on_tile: Callable[[TileResult], None]) -> Iterator[TileResult]:
+    for result in results:
+        on_tile(result)
+        yield result

@@ -6,19 +6,26 @@ the connected components of those links are the objects. An object is the union 
 polygons, each taken whole where the tile saw it whole and cut to the tile's core where it did not,
 so the cut edges of partial views never reach the output. All geometry is in scene pixel
 coordinates, where seams fall on integer coordinates and unions are exact.
+
+The work is local: a ``Stitcher`` takes tiles in any order and gives back each object as soon as
+every tile that could still add to it has been seen, then forgets its pieces. Only the pieces of
+tiles whose neighbourhood is unfinished are held, never the whole scene, and no union spans more
+than one object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from scipy.cluster.hierarchy import DisjointSet
 
 from geosam.models.base import Masks
 from geosam.tiling import Tile, TileGrid
 from geosam.vectorize import clip_to_box, mask_to_geometry
+
+MATCH_IOU = 0.5  # pieces of neighbouring tiles are one object above this IoU in their shared window
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class Piece:
     complete: bool  # the mask touches no internal edge of the tile's read window
     score: float
     stability: float
+
+    @property
+    def part(self) -> shapely.Geometry | None:
+        """What this piece gives its object: the whole mask if the tile saw it whole, else its core part."""
+        return self.full if self.complete else self.core
 
 
 @dataclass(frozen=True)
@@ -58,80 +70,227 @@ def pieces_from_masks(tile: Tile, masks: Masks, grid: TileGrid) -> list[Piece]:
     return pieces
 
 
-def stitch(
-    grid: TileGrid, pieces: dict[tuple[int, int], list[Piece]], match_iou: float = 0.5
-) -> list[StitchedObject]:
-    """Merge pieces across seams into objects, then drop objects that duplicate a better one."""
-    ids: dict[tuple[int, int], np.ndarray] = {}
-    flat: list[Piece] = []
-    owner: list[tuple[int, int]] = []
-    for key in sorted(pieces):
-        ids[key] = np.arange(len(flat), len(flat) + len(pieces[key]))
-        flat.extend(pieces[key])
-        owner.extend([key] * len(pieces[key]))
-    links = DisjointSet(range(len(flat)))
-    for key in sorted(pieces):
-        tile = grid.tile(*key)
-        for other in grid.neighbours(tile):
-            if pieces.get((other.row, other.col)):
-                for a, b in _matches(tile, other, pieces[key], pieces[(other.row, other.col)], match_iou):
-                    links.merge(ids[key][a], ids[(other.row, other.col)][b])
-    objects = []
-    for members in links.subsets():
-        parts = [flat[i] for i in members]
-        shapes = [p.full if p.complete else p.core for p in parts]
-        geometry = shapely.union_all([s for s in shapes if s is not None and not s.is_empty])
-        if geometry.is_empty:
-            continue
-        objects.append(
-            StitchedObject(
-                geometry,
-                max(p.score for p in parts),
-                float(np.mean([p.stability for p in parts])),
-                len({owner[i] for i in members}),
+class _Groups:
+    """Union-find over piece ids that can forget a finished group (scipy's DisjointSet cannot)."""
+
+    def __init__(self) -> None:
+        self._parent: dict[int, int] = {}
+        self._members: dict[int, list[int]] = {}
+
+    def add(self, x: int) -> None:
+        self._parent[x] = x
+        self._members[x] = [x]
+
+    def find(self, x: int) -> int:
+        root = x
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[x] != root:
+            self._parent[x], x = root, self._parent[x]
+        return root
+
+    def merge(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        if len(self._members[a]) < len(self._members[b]):
+            a, b = b, a
+        self._parent[b] = a
+        self._members[a].extend(self._members.pop(b))
+
+    def members(self, x: int) -> list[int]:
+        return self._members[self.find(x)]
+
+    def forget(self, x: int) -> list[int]:
+        """Remove the whole group of ``x``; return its members."""
+        members = self._members.pop(self.find(x))
+        for m in members:
+            del self._parent[m]
+        return members
+
+
+class Stitcher:
+    """Streams tiles in, objects out: an object leaves once all tiles around its pieces are in.
+
+    Pieces of neighbouring tiles that match one-to-one in the tiles' shared window
+    (IoU >= ``match_iou``, best pairs first) are one object. Pieces that overlap as much but are not matched (the
+    model's near-duplicates, in one tile or across a seam) put their objects in one cluster; a cluster
+    is finished when all its tiles and their neighbours are in, and within it an object that
+    overlaps a better-scored one with IoU above ``match_iou`` is dropped as a duplicate.
+    """
+
+    def __init__(self, grid: TileGrid, match_iou: float = MATCH_IOU) -> None:
+        self.grid = grid
+        self.match_iou = match_iou
+        self._pieces: dict[int, Piece] = {}
+        self._tile_of: dict[int, tuple[int, int]] = {}
+        self._ids: dict[tuple[int, int], list[int]] = {}  # pieces of tiles in, not yet given out
+        self._seen: set[tuple[int, int]] = set()
+        self._objects = _Groups()  # linked pieces: one object each
+        self._clusters = _Groups()  # objects that may duplicate each other
+        self._next = 0
+
+    @property
+    def held(self) -> int:
+        """Pieces held now (the stitcher's memory)."""
+        return len(self._pieces)
+
+    def add(self, tile: Tile, pieces: list[Piece]) -> list[StitchedObject]:
+        """Take one tile's pieces (each tile once); return the objects this tile finished."""
+        key = (tile.row, tile.col)
+        if key in self._seen:
+            raise ValueError(f"tile {key} was added twice")
+        self._seen.add(key)
+        ids = list(range(self._next, self._next + len(pieces)))
+        self._next += len(pieces)
+        self._ids[key] = ids
+        for i, piece in zip(ids, pieces):
+            self._pieces[i] = piece
+            self._tile_of[i] = key
+            self._objects.add(i)
+            self._clusters.add(i)
+        for a, b in _same_tile_duplicates(pieces, self.match_iou):
+            self._clusters.merge(ids[a], ids[b])
+        for other in self.grid.neighbours(tile):
+            okey = (other.row, other.col)
+            if okey in self._seen and self._ids[okey] and ids:
+                first, second = sorted([(key, tile), (okey, other)])
+                self._link(first[1], second[1])
+        return self._finish([key] + [(t.row, t.col) for t in self.grid.neighbours(tile)])
+
+    def _link(self, a: Tile, b: Tile) -> None:
+        ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
+        pa, pb = [self._pieces[i] for i in ia], [self._pieces[i] for i in ib]
+        matched, overlapping = _matches(a, b, pa, pb, self.match_iou)
+        for i, j in matched:
+            self._objects.merge(ia[i], ib[j])
+            self._clusters.merge(ia[i], ib[j])
+        for i, j in overlapping:
+            self._clusters.merge(ia[i], ib[j])
+
+    def _closed(self, key: tuple[int, int]) -> bool:
+        tile = self.grid.tile(*key)
+        return key in self._seen and all((t.row, t.col) in self._seen for t in self.grid.neighbours(tile))
+
+    def _finish(self, keys: Iterable[tuple[int, int]]) -> list[StitchedObject]:
+        objects: list[StitchedObject] = []
+        for key in keys:
+            if not self._closed(key):
+                continue
+            for i in list(self._ids.get(key, ())):
+                if i in self._pieces and all(
+                    self._closed(self._tile_of[m]) for m in self._clusters.members(i)
+                ):
+                    objects.extend(self._give_out(self._clusters.forget(i)))
+        return objects
+
+    def _give_out(self, cluster: list[int]) -> list[StitchedObject]:
+        roots: dict[int, list[int]] = {}
+        for i in cluster:
+            roots.setdefault(self._objects.find(i), []).append(i)
+        objects = []
+        for root, members in roots.items():
+            self._objects.forget(root)
+            parts = [self._pieces[i] for i in members]
+            obj = _assemble(parts, len({self._tile_of[i] for i in members}))
+            if obj is not None:
+                objects.append(obj)
+        for i in cluster:
+            del self._pieces[i]
+            self._ids[self._tile_of.pop(i)].remove(i)
+        return _drop_duplicates(objects, self.match_iou)
+
+    def close(self) -> None:
+        """Check that every tile came in and every object went out."""
+        missing = len(self.grid) - len(self._seen)
+        if missing or self._pieces:
+            raise RuntimeError(
+                f"stitching unfinished: {missing} tiles missing, {len(self._pieces)} pieces held"
             )
-        )
-    return _drop_duplicates(objects, match_iou)
 
 
-def _matches(a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], min_iou: float) -> list[tuple[int, int]]:
-    """Pairs of pieces of two neighbouring tiles that are mutual best matches in their shared window."""
+def stitch(
+    grid: TileGrid, pieces: dict[tuple[int, int], list[Piece]], match_iou: float = MATCH_IOU
+) -> list[StitchedObject]:
+    """All objects of a scene from every tile's pieces (a convenience over ``Stitcher``)."""
+    stitcher = Stitcher(grid, match_iou)
+    objects = [obj for tile in grid for obj in stitcher.add(tile, pieces.get((tile.row, tile.col), []))]
+    stitcher.close()
+    return objects
+
+
+def _assemble(parts: list[Piece], tiles: int) -> StitchedObject | None:
+    shapes = [p.part for p in parts if p.part is not None and not p.part.is_empty]
+    if not shapes:
+        return None
+    # simplify(0) drops the vertices that seams leave on straight edges, so any tiling gives one outline
+    geometry = shapely.simplify(shapely.union_all(shapes), 0, preserve_topology=True)
+    return StitchedObject(
+        geometry, max(p.score for p in parts), float(np.mean([p.stability for p in parts])), tiles
+    )
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    inter = shapely.area(shapely.intersection(a, b))
+    return inter / np.maximum(shapely.area(a) + shapely.area(b) - inter, 1e-12)
+
+
+def _matches(
+    a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], min_iou: float
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Pairs of pieces of two neighbouring tiles seen alike in their shared window.
+
+    Returns a one-to-one matching of pairs with IoU >= ``min_iou``, best first (one object each), and
+    the other pairs as alike (possible duplicates).
+    """
     shared = a.read.intersection(b.read)
     if shared is None:
-        return []
+        return [], []
     window = shapely.box(shared.x0, shared.y0, shared.x1, shared.y1)
     in_a = shapely.intersection(np.array([p.full for p in pa]), window)
     in_b = shapely.intersection(np.array([p.full for p in pb]), window)
-    tree = shapely.STRtree(in_b)
-    left, right = tree.query(in_a, predicate="intersects")
+    left, right = shapely.STRtree(in_b).query(in_a, predicate="intersects")
     if len(left) == 0:
+        return [], []
+    iou = _iou(in_a[left], in_b[right])
+    alike = iou >= min_iou
+    left, right, iou = left[alike], right[alike], iou[alike]
+    # one-to-one, best first: ties (a piece and its near-duplicate) are broken the same way every time
+    matched, used_a, used_b = [], set(), set()
+    for k in np.lexsort((right, left, -iou)).tolist():
+        i, j = int(left[k]), int(right[k])
+        if i not in used_a and j not in used_b:
+            matched.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
+    others = sorted(set(zip(left.tolist(), right.tolist())) - set(matched))
+    return matched, others
+
+
+def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int, int]]:
+    """Pairs of one tile's pieces that overlap with IoU above ``max_iou``."""
+    if len(pieces) < 2:
         return []
-    inter = shapely.area(shapely.intersection(in_a[left], in_b[right]))
-    iou = inter / (shapely.area(in_a[left]) + shapely.area(in_b[right]) - inter)
-    best_a: dict[int, tuple[float, int]] = {}
-    best_b: dict[int, tuple[float, int]] = {}
-    for i, j, v in zip(left, right, iou):
-        if v >= min_iou:
-            if v > best_a.get(i, (0.0, -1))[0]:
-                best_a[i] = (v, j)
-            if v > best_b.get(j, (0.0, -1))[0]:
-                best_b[j] = (v, i)
-    return [(i, j) for i, (_, j) in best_a.items() if best_b[j][1] == i]
+    full = np.array([p.full for p in pieces])
+    left, right = shapely.STRtree(full).query(full, predicate="intersects")
+    keep = left < right
+    left, right = left[keep], right[keep]
+    alike = _iou(full[left], full[right]) > max_iou
+    return list(zip(left[alike].tolist(), right[alike].tolist()))
 
 
 def _drop_duplicates(objects: list[StitchedObject], max_iou: float) -> list[StitchedObject]:
     """Keep the better-scored of any two objects that overlap with IoU above ``max_iou``."""
-    if not objects:
-        return []
-    objects = sorted(objects, key=lambda o: (-o.score, -o.stability))
+    if len(objects) < 2:
+        return objects
+    objects = sorted(objects, key=lambda o: (-o.score, -o.stability, o.geometry.bounds))
     geoms = np.array([o.geometry for o in objects])
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
-    inter = shapely.area(shapely.intersection(geoms[left], geoms[right]))
-    iou = inter / (shapely.area(geoms[left]) + shapely.area(geoms[right]) - inter)
+    duplicate = _iou(geoms[left], geoms[right]) > max_iou
     dropped = np.zeros(len(objects), bool)
-    for i, j in sorted(zip(left[iou > max_iou], right[iou > max_iou])):
+    for i, j in sorted(zip(left[duplicate].tolist(), right[duplicate].tolist())):
         if not dropped[i]:
             dropped[j] = True
     return [o for o, d in zip(objects, dropped) if not d]

@@ -15,14 +15,18 @@ from geosam.georef import Scene, reader, to_uint8
 
 MIN_TILE = 64
 MAX_TILE = 8192
+MIN_OVERLAP = 1  # pixels: neighbouring tiles must share pixels for objects to be merged across their seam
 
 
 def check_tiling(size: int, overlap: int) -> None:
     """Fail early on a tile size or overlap (pixels) that cannot make a tile grid."""
     if not MIN_TILE <= size <= MAX_TILE:
         raise InputError(f"tile size {size} px is out of range: use {MIN_TILE} to {MAX_TILE}")
-    if not 0 <= overlap < size:
-        raise InputError(f"overlap {overlap} px must be at least 0 and smaller than the tile size {size} px")
+    if not MIN_OVERLAP <= overlap < size:
+        raise InputError(
+            f"overlap {overlap} px must be at least {MIN_OVERLAP} and smaller than the tile size {size} px: "
+            "tiles must share pixels to merge objects across seams (64 to 256 suits the model)"
+        )
 
 
 @dataclass(frozen=True, order=True)
@@ -115,17 +119,22 @@ class TileGrid:
         return rows * cols
 
     def neighbours(self, tile: Tile) -> Iterator[Tile]:
-        """Tiles after ``tile`` (right, below) whose read windows overlap it: each pair once."""
+        """The up to eight tiles around ``tile``: those whose read windows overlap it."""
         rows, cols = self.shape
-        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
-            r, c = tile.row + dr, tile.col + dc
-            if 0 <= r < rows and 0 <= c < cols:
-                yield self.tile(r, c)
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                r, c = tile.row + dr, tile.col + dc
+                if (dr or dc) and 0 <= r < rows and 0 <= c < cols:
+                    yield self.tile(r, c)
 
 
 @dataclass(frozen=True)
 class TileImage:
-    """A tile's pixels as the model sees them, padded to the tile size at the scene edge."""
+    """A tile's pixels as the model sees them, padded to the tile size at the scene edge.
+
+    ``tile`` places the image in the scene: pixel (row, col) of ``image`` is scene pixel
+    (``tile.read.y0 + row``, ``tile.read.x0 + col``).
+    """
 
     tile: Tile
     image: np.ndarray  # uint8 (size, size, 3)

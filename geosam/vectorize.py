@@ -44,6 +44,13 @@ def to_map(geometries: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.transform(geometries, lambda xy: xy @ matrix[:, :2].T + matrix[:, 2])
 
 
+def to_pixels(geometries: np.ndarray, transform: Affine) -> np.ndarray:
+    """Geometries from the scene's CRS back to scene pixel coordinates, rounded to 1e-6 px so that
+    pixel edges come back as the exact integers they were."""
+    matrix = np.array((~transform)[:6]).reshape(2, 3)
+    return shapely.transform(geometries, lambda xy: np.round(xy @ matrix[:, :2].T + matrix[:, 2], 6))
+
+
 def tidy(geometries: np.ndarray, simplify: float) -> np.ndarray:
     """Valid geometries, simplified by ``simplify`` pixels (0 keeps exact pixel outlines)."""
     if simplify > 0:

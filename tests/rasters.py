@@ -10,6 +10,7 @@ import rasterio
 from affine import Affine
 
 from geosam.models import Masks
+from geosam.tiling import TileImage
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 UTM = "EPSG:32631"
@@ -56,6 +57,6 @@ class Bright:
     def load(self) -> Bright:
         return self
 
-    def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
-        mask = np.ones(valid.shape, bool) if self.everything else image.mean(axis=2) > 128
+    def automatic(self, tile: TileImage) -> Masks:
+        mask = np.ones(tile.valid.shape, bool) if self.everything else tile.image.mean(axis=2) > 128
         return Masks(mask[None], np.ones(1, np.float32), np.ones(1, np.float32))

@@ -11,6 +11,7 @@ import numpy as np
 
 import geosam
 from geosam.models.base import Masks
+from geosam.tiling import TileImage
 
 from .rasters import write
 
@@ -39,9 +40,9 @@ class RecordingSegmenter:
     folder: str
     name: str = "recording"
 
-    def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
+    def automatic(self, tile: TileImage) -> Masks:
         os.close(tempfile.mkstemp(dir=self.folder, prefix=f"task-{os.getpid()}-")[0])
-        mask = (image[..., 0] > 127) & valid
+        mask = (tile.image[..., 0] > 127) & tile.valid
         return Masks(mask[None], np.ones(1, np.float32), np.ones(1, np.float32))
 
 
@@ -70,7 +71,7 @@ def test_tiles_without_valid_pixels_are_not_segmented(tmp_path):
     records.mkdir()
     done = []
     geosam.segment(
-        scene, model=RecordingSource(str(records)), tile_size=256, overlap=0, workers=1, on_tile=done.append
+        scene, model=RecordingSource(str(records)), tile_size=256, overlap=16, workers=1, on_tile=done.append
     )
-    assert len(done) == 9
+    assert len(done) == len(geosam.TileGrid(600, 600, 256, 16)) == 9
     assert sum(r.segmented for r in done) == 1 == len(list(records.glob("task-*")))

@@ -37,7 +37,7 @@ def scheduler():
 def tiles_equal_untiled(scene, size=128, overlap=16) -> None:
     """Every tile's pixels and validity equal the same window of one read of the whole scene."""
     side = max(scene.width, scene.height)
-    whole = read_tile(scene, TileGrid(scene.width, scene.height, 8192, 0).tile(0, 0), side)
+    whole = read_tile(scene, TileGrid(scene.width, scene.height, 8192, 1).tile(0, 0), side)
     for tile in TileGrid(scene.width, scene.height, size, overlap):
         image = read_tile(scene, tile, size)
         r = tile.read
@@ -181,7 +181,7 @@ def _validity_cases(tmp_path: Path) -> dict[str, Path]:
 def test_invalid_pixels_never_become_objects(tmp_path, scheduler, kind):
     path = _validity_cases(tmp_path)[kind]
     scene = open_scene(path)
-    image = read_tile(scene, TileGrid(512, 512, 512, 0).tile(0, 0), 512)
+    image = read_tile(scene, TileGrid(512, 512, 512, 1).tile(0, 0), 512)
     assert image.valid.sum() == 512 * 512 - 200 * 200 and not image.valid[:200, :200].any()
     frame = segment(path, model=Bright(everything=True), tile_size=256, overlap=32, scheduler=scheduler)
     covered = shapely.union_all(frame.geometry.values)

@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from geosam.tiling import TileImage
+
 
 @dataclass(frozen=True)
 class Masks:
@@ -54,6 +56,6 @@ class Segmenter(Protocol):
 
     name: str
 
-    def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
-        """Masks of all objects in ``image`` (uint8 H×W×3); ``valid`` (bool H×W) marks real pixels."""
+    def automatic(self, tile: TileImage) -> Masks:
+        """Masks (H×W, the tile image's size) of all objects in ``tile.image``, only on ``tile.valid`` pixels."""
         ...

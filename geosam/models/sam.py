@@ -13,6 +13,7 @@ from geosam.errors import ModelError
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import AutomaticParams, generate
 from geosam.models.base import Masks
+from geosam.tiling import TileImage
 
 BUILDERS = {
     "vit_t": "build_sam_vit_t",
@@ -113,5 +114,5 @@ class SamModel:
         h, w = embedding.input_size
         return max(1, int(np.ceil(h * self.low_res_scale))), max(1, int(np.ceil(w * self.low_res_scale)))
 
-    def automatic(self, image: np.ndarray, valid: np.ndarray) -> Masks:
-        return generate(self, image, valid, self.params)
+    def automatic(self, tile: TileImage) -> Masks:
+        return generate(self, tile.image, tile.valid, self.params)

@@ -1,0 +1,132 @@
+"""Seam benchmark: does the tiling show in the output?
+
+1. The reference segmenter (geosam.testing) on synthetic scenes with known objects up to three tiles
+   across, for several tile/overlap settings: split, duplicate and merge-error rates, mean IoU.
+2. The real model on a mosaic of ../shared/data imagery: seam-line fraction and duplicates.
+
+Run from the repository root:
+
+    GEOSAM_MODELS_DIR=... python benchmarks/seams.py [--size 4096] [--points-per-side 8] [--skip-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from geosam.metrics import duplicates, seam_line_fraction, truth_scores
+from geosam.models import AutomaticParams, ModelSpec
+from geosam.pipeline import segment
+from geosam.testing import make_scene
+from geosam.tiling import TileGrid
+from geosam.vectorize import to_pixels
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+MOSAIC_SOURCES = ["m_4709963_se_14_1_20090818.tif", "m_4709963_se_14_1_20200831.tif"]
+SETTINGS = [(256, 32), (192, 64), (128, 16), (160, 2)]  # tile size, overlap (px)
+
+
+def reference_table(folder: Path, seeds: int) -> None:
+    print("reference segmenter, synthetic scenes 1024×768 px, objects up to 3 tiles across")
+    print(f"{'tile':>5} {'overlap':>7} {'seed':>4} {'objects':>7} {'split':>6} {'dup':>6} {'merge':>6} "
+          f"{'mean IoU':>8} {'seconds':>7}")  # fmt: skip
+    for size, overlap in SETTINGS:
+        for seed in range(seeds):
+            scene = make_scene(
+                folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}"
+            )
+            start = time.perf_counter()
+            frame = segment(scene.path, model=scene.model, tile_size=size, overlap=overlap, workers=0)
+            seconds = time.perf_counter() - start
+            scores = truth_scores(
+                to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values())
+            )
+            print(f"{size:>5} {overlap:>7} {seed:>4} {scores.objects:>7} {scores.split_rate:>6.3f} "
+                  f"{scores.duplicate_rate:>6.3f} {scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} "
+                  f"{seconds:>7.1f}")  # fmt: skip
+
+
+def make_mosaic(path: Path, size: int) -> Path:
+    """A size×size RGB mosaic of the NAIP scenes (alternating years, mirrored), georeferenced in UTM 14N."""
+    cells = []
+    for name in MOSAIC_SOURCES:
+        with rasterio.open(DATA / name) as ds:
+            cells.append(ds.read([1, 2, 3]))
+    h, w = min(c.shape[1] for c in cells), min(c.shape[2] for c in cells)
+    mosaic = np.zeros((3, size, size), np.uint8)
+    for i, y in enumerate(range(0, size, h)):
+        for j, x in enumerate(range(0, size, w)):
+            cell = cells[(i + j) % 2][:, :h, :w]
+            cell = cell[:, ::-1] if i % 2 else cell
+            cell = cell[:, :, ::-1] if j % 2 else cell
+            part = mosaic[:, y : y + h, x : x + w]
+            part[:] = cell[:, : part.shape[1], : part.shape[2]]
+    profile = {
+        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": CRS.from_epsg(26914),
+        "transform": from_origin(500_000.0, 5_300_000.0, 5.0, 5.0), "tiled": True, "compress": "deflate",
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(mosaic)
+    return path
+
+
+def model_table(folder: Path, size: int, points: int, workers: int) -> None:
+    path = make_mosaic(folder / "mosaic.tif", size)
+    tile, overlap = 1024, 128
+    spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
+    start = time.perf_counter()
+    frame = segment(path, model=spec, tile_size=tile, overlap=overlap, workers=workers)
+    seconds = time.perf_counter() - start
+    with rasterio.open(path) as ds:
+        transform = ds.transform
+    pixels = to_pixels(frame.geometry.values, transform)
+    grid = TileGrid(size, size, tile, overlap)
+    nested = _nested(pixels)
+    print(f"\nmobile_sam on a {size}×{size} px NAIP mosaic, {len(grid)} tiles of {tile} px, overlap {overlap}, "
+          f"{points}² points per tile, {workers} workers: {seconds:.0f} s")  # fmt: skip
+    print(f"  objects:                              {len(frame)}")
+    print(f"  seam-line fraction (tile-core edges): {seam_line_fraction(pixels, grid, 'core'):.4%}")
+    print(f"  seam-line fraction (read-window edges): {seam_line_fraction(pixels, grid, 'read'):.4%}")
+    print(f"  duplicates (IoU > 0.5 with another):  {duplicates(pixels)}")
+    print(f"  nested (> 50% of the smaller inside another, not a duplicate): {nested}")
+    print(f"  objects from more than one tile:      {int((frame['tiles'] > 1).sum())}")
+
+
+def _nested(geoms: np.ndarray) -> int:
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    keep = left < right
+    left, right = left[keep], right[keep]
+    inter = shapely.area(shapely.intersection(geoms[left], geoms[right]))
+    smaller = np.minimum(shapely.area(geoms[left]), shapely.area(geoms[right]))
+    union = shapely.area(geoms[left]) + shapely.area(geoms[right]) - inter
+    return int(((inter > 0.5 * smaller) & (inter <= 0.5 * union)).sum())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, default=2, help="synthetic scenes per setting")
+    parser.add_argument("--size", type=int, default=4096, help="mosaic side in pixels")
+    parser.add_argument("--points-per-side", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-model", action="store_true", help="only the reference segmenter")
+    parser.add_argument("--skip-reference", action="store_true", help="only the real model")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        if not args.skip_reference:
+            reference_table(Path(folder), args.seeds)
+        if not args.skip_model:
+            model_table(Path(folder), args.size, args.points_per_side, args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Test doubles for the pipeline around the model: synthetic scenes with known objects, and a
+reference segmenter that answers with their exact masks.
+
+Not a model: ``ReferenceModel`` stands in for one so that tiling, vectorizing and stitching can be
+checked against objects whose polygons are known (tests and benchmarks/seams.py use it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from scipy import ndimage
+from shapely.geometry import shape
+
+from geosam.models.base import Masks, Segmenter
+from geosam.tiling import TileImage
+
+CRS_UTM = CRS.from_epsg(32633)
+
+
+@dataclass(frozen=True)
+class SyntheticScene:
+    """A generated GeoTIFF scene, its object-id raster and the polygons of its visible objects."""
+
+    path: Path  # RGB uint8 GeoTIFF, nodata 0
+    labels: Path  # int32 GeoTIFF on the same grid: object id per pixel, 0 for background and nodata
+    truth: dict[int, shapely.Geometry]  # object id -> polygon, scene pixel coordinates
+    transform: Affine
+    crs: CRS
+    width: int
+    height: int
+
+    @property
+    def model(self) -> ReferenceModel:
+        return ReferenceModel(str(self.labels))
+
+
+def make_scene(
+    folder: Path,
+    seed: int = 0,
+    width: int = 512,
+    height: int = 384,
+    max_size: int = 192,
+    objects: int = 60,
+    name: str = "scene",
+) -> SyntheticScene:
+    """Write a seeded scene of known objects to ``folder``.
+
+    Objects are rectangles, discs and rings (polygons with a hole) from 2 px up to ``max_size`` px
+    across (sizes in pixels, log-uniform), some in touching pairs, some cut by the scene border, some
+    cut by two nodata blocks. Every object's visible part is one 4-connected region, so it is exactly
+    one polygon. The scene has a UTM CRS and 0.5 m pixels.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((height, width), np.int32)
+    next_id = 1
+    for _ in range(objects * 4):
+        if next_id > objects:
+            break
+        size = int(np.exp(rng.uniform(np.log(2), np.log(max_size))))
+        kind = rng.choice(["rect", "disc", "ring"]) if size >= 8 else "rect"
+        footprint = _footprint(kind, size, rng)
+        # centres may fall a little outside the scene, so some objects are cut by its border
+        y = int(rng.integers(-size // 3, height - size + size // 3 + 1))
+        x = int(rng.integers(-size // 3, width - size + size // 3 + 1))
+        if _place(labels, footprint, y, x, next_id):
+            next_id += 1
+            if kind == "rect" and rng.random() < 0.5 and next_id <= objects:
+                # a touching neighbour: shares the rectangle's right edge
+                other = np.ones((int(rng.integers(2, size + 2)), int(rng.integers(2, size + 2))), bool)
+                if _place(labels, other, y, x + footprint.shape[1], next_id):
+                    next_id += 1
+    valid = np.ones((height, width), bool)
+    for _ in range(2):
+        h, w = int(rng.integers(height // 8, height // 3)), int(rng.integers(width // 8, width // 3))
+        y, x = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
+        valid[y : y + h, x : x + w] = False
+    labels[~valid] = 0
+    labels = _one_region_each(labels)
+
+    transform = Affine(0.5, 0, 400_000.0 + 100 * seed, 0, -0.5, 5_000_000.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    path, label_path = folder / f"{name}.tif", folder / f"{name}-labels.tif"
+    _write(path, _render(labels, valid, rng), transform, nodata=0)
+    _write(label_path, labels[None], transform, nodata=None)
+    truth = {
+        int(value): shape(geom)
+        for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=4)
+    }
+    return SyntheticScene(path, label_path, truth, transform, CRS_UTM, width, height)
+
+
+def _footprint(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "rect":
+        return np.ones((size, max(2, int(size * rng.uniform(0.4, 1.0)))), bool)
+    yy, xx = np.mgrid[:size, :size] + 0.5 - size / 2
+    r = np.hypot(yy, xx)
+    disc = r <= size / 2
+    return disc & (r >= size / 5) if kind == "ring" else disc
+
+
+def _place(labels: np.ndarray, footprint: np.ndarray, y: int, x: int, value: int) -> bool:
+    """Paint ``footprint`` (top-left at y, x, cut by the scene) where no object is yet."""
+    h, w = labels.shape
+    y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + footprint.shape[0], h), min(x + footprint.shape[1], w)
+    if y0 >= y1 or x0 >= x1:
+        return False
+    part = footprint[y0 - y : y1 - y, x0 - x : x1 - x]
+    if not part.any() or labels[y0:y1, x0:x1][part].any():
+        return False
+    labels[y0:y1, x0:x1][part] = value
+    return True
+
+
+def _one_region_each(labels: np.ndarray) -> np.ndarray:
+    """Keep each object's largest 4-connected region (nodata and the border can cut objects in parts)."""
+    for value, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        crop = labels[box]
+        regions, count = ndimage.label(crop == value)
+        if count > 1:
+            largest = 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
+            crop[(regions > 0) & (regions != largest)] = 0
+    return labels
+
+
+def _render(labels: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An RGB image: a colour per object over textured ground; 0 only on nodata."""
+    colours = rng.integers(30, 256, (int(labels.max()) + 1, 3), dtype=np.uint8)
+    colours[0] = 0
+    ground = rng.integers(1, 40, labels.shape + (3,), dtype=np.uint8)
+    image = np.where(labels[..., None] > 0, colours[labels], ground)
+    image[~valid] = 0
+    return image.transpose(2, 0, 1)
+
+
+def _write(path: Path, data: np.ndarray, transform: Affine, nodata: float | None) -> None:
+    profile = {
+        "driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": len(data), "dtype": data.dtype,
+        "crs": CRS_UTM, "transform": transform, "nodata": nodata, "compress": "deflate",
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """A model source (like ``ModelSpec``) for the reference segmenter of one synthetic scene."""
+
+    labels: str  # the scene's object-id GeoTIFF
+    name: str = "reference"
+
+    def check(self) -> None:
+        if not Path(self.labels).exists():
+            raise FileNotFoundError(f"{self.labels}: no such label raster")
+
+    def load(self) -> Segmenter:
+        return ReferenceSegmenter(self.labels)
+
+
+class ReferenceSegmenter:
+    """Test double for a segmenter: the exact masks of the known objects visible in a tile.
+
+    It reads the tile's own window (``TileImage.tile.read``) of the scene's object-id raster, so its
+    answer depends only on where the tile is, never on how the scene is tiled.
+    """
+
+    name = "reference"
+
+    def __init__(self, labels: str) -> None:
+        self.labels = labels
+
+    def automatic(self, tile: TileImage) -> Masks:
+        with rasterio.open(self.labels) as ds:
+            ids = ds.read(1, window=tile.tile.read.window)
+        h, w = tile.valid.shape
+        padded = np.zeros((h, w), ids.dtype)
+        padded[: ids.shape[0], : ids.shape[1]] = ids
+        present = np.unique(padded[tile.valid & (padded > 0)])
+        masks = (padded[None] == present[:, None, None]) & tile.valid
+        ones = np.ones(len(present), np.float32)
+        return Masks(masks, ones, ones.copy())

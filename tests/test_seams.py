@@ -1,0 +1,244 @@
+"""Seam-exact stitching, proven with the reference segmenter on scenes with known objects."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from geosam.errors import InputError
+from geosam.georef import open_scene
+from geosam.metrics import seam_line_fraction, truth_scores
+from geosam.models.base import Masks, Segmenter
+from geosam.pipeline import segment
+from geosam.stitch import Stitcher, pieces_from_masks, stitch
+from geosam.testing import ReferenceSegmenter, SyntheticScene, make_scene
+from geosam.tiling import TileGrid, TileImage, read_tile
+from geosam.vectorize import to_pixels
+
+DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory) -> SyntheticScene:
+    """256×192 px, objects up to 192 px: three tiles across at the smallest tile size."""
+    return make_scene(
+        tmp_path_factory.mktemp("small"), seed=3, width=256, height=192, max_size=192, objects=40
+    )
+
+
+@pytest.fixture(scope="session")
+def untiled(small) -> list[shapely.Geometry]:
+    return _polygons(small, TileGrid(small.width, small.height, size=256, overlap=1))
+
+
+def _polygons(scene: SyntheticScene, grid: TileGrid, workers: int = 0) -> list[shapely.Geometry]:
+    frame = segment(scene.path, model=scene.model, tile_size=grid.size, overlap=grid.overlap, workers=workers)
+    return list(to_pixels(frame.geometry.values, scene.transform))
+
+
+def _same(a: list[shapely.Geometry], b: list[shapely.Geometry]) -> bool:
+    def key(g: shapely.Geometry) -> tuple:
+        return (round(g.area, 6), tuple(round(v, 6) for v in g.bounds))
+
+    a, b = sorted(a, key=key), sorted(b, key=key)
+    return len(a) == len(b) and all(
+        shapely.equals_exact(shapely.normalize(x), shapely.normalize(y), tolerance=1e-6) for x, y in zip(a, b)
+    )
+
+
+def test_untiled_result_is_the_truth(small, untiled):
+    assert _same(untiled, list(small.truth.values()))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(64, 160), overlap_share=st.floats(0.0, 0.5))
+def test_any_tiling_gives_the_untiled_result(small, untiled, size, overlap_share):
+    overlap = max(1, int(size * overlap_share))
+    assert _same(_polygons(small, TileGrid(small.width, small.height, size, overlap)), untiled)
+
+
+@pytest.mark.parametrize("size, overlap", [(64, 16), (96, 1), (128, 48), (80, 2)])
+def test_targets_with_objects_up_to_three_tiles_across(tmp_path, size, overlap):
+    scene = make_scene(tmp_path, seed=size, width=512, height=384, max_size=3 * size, objects=80)
+    grid = TileGrid(scene.width, scene.height, size, overlap)
+    scores = truth_scores(_polygons(scene, grid), list(scene.truth.values()))
+    assert scores.objects >= 40
+    assert (scores.split_rate, scores.duplicate_rate, scores.merge_error_rate) == (0, 0, 0)
+    assert scores.mean_iou >= 0.99
+
+
+def test_dask_workers_give_the_in_process_result(small):
+    grid = TileGrid(small.width, small.height, 96, 16)
+    assert _same(_polygons(small, grid, workers=2), _polygons(small, grid))
+
+
+def _scene_tiles(scene: SyntheticScene, grid: TileGrid) -> dict[tuple[int, int], list]:
+    plan, model = open_scene(scene.path), ReferenceSegmenter(str(scene.labels))
+    return {
+        (t.row, t.col): pieces_from_masks(t, model.automatic(read_tile(plan, t, grid.size)), grid)
+        for t in grid
+    }
+
+
+def test_stitcher_takes_tiles_in_any_order(small):
+    grid = TileGrid(small.width, small.height, 64, 8)
+    pieces = _scene_tiles(small, grid)
+    tiles = list(grid)
+    random.Random(1).shuffle(tiles)
+    stitcher = Stitcher(grid)
+    shuffled = [o.geometry for t in tiles for o in stitcher.add(t, pieces[(t.row, t.col)])]
+    stitcher.close()
+    assert _same(shuffled, [o.geometry for o in stitch(grid, pieces)])
+
+
+def test_stitcher_holds_only_unfinished_rows(tmp_path):
+    scene = make_scene(tmp_path, seed=5, width=1024, height=1024, max_size=48, objects=300)
+    grid = TileGrid(scene.width, scene.height, 64, 8)  # 18 × 18 tiles
+    pieces = _scene_tiles(scene, grid)
+    stitcher, held = Stitcher(grid), []
+    for tile in grid:
+        stitcher.add(tile, pieces[(tile.row, tile.col)])
+        held.append(stitcher.held)
+    stitcher.close()
+    rows, cols = grid.shape
+    most_in_three_rows = max(
+        sum(len(pieces[(r, c)]) for r in range(r0, r0 + 3) for c in range(cols)) for r0 in range(rows - 2)
+    )
+    assert 0 < max(held) <= most_in_three_rows < sum(map(len, pieces.values())) / 4
+
+
+def _box_scene(tmp_path, boxes: list[tuple[int, int, int, int]]) -> SyntheticScene:
+    """A 256×256 scene without nodata holding only the given rectangles (x0, y0, x1, y1), ids 1, 2, ..."""
+    labels = np.zeros((256, 256), np.int32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes, start=1):
+        labels[y0:y1, x0:x1] = i
+    scene = make_scene(tmp_path, seed=0, width=256, height=256, objects=0)
+    with rasterio.open(scene.path, "r+") as ds, rasterio.open(scene.labels, "r+") as lab:
+        ds.write(np.broadcast_to((40 + 50 * labels).astype(np.uint8), (3, 256, 256)))
+        lab.write(labels, 1)
+    truth = {i: shapely.box(*b) for i, b in enumerate(boxes, start=1)}
+    return SyntheticScene(scene.path, scene.labels, truth, scene.transform, scene.crs, 256, 256)
+
+
+def test_object_on_a_tile_corner_and_touching_objects_across_a_seam(tmp_path):
+    # tiles of 128 px, overlap 32: cores meet at x = y = 112, read windows end at 128 and start at 96
+    boxes = [(100, 100, 125, 125), (20, 60, 112, 80), (112, 60, 200, 80), (0, 0, 10, 10), (90, 130, 134, 140)]
+    scene = _box_scene(tmp_path, boxes)
+    assert _same(_polygons(scene, TileGrid(256, 256, 128, 32)), list(scene.truth.values()))
+
+
+class _Twice:
+    """A segmenter that answers every reference mask twice, the copy less its first pixel and scored lower."""
+
+    name = "twice"
+
+    def __init__(self, labels: str) -> None:
+        self.reference = ReferenceSegmenter(labels)
+
+    def automatic(self, tile: TileImage) -> Masks:
+        masks = self.reference.automatic(tile)
+        shrunk = masks.masks.copy().reshape(len(masks), -1)
+        shrunk[np.arange(len(masks)), shrunk.argmax(axis=1)] = False
+        shrunk = shrunk.reshape(masks.masks.shape)
+        return Masks(
+            np.concatenate([masks.masks, shrunk]),
+            np.concatenate([masks.scores, masks.scores * 0.9]),
+            np.concatenate([masks.stability, masks.stability]),
+        )
+
+
+def test_near_duplicates_come_out_once(small):
+    grid = TileGrid(small.width, small.height, 80, 24)
+    plan, model = open_scene(small.path), _Twice(str(small.labels))
+    assert isinstance(model, Segmenter)
+    pieces = {
+        (t.row, t.col): pieces_from_masks(t, model.automatic(read_tile(plan, t, grid.size)), grid)
+        for t in grid
+    }
+    scores = truth_scores([o.geometry for o in stitch(grid, pieces)], list(small.truth.values()))
+    assert (scores.split_rate, scores.duplicate_rate, scores.merge_error_rate) == (0, 0, 0)
+
+
+def test_overlap_zero_is_refused():
+    with pytest.raises(InputError, match="share pixels"):
+        TileGrid(500, 500, 128, 0)
+
+
+def test_metrics_on_known_cases():
+    truth = [shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10), shapely.box(40, 40, 50, 50)]
+    split = [shapely.box(0, 0, 5, 10), shapely.box(5, 0, 10, 10)]
+    fused = [shapely.box(10, 0, 30, 10) | shapely.box(40, 40, 50, 50)]
+    scores = truth_scores(split + fused + [shapely.box(0, 0, 5, 10)], truth)
+    assert scores.split_rate == pytest.approx(1 / 3)  # the first box (the other two are fused)
+    assert scores.merge_error_rate == pytest.approx(2 / 3)
+    assert scores.duplicate_rate == pytest.approx(1 / 4)
+    perfect = truth_scores(truth, truth)
+    assert (perfect.split_rate, perfect.duplicate_rate, perfect.merge_error_rate, perfect.mean_iou) == (
+        0,
+        0,
+        0,
+        1,
+    )
+    missing_one = truth_scores(truth[:2], truth)
+    assert missing_one.mean_iou == pytest.approx(2 / 3)
+
+
+def test_seam_line_fraction():
+    grid = TileGrid(256, 256, 128, 32)  # core edges at 112, read edges at 96 and 128
+    on_seam = shapely.box(100, 20, 112, 40)  # right side (20 of 64) on the core edge x = 112
+    assert seam_line_fraction([on_seam], grid) == pytest.approx(20 / 64)
+    assert seam_line_fraction([on_seam, shapely.box(0, 0, 8, 8)], grid) == pytest.approx(20 / 96)
+    assert seam_line_fraction([shapely.box(96, 10, 128, 20)], grid, "read") == pytest.approx(20 / 84)
+    assert seam_line_fraction([on_seam], TileGrid(100, 100, 128, 32)) == 0  # one tile: no seams
+
+
+def test_scene_generator(tmp_path):
+    a = make_scene(tmp_path / "a", seed=7)
+    b = make_scene(tmp_path / "b", seed=7)
+    assert a.truth.keys() == b.truth.keys() and all(a.truth[k].equals(b.truth[k]) for k in a.truth)
+    with rasterio.open(a.path) as ds, rasterio.open(a.labels) as lab:
+        assert ds.crs == a.crs and ds.transform == a.transform and lab.transform == a.transform
+        valid = ds.dataset_mask() > 0
+        labels = lab.read(1)
+    assert not valid.all(), "no nodata area"
+    assert not labels[~valid].any(), "objects under nodata"
+    polygons = list(a.truth.values())
+    assert all(p.geom_type == "Polygon" and p.is_valid for p in polygons)
+    areas = [p.area for p in polygons]
+    assert min(areas) <= 9 and max(areas) >= 64 * 64
+    assert any(p.interiors for p in polygons), "no ring"
+    edge = shapely.box(0, 0, a.width, a.height).boundary
+    assert any(p.boundary.intersection(edge).length > 0 for p in polygons), "no object on the border"
+    touching = shapely.STRtree(polygons).query(polygons, predicate="touches")
+    assert any(polygons[i].intersection(polygons[j]).length > 0 for i, j in zip(*touching)), (
+        "no objects sharing an edge"
+    )
+
+
+@pytest.mark.slow
+def test_real_model_gives_no_duplicates_and_few_seam_lines(tmp_path):
+    """A regression guard, not the issue's target: on the 4096 px mosaic of benchmarks/seams.py the
+    seam-line fraction is about 8% (target 1%, not met yet), so here it is held under 15%."""
+    from geosam.metrics import duplicates
+    from geosam.models import AutomaticParams, ModelSpec
+
+    with rasterio.open(DATA / "m_4709963_se_14_1_20090818.tif") as ds:
+        profile = ds.profile | {"count": 3, "width": 640, "height": 640}
+        data = ds.read([1, 2, 3], window=rasterio.windows.Window(0, 0, 640, 640))
+        profile["transform"] = ds.transform
+    path = tmp_path / "naip.tif"
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    spec = ModelSpec(params=AutomaticParams(points_per_side=8))
+    frame = segment(path, model=spec, tile_size=384, overlap=128, workers=0)
+    pixels = to_pixels(frame.geometry.values, profile["transform"])
+    assert len(frame) > 10
+    assert seam_line_fraction(pixels, TileGrid(640, 640, 384, 128)) <= 0.15
+    assert duplicates(pixels) == 0
