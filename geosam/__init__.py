@@ -13,6 +13,7 @@ _EXPORTS = {
     "GeosamError": "geosam.errors",
     "ModelSpec": "geosam.models",
     "Scene": "geosam.georef",
+    "Session": "geosam.session",
     "Tile": "geosam.tiling",
     "TileGrid": "geosam.tiling",
     "load_model": "geosam.models",
@@ -25,6 +26,7 @@ __all__ = [
     "GeosamError",
     "ModelSpec",
     "Scene",
+    "Session",
     "Tile",
     "TileGrid",
     "load_model",
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from geosam.georef import Scene, open_scene
     from geosam.models import AutomaticParams, ModelSpec, load_model
     from geosam.pipeline import segment
+    from geosam.session import Session
     from geosam.tiling import Tile, TileGrid
 
 

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from affine import Affine
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
@@ -143,28 +145,110 @@ class TileImage:
 
 def read_tile(scene: Scene, tile: Tile, size: int) -> TileImage:
     """Read one tile's window (only that window) as uint8 RGB with its validity mask."""
+    rgb, valid_part = read_pixels(scene, tile.read, what=f"tile {tile.row},{tile.col}")
+    image = np.zeros((size, size, 3), np.uint8)
+    valid = np.zeros((size, size), bool)
+    h, w = valid_part.shape
+    image[:h, :w] = rgb
+    valid[:h, :w] = valid_part
+    return TileImage(tile, image, valid)
+
+
+def read_pixels(
+    scene: Scene, box: Box, out_shape: tuple[int, int] | None = None, what: str = "a window"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One window of the scene as uint8 RGB (H, W, 3), zero where invalid, and its validity (H, W).
+
+    ``out_shape`` (H, W) reads the window decimated to that size (GDAL picks overviews where there
+    are any; pixel values are averaged, validity is GDAL's mask at the coarser size).
+    """
     failure = None
+    bands = list(scene.bands)
     try:
         with reader(scene) as ds:
-            data = ds.read(list(scene.bands), window=tile.read.window)
-            masks = ds.read_masks(list(scene.bands), window=tile.read.window)
+            if out_shape is None:
+                data = ds.read(bands, window=box.window)
+                masks = ds.read_masks(bands, window=box.window)
+            else:
+                shape = (len(bands), *out_shape)
+                data = ds.read(bands, window=box.window, out_shape=shape, resampling=Resampling.average)
+                masks = ds.read_masks(bands, window=box.window, out_shape=shape)
     except RasterioIOError as exc:
         failure = reason(exc)
     if failure is not None:  # raised outside the handler: GDAL's exceptions must not ride along from a worker
         raise InputError(
-            f"{scene.path}: cannot read pixels of tile {tile.row},{tile.col} ({failure}); "
-            "the file may be truncated or corrupt"
+            f"{scene.path}: cannot read pixels of {what} ({failure}); the file may be truncated or corrupt"
         )
-    valid_part = (masks > 0).all(axis=0)
+    valid = (masks > 0).all(axis=0)
     if data.dtype.kind == "f":
-        valid_part &= np.isfinite(data).all(axis=0)
+        valid &= np.isfinite(data).all(axis=0)
     rgb = to_uint8(data, scene.stretch)
     if len(rgb) == 1:
         rgb = np.repeat(rgb, 3, axis=0)
-    image = np.zeros((size, size, 3), np.uint8)
-    valid = np.zeros((size, size), bool)
-    h, w = valid_part.shape
-    image[:h, :w] = rgb.transpose(1, 2, 0)
-    valid[:h, :w] = valid_part
+    image = np.ascontiguousarray(rgb.transpose(1, 2, 0))
     image[~valid] = 0
-    return TileImage(tile, image, valid)
+    return image, valid
+
+
+SNAP = 8  # prompt windows start on a grid of 1/SNAP of their size, so nearby prompts share a window
+MARGIN = 16  # pixels of context kept around a prompt group, at the window's resolution
+
+
+@dataclass(frozen=True, order=True)
+class PromptWindow:
+    """A window read for prompts: ``box`` in scene pixels, decimated by ``factor`` to at most ``size`` px.
+
+    ``factor`` is 1 (full resolution) or, when the prompts span more than one model input, a power of
+    two (or just enough to fit the whole scene into ``size`` px).
+    """
+
+    box: Box
+    factor: float  # scene pixels per image pixel
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the image read."""
+        return max(1, math.ceil(self.box.height / self.factor - 1e-9)), max(
+            1, math.ceil(self.box.width / self.factor - 1e-9)
+        )
+
+    def transform(self, scene_transform: Affine) -> Affine:
+        """Image pixel -> map coordinates of the image read through this window."""
+        rows, cols = self.shape
+        return (
+            scene_transform
+            @ Affine.translation(self.box.x0, self.box.y0)
+            @ Affine.scale(self.box.width / cols, self.box.height / rows)
+        )
+
+
+def prompt_window(
+    width: int, height: int, bounds: tuple[float, float, float, float], size: int = 1024
+) -> PromptWindow:
+    """The window, at most ``size`` px of image, that holds ``bounds`` (x0, y0, x1, y1 scene pixels) whole.
+
+    The window is ``size`` × factor scene pixels, factor the smallest power of two at which the
+    bounds and a margin fit; it is centred on the bounds to within 1/SNAP of its size (its origin is
+    snapped so that nearby prompts share a window and its embedding) and kept inside the scene.
+    """
+    x0, y0, x1, y1 = bounds
+    extent = max(x1 - x0, y1 - y0)
+    factor = 1
+    while extent + 2 * MARGIN * factor > size * factor * (1 - 1 / SNAP) and size * factor < max(
+        width, height
+    ):
+        factor *= 2
+    span = size * factor
+    stride = span // SNAP
+
+    def start(centre: float, length: int) -> int:
+        if length <= span:
+            return 0
+        origin = round((centre - span / 2) / stride) * stride
+        return int(min(max(origin, 0), length - span))
+
+    left, top = start((x0 + x1) / 2, width), start((y0 + y1) / 2, height)
+    box = Box(left, top, min(left + span, width), min(top + span, height))
+    if box.width == width and box.height == height:  # the whole scene: read it just as coarse as needed
+        return PromptWindow(box, max(1.0, max(width, height) / size))
+    return PromptWindow(box, float(factor))

@@ -35,5 +35,6 @@ def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
     spec = ModelSpec(spec) if isinstance(spec, str) else spec
     checkpoint = known(spec.name)
     return SamModel.load(
-        spec.name, checkpoint.architecture, installed_path(spec.name), spec.device, spec.params
-    )
+        spec.name, checkpoint.architecture, installed_path(spec.name), spec.device, spec.params,
+        checksum=checkpoint.sha256,
+    )  # fmt: skip
