@@ -6,9 +6,10 @@
 Sections:
   model   model-only time per real 1024² tile: encoder, automatic decoding (no I/O, stitching, writing)
   scene   end to end on generated scenes (real imagery, mirrored into N×N px): wall time, Mpx/s, km²/h,
-          peak memory of the whole process tree (the CLI and its Dask workers, sampled every 50 ms),
-          and model-only time for the same tiles, so pipeline / model-only is the pipeline's overhead
-  workers the same scene with 1 and 2 workers
+          peak memory of the whole process tree (the CLI and its Dask workers, sampled every 50 ms)
+  overhead the smallest scene with 1 worker against model-only time for the same tiles in one
+          process with the same threads: pipeline / model-only is the pipeline's overhead
+  workers the smallest scene with 1 and --workers workers
 Ratios are measured in one run: this machine is shared and noisy.
 """
 
@@ -25,33 +26,14 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import rasterio
-from rasterio.windows import Window
+
+from geosam.testing import mosaic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
-SOURCE = DATA / "m_4709963_se_14_1_20200831.tif"
-
-
-def mosaic(path: Path, size: int, source: Path = SOURCE) -> Path:
-    """A size×size RGB GeoTIFF of real imagery: the source mirrored so blocks join without edges."""
-    with rasterio.open(source) as src:
-        rgb = src.read([1, 2, 3])
-        profile = dict(crs=src.crs, transform=src.transform)
-    block = np.concatenate([rgb, rgb[:, ::-1]], axis=1)
-    block = np.concatenate([block, block[:, :, ::-1]], axis=2)
-    bh, bw = block.shape[1:]
-    with rasterio.open(
-        path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
-        tiled=True, blockxsize=512, blockysize=512, **profile,
-    ) as dst:  # fmt: skip
-        for y in range(0, size, bh):
-            for x in range(0, size, bw):
-                part = block[:, : min(bh, size - y), : min(bw, size - x)]
-                dst.write(part, window=Window(x, y, part.shape[2], part.shape[1]))
-    return path
+SOURCES = [DATA / "m_4709963_se_14_1_20090818.tif", DATA / "m_4709963_se_14_1_20200831.tif"]
 
 
 class PeakMemory:
@@ -139,6 +121,7 @@ def main() -> None:
     parser.add_argument("--points-per-side", type=int, default=8)
     parser.add_argument("--model-points", type=int, nargs="+", default=[8, 16, 32],
                         help="points per side for the model-only tile timings")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers for the scene runs")
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"))
     args = parser.parse_args()
     import torch
@@ -154,29 +137,47 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        tile = mosaic(tmp / "tile.tif", 1024)
+        tile = mosaic(tmp / "tile.tif", 1024, SOURCES)
         report["model"] = {str(p): model_only(tile, p) for p in args.model_points}
         for p, r in report["model"].items():
-            rows.append(f"model   1024² tile, {p}² points: encoder {r['encoder_s_per_tile']:.2f} s, "
-                        f"automatic {r['automatic_s_per_tile']:.2f} s, {r['masks']} masks")  # fmt: skip
+            rows.append(
+                f"model   1024² tile, {p}² points: encoder {r['encoder_s_per_tile']:.2f} s, "
+                f"automatic (encoder + decoding) {r['automatic_s_per_tile']:.2f} s, {r['masks']} masks"
+            )
         report["scene"] = {}
         for size in args.sizes:
-            scene = mosaic(tmp / f"scene_{size}.tif", size)
-            e2e = run_cli(scene, tmp / f"out_{size}.gpkg", args.points_per_side, 1)
-            alone = model_only(scene, args.points_per_side)
-            e2e |= {"mpx_per_s": size * size / 1e6 / e2e["wall_s"], "km2_per_h": km2(scene) / e2e["wall_s"] * 3600,
-                    "model_only_s": alone["model_only_s"], "overhead": e2e["wall_s"] / alone["model_only_s"]}  # fmt: skip
+            scene = mosaic(tmp / f"scene_{size}.tif", size, SOURCES)
+            e2e = run_cli(scene, tmp / f"out_{size}.gpkg", args.points_per_side, args.workers)
+            e2e |= {
+                "mpx_per_s": size * size / 1e6 / e2e["wall_s"],
+                "km2_per_h": km2(scene) / e2e["wall_s"] * 3600,
+            }
             report["scene"][str(size)] = e2e
-            rows.append(f"scene   {size}² px, 1 worker: {e2e['wall_s']:.0f} s, {e2e['mpx_per_s']:.3f} Mpx/s, "
-                        f"{e2e['km2_per_h']:.1f} km²/h, peak {e2e['peak_rss_mb']:.0f} MB, "
-                        f"{e2e['objects']} objects, pipeline/model-only {e2e['overhead']:.2f}")  # fmt: skip
-        size = args.sizes[min(1, len(args.sizes) - 1)]
+            rows.append(
+                f"scene   {size}² px, {args.workers} workers: {e2e['wall_s']:.0f} s, {e2e['mpx_per_s']:.3f} Mpx/s, "
+                f"{e2e['km2_per_h']:.1f} km²/h, peak {e2e['peak_rss_mb']:.0f} MB, {e2e['objects']} objects"
+            )
+        size = min(args.sizes)
         scene = tmp / f"scene_{size}.tif"
-        two = run_cli(scene, tmp / "two.gpkg", args.points_per_side, 2)
-        one = report["scene"][str(size)]
-        report["workers"] = {"size": size, "1": one, "2": two, "speedup": one["wall_s"] / two["wall_s"]}
-        rows.append(f"workers {size}² px: 1 worker {one['wall_s']:.0f} s, 2 workers {two['wall_s']:.0f} s "
-                    f"(x{report['workers']['speedup']:.2f}), peak {one['peak_rss_mb']:.0f} / {two['peak_rss_mb']:.0f} MB")  # fmt: skip
+        one = run_cli(scene, tmp / "one.gpkg", args.points_per_side, 1)
+        alone = model_only(scene, args.points_per_side)
+        report["overhead"] = {"size": size, "pipeline_1_worker_s": one["wall_s"], "model_only_s": alone["model_only_s"],
+                              "ratio": one["wall_s"] / alone["model_only_s"]}  # fmt: skip
+        rows.append(
+            f"overhead {size}² px: pipeline (1 worker) {one['wall_s']:.0f} s / model-only {alone['model_only_s']:.0f} s"
+            f" = {report['overhead']['ratio']:.2f}"
+        )
+        many = report["scene"][str(size)]
+        report["workers"] = {
+            "size": size,
+            "1": one,
+            str(args.workers): many,
+            "speedup": one["wall_s"] / many["wall_s"],
+        }
+        rows.append(
+            f"workers {size}² px: 1 worker {one['wall_s']:.0f} s, {args.workers} workers {many['wall_s']:.0f} s "
+            f"(x{report['workers']['speedup']:.2f}); peak {one['peak_rss_mb']:.0f} / {many['peak_rss_mb']:.0f} MB"
+        )
     if len(args.sizes) > 1:
         small, big = report["scene"][str(min(args.sizes))], report["scene"][str(max(args.sizes))]
         report["memory_ratio"] = big["peak_rss_mb"] / small["peak_rss_mb"]

@@ -19,13 +19,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
-from rasterio.crs import CRS
-from rasterio.transform import from_origin
 
 from geosam.metrics import duplicates, seam_line_fraction, truth_scores
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.pipeline import segment
-from geosam.testing import make_scene
+from geosam.testing import make_scene, mosaic
 from geosam.tiling import TileGrid
 from geosam.vectorize import to_pixels
 
@@ -54,32 +52,8 @@ def reference_table(folder: Path, seeds: int) -> None:
                   f"{seconds:>7.1f}")  # fmt: skip
 
 
-def make_mosaic(path: Path, size: int) -> Path:
-    """A size×size RGB mosaic of the NAIP scenes (alternating years, mirrored), georeferenced in UTM 14N."""
-    cells = []
-    for name in MOSAIC_SOURCES:
-        with rasterio.open(DATA / name) as ds:
-            cells.append(ds.read([1, 2, 3]))
-    h, w = min(c.shape[1] for c in cells), min(c.shape[2] for c in cells)
-    mosaic = np.zeros((3, size, size), np.uint8)
-    for i, y in enumerate(range(0, size, h)):
-        for j, x in enumerate(range(0, size, w)):
-            cell = cells[(i + j) % 2][:, :h, :w]
-            cell = cell[:, ::-1] if i % 2 else cell
-            cell = cell[:, :, ::-1] if j % 2 else cell
-            part = mosaic[:, y : y + h, x : x + w]
-            part[:] = cell[:, : part.shape[1], : part.shape[2]]
-    profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": CRS.from_epsg(26914),
-        "transform": from_origin(500_000.0, 5_300_000.0, 5.0, 5.0), "tiled": True, "compress": "deflate",
-    }  # fmt: skip
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(mosaic)
-    return path
-
-
 def model_table(folder: Path, size: int, points: int, workers: int) -> None:
-    path = make_mosaic(folder / "mosaic.tif", size)
+    path = mosaic(folder / "mosaic.tif", size, [DATA / name for name in MOSAIC_SOURCES])
     tile, overlap = 1024, 128
     spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
     start = time.perf_counter()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.features
+import rasterio.windows
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
@@ -188,3 +189,34 @@ class ReferenceSegmenter:
         masks = (padded[None] == present[:, None, None]) & tile.valid
         ones = np.ones(len(present), np.float32)
         return Masks(masks, ones, ones.copy())
+
+
+def mosaic(path: Path, size: int, sources: list[Path]) -> Path:
+    """A size×size RGB GeoTIFF of real imagery: ``sources`` alternating, mirrored so cells join smoothly.
+
+    Written cell by cell (memory: the sources plus one cell), georeferenced on the first source's
+    grid, so large test and benchmark scenes come from real pixels without being held whole.
+    """
+    cells = []
+    for source in sources:
+        with rasterio.open(source) as ds:
+            cells.append(ds.read([1, 2, 3]))
+    with rasterio.open(sources[0]) as ds:
+        crs, transform = ds.crs, ds.transform
+    h, w = min(c.shape[1] for c in cells), min(c.shape[2] for c in cells)
+    profile = dict(
+        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=crs, transform=transform,
+        tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+    )  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        for i, y in enumerate(range(0, size, h)):
+            for j, x in enumerate(range(0, size, w)):
+                cell = cells[(i + j) % len(cells)][:, :h, :w]
+                cell = cell[:, ::-1] if i % 2 else cell
+                cell = cell[:, :, ::-1] if j % 2 else cell
+                cell = cell[:, : min(h, size - y), : min(w, size - x)]
+                dst.write(
+                    np.ascontiguousarray(cell),
+                    window=rasterio.windows.Window(x, y, cell.shape[2], cell.shape[1]),
+                )
+    return path

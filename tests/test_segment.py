@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from rasterio.windows import Window
 
 import geosam
 from geosam.models import AutomaticParams, ModelSpec
+from geosam.testing import mosaic
 
 FAST = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=12))
 
@@ -71,23 +71,9 @@ def test_drone_scene_finds_fields_of_plausible_size(data, model_installed):
 
 @pytest.fixture(scope="module")
 def mosaic_4096(tmp_path_factory, data):
-    """A 4096×4096 RGB scene built from the NAIP 2020 scene, mirrored so edges join without seams."""
-    path = tmp_path_factory.mktemp("mosaic") / "mosaic_4096.tif"
-    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
-        rgb = src.read([1, 2, 3])
-        profile = dict(crs=src.crs, transform=src.transform, nodata=None)
-    block = np.concatenate([rgb, rgb[:, ::-1]], axis=1)
-    block = np.concatenate([block, block[:, :, ::-1]], axis=2)
-    with rasterio.open(
-        path, "w", driver="GTiff", width=4096, height=4096, count=3, dtype="uint8",
-        tiled=True, blockxsize=512, blockysize=512, **profile,
-    ) as dst:  # fmt: skip
-        bh, bw = block.shape[1:]
-        for y in range(0, 4096, bh):
-            for x in range(0, 4096, bw):
-                part = block[:, : min(bh, 4096 - y), : min(bw, 4096 - x)]
-                dst.write(part, window=Window(x, y, part.shape[2], part.shape[1]))
-    return path
+    """A 4096×4096 RGB scene of real imagery: the NAIP scenes, mirrored so cells join without edges."""
+    sources = [data / "m_4709963_se_14_1_20090818.tif", data / "m_4709963_se_14_1_20200831.tif"]
+    return mosaic(tmp_path_factory.mktemp("mosaic") / "mosaic_4096.tif", 4096, sources)
 
 
 @pytest.mark.slow
