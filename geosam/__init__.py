@@ -15,9 +15,14 @@ _EXPORTS = {
     "Scene": "geosam.georef",
     "Tile": "geosam.tiling",
     "TileGrid": "geosam.tiling",
+    "label_raster": "geosam.xr",
     "load_model": "geosam.models",
     "open_scene": "geosam.georef",
+    "overview": "geosam.preview",
     "segment": "geosam.pipeline",
+    "write": "geosam.io",
+    "write_labels": "geosam.labels",
+    "write_preview": "geosam.preview",
 }
 
 __all__ = [
@@ -27,17 +32,26 @@ __all__ = [
     "Scene",
     "Tile",
     "TileGrid",
+    "label_raster",
     "load_model",
     "open_scene",
+    "overview",
     "segment",
+    "write",
+    "write_labels",
+    "write_preview",
 ]
 
 if TYPE_CHECKING:
     from geosam.errors import GeosamError
     from geosam.georef import Scene, open_scene
+    from geosam.io import write
+    from geosam.labels import write_labels
     from geosam.models import AutomaticParams, ModelSpec, load_model
     from geosam.pipeline import segment
+    from geosam.preview import overview, write_preview
     from geosam.tiling import Tile, TileGrid
+    from geosam.xr import label_raster
 
 
 def __getattr__(name: str):
