@@ -127,6 +127,13 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     help="Also write a quick-look PNG: outlines coloured by score over the downsampled scene.",
 )
 @click.option(
+    "--preview-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(16, 8192),
+    help="Longest side of the --preview image, in pixels (the scene is never enlarged).",
+)
+@click.option(
     "--labels",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write object ids as a label raster on the scene's grid (Cloud-Optimized GeoTIFF, .tif).",
@@ -186,10 +193,11 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 @click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
 @click.pass_context
-def segment(ctx, scene, output, overwrite, preview, labels, model, bands, percentiles, stretch_8bit, resolution,
-            pixel_coordinates, tile_size, overlap, points_per_side, points_per_batch, pred_iou_thresh,
-            stability_thresh, min_area, simplify, workers, device) -> None:  # fmt: skip
-    """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, Shapefile)."""
+def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, bands, percentiles,
+            stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
+            points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers,
+            device) -> None:  # fmt: skip
+    """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp)."""
     from tqdm import tqdm
 
     from geosam import io
@@ -234,7 +242,7 @@ def segment(ctx, scene, output, overwrite, preview, labels, model, bands, percen
     if preview is not None:
         from geosam.preview import write_preview
 
-        written.append(str(write_preview(frame, plan, preview, overwrite=overwrite)))
+        written.append(str(write_preview(frame, plan, preview, size=preview_size, overwrite=overwrite)))
     if labels is not None:
         from geosam.labels import write_labels
 

@@ -170,6 +170,7 @@ def segment(
     ``workers`` processes (default: one per core).
     """
     if is_dataarray(path):
+        (ModelSpec(model) if isinstance(model, str) else model).check()  # before writing the array out
         with scene_file(path, pixel_coordinates) as file:
             return segment(
                 file, model=model, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit,

@@ -30,6 +30,11 @@ class Overview:
     crs: CRS | None
 
     @property
+    def rgba(self) -> np.ndarray:
+        """The image with an alpha channel: nodata transparent."""
+        return np.dstack([self.image, np.where(self.valid, 255, 0).astype(np.uint8)])
+
+    @property
     def extent(self) -> tuple[float, float, float, float]:
         """(left, right, bottom, top), as matplotlib's ``imshow(extent=...)`` wants it."""
         h, w = self.valid.shape
@@ -59,7 +64,7 @@ def render(objects: gpd.GeoDataFrame, scene: Scene, size: int = PREVIEW_SIZE) ->
     """RGBA (H, W, 4) uint8: the scene (nodata transparent) with outlines coloured by score."""
     Image, ImageDraw = _pillow()
     view = overview(scene, size)
-    rgba = np.dstack([view.image, np.where(view.valid, 255, 0).astype(np.uint8)])
+    rgba = view.rgba
     picture = Image.fromarray(rgba, "RGBA")
     if len(objects):
         if objects.crs is not None and scene.crs is not None and objects.crs != scene.crs:

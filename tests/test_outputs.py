@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import geopandas as gpd
@@ -163,3 +164,15 @@ def test_label_cog_burns_ids_on_the_scene_grid(tmp_path):
     assert (labels == 1).sum() == 100 * 100 - 90 * 90
     with pytest.raises(OutputError, match="--overwrite"):
         write_labels(frame, scene, path)
+
+
+def test_missing_extras_name_the_install_command(tmp_path, monkeypatch):
+    from geosam.preview import check_preview
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(OutputError, match=r"pip install 'geosam\[parquet\]'"):
+        io.check_output(tmp_path / "o.parquet", overwrite=False)
+    with pytest.raises(OutputError, match=r"pip install 'geosam\[preview\]'"):
+        check_preview(tmp_path / "p.png", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
