@@ -106,10 +106,12 @@ def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
     renamed = objects.rename(columns=shapefile_fields(columns))
     folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
     try:
-        renamed.to_file(
-            folder / path.name, driver="ESRI Shapefile", engine="pyogrio", promote_to_multi=True,
-            layer_options=LAYER_OPTIONS["ESRI Shapefile"],
-        )  # fmt: skip
+        with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            renamed.to_file(
+                folder / path.name, driver="ESRI Shapefile", engine="pyogrio", promote_to_multi=True,
+                layer_options=LAYER_OPTIONS["ESRI Shapefile"],
+            )  # fmt: skip
         written = sorted(folder.iterdir(), key=lambda p: p.suffix.lower() == ".shp")  # the .shp last
         for stale in SHAPEFILE_PARTS:  # sidecars of a replaced Shapefile (indexes) would not match it
             old = path.with_suffix(stale)
