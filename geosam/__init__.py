@@ -16,9 +16,14 @@ _EXPORTS = {
     "Session": "geosam.session",
     "Tile": "geosam.tiling",
     "TileGrid": "geosam.tiling",
+    "label_raster": "geosam.xr",
     "load_model": "geosam.models",
     "open_scene": "geosam.georef",
+    "overview": "geosam.preview",
     "segment": "geosam.pipeline",
+    "write": "geosam.io",
+    "write_labels": "geosam.labels",
+    "write_preview": "geosam.preview",
 }
 
 __all__ = [
@@ -29,18 +34,27 @@ __all__ = [
     "Session",
     "Tile",
     "TileGrid",
+    "label_raster",
     "load_model",
     "open_scene",
+    "overview",
     "segment",
+    "write",
+    "write_labels",
+    "write_preview",
 ]
 
 if TYPE_CHECKING:
     from geosam.errors import GeosamError
     from geosam.georef import Scene, open_scene
+    from geosam.io import write
+    from geosam.labels import write_labels
     from geosam.models import AutomaticParams, ModelSpec, load_model
     from geosam.pipeline import segment
+    from geosam.preview import overview, write_preview
     from geosam.session import Session
     from geosam.tiling import Tile, TileGrid
+    from geosam.xr import label_raster
 
 
 def __getattr__(name: str):

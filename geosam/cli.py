@@ -117,9 +117,27 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Output GeoPackage (.gpkg).",
+    help="Output file, format by extension: .gpkg (GeoPackage, styled for QGIS), .geojson (WGS84), "
+    ".parquet (GeoParquet), .shp (Shapefile).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs if they exist.")
+@click.option(
+    "--preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a quick-look PNG: outlines coloured by score over the downsampled scene.",
+)
+@click.option(
+    "--preview-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(16, 8192),
+    help="Longest side of the --preview image, in pixels (the scene is never enlarged).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write object ids as a label raster on the scene's grid (Cloud-Optimized GeoTIFF, .tif).",
+)
 @click.option("-m", "--model", default="mobile_sam", show_default=True, help="Installed model name.")
 @read_options
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
@@ -175,10 +193,11 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 @click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
 @click.pass_context
-def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8bit, resolution,
-            pixel_coordinates, tile_size, overlap, points_per_side, points_per_batch, pred_iou_thresh,
-            stability_thresh, min_area, simplify, workers, device) -> None:  # fmt: skip
-    """Segment every object in SCENE and write them as polygons to a GeoPackage."""
+def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, bands, percentiles,
+            stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
+            points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers,
+            device) -> None:  # fmt: skip
+    """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp)."""
     from tqdm import tqdm
 
     from geosam import io
@@ -189,6 +208,12 @@ def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8b
 
     _tiling(tile_size, overlap)
     io.check_output(output, overwrite)
+    if preview is not None:
+        from geosam.preview import check_preview
+
+        check_preview(preview, overwrite)
+    if labels is not None:
+        io.check_output(labels, overwrite, formats={".tif": "COG", ".tiff": "COG"})
     params = AutomaticParams(
         points_per_side=points_per_side,
         points_per_batch=points_per_batch,
@@ -213,8 +238,17 @@ def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8b
             workers=workers, on_tile=lambda result: bar.update(1), **reads,
         )  # fmt: skip
     io.write(frame, output, overwrite=overwrite)
+    written = [str(output)]
+    if preview is not None:
+        from geosam.preview import write_preview
+
+        written.append(str(write_preview(frame, plan, preview, size=preview_size, overwrite=overwrite)))
+    if labels is not None:
+        from geosam.labels import write_labels
+
+        written.append(str(write_labels(frame, plan, labels, overwrite=overwrite)))
     if not ctx.obj["quiet"]:
-        click.echo(f"{len(frame)} objects written to {output}", err=True)
+        click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
 
 
 def _crs_option(ctx, param, value: str | None):

@@ -1,25 +1,40 @@
-"""Writing results: atomically, so a failed run never leaves a partial file at the output path."""
+"""Writing results: atomically, so a failed run never leaves a partial file at the output path.
+
+Formats by extension: GeoPackage (with a default QGIS style), GeoJSON (RFC 7946, WGS84), GeoParquet
+and Shapefile (a set of files, field names of at most 10 characters).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import tempfile
+import warnings
+from contextlib import closing
 from pathlib import Path
 
 import geopandas as gpd
 
+from geosam import style
 from geosam.errors import OutputError
 
-DRIVERS = {".gpkg": "GPKG"}
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".parquet": "Parquet", ".shp": "ESRI Shapefile"}
 # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 LTR, Debian's ogrinfo) warns on the 1.4 files newer GDAL writes.
 DATASET_OPTIONS = {"GPKG": {"VERSION": "1.2"}}
+# RFC 7946: GeoJSON is WGS84 longitude/latitude; GDAL reprojects and writes 7 decimals (about 1 cm).
+LAYER_OPTIONS = {"GeoJSON": {"RFC7946": "YES"}, "ESRI Shapefile": {"ENCODING": "UTF-8"}}
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
+SHAPEFILE_NAME = 10  # dBASE field names have at most 10 characters
+STYLE_NAME = "geosam: outlines by score"
 
 
-def check_output(path: Path, overwrite: bool) -> str:
-    """Fail before any work if ``path`` cannot be written; return the OGR driver for it."""
-    driver = DRIVERS.get(path.suffix.lower())
+def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS) -> str:
+    """Fail before any work if ``path`` cannot be written; return the driver (format) for it."""
+    path = Path(path)
+    driver = formats.get(path.suffix.lower())
     if driver is None:
-        raise OutputError(f"{path}: unsupported output format; use one of {', '.join(DRIVERS)}")
+        raise OutputError(f"{path}: unsupported output format; use one of {', '.join(formats)}")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists: pass --overwrite to replace it")
     folder = path.parent if str(path.parent) else Path(".")
@@ -29,21 +44,126 @@ def check_output(path: Path, overwrite: bool) -> str:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError:
         raise OutputError(f"{folder}: output folder is not writable; choose another folder") from None
+    if driver == "Parquet":
+        _pyarrow()
     return driver
 
 
 def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer: str = "objects") -> None:
-    """Write a layer to a new file beside ``path``, then move it into place in one step."""
+    """Write the objects to ``path`` in the format its extension names, then move it into place in one step.
+
+    A GeoPackage gets layer ``layer`` and a default style (outlines coloured by score) that QGIS
+    applies on opening; a Shapefile's field names are cut to 10 characters (``shapefile_fields``).
+    """
+    path = Path(path)
     driver = check_output(path, overwrite)
+    if driver == "ESRI Shapefile":
+        _write_shapefile(objects, path)
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
-    os.unlink(tmp)  # OGR creates the file itself
+    os.unlink(tmp)  # the writer creates the file itself
     try:
-        objects.to_file(
-            tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
-            dataset_options=DATASET_OPTIONS.get(driver),
-        )  # fmt: skip
+        if driver == "Parquet":
+            objects.to_parquet(tmp, index=False)
+        else:
+            options = LAYER_OPTIONS.get(driver)
+            if driver == "GeoJSON" and objects.crs is None:  # pixel coordinates: RFC 7946 needs a CRS
+                options = {}
+            with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
+                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+                objects.to_file(
+                    tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
+                    dataset_options=DATASET_OPTIONS.get(driver), layer_options=options,
+                )  # fmt: skip
+        if driver == "GPKG" and "score" in objects.columns:
+            add_style(Path(tmp), layer, style.qml(objects["score"].to_numpy()))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def shapefile_fields(columns) -> dict[str, str]:
+    """Column name -> dBASE field name of at most 10 characters, unique (``name_2`` style when cut)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for column in columns:
+        name = str(column)[:SHAPEFILE_NAME]
+        n = 1
+        while name.lower() in taken:
+            n += 1
+            suffix = f"_{n}"
+            name = str(column)[: SHAPEFILE_NAME - len(suffix)] + suffix
+        taken.add(name.lower())
+        names[column] = name
+    return names
+
+
+def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
+    """A Shapefile is several files: write them into a temporary folder beside ``path``, then move each."""
+    columns = [c for c in objects.columns if c != objects.geometry.name]
+    renamed = objects.rename(columns=shapefile_fields(columns))
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
+    try:
+        with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            renamed.to_file(
+                folder / path.name, driver="ESRI Shapefile", engine="pyogrio", promote_to_multi=True,
+                layer_options=LAYER_OPTIONS["ESRI Shapefile"],
+            )  # fmt: skip
+        written = sorted(folder.iterdir(), key=lambda p: p.suffix.lower() == ".shp")  # the .shp last
+        for stale in SHAPEFILE_PARTS:  # sidecars of a replaced Shapefile (indexes) would not match it
+            old = path.with_suffix(stale)
+            if old.exists() and not (folder / old.name).exists():
+                old.unlink()
+        for part in written:
+            os.replace(part, path.parent / part.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def add_style(gpkg: Path, layer: str, qml: str, name: str = STYLE_NAME) -> None:
+    """Store ``qml`` as the default style of ``layer`` in the GeoPackage's ``layer_styles`` table.
+
+    The table is the one QGIS itself creates (OGC / QGIS convention), registered in gpkg_contents
+    as an attributes table, so GDAL lists it and QGIS applies the style when the layer is opened.
+    """
+    with closing(sqlite3.connect(gpkg)) as db, db:  # commit, then close
+        (geometry,) = db.execute(
+            "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)
+        ).fetchone()
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS layer_styles (
+                id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+                f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256),
+                f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
+                useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
+                update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"""
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, last_change) "
+            "VALUES ('layer_styles', 'attributes', 'layer_styles', strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+        )
+        db.execute("UPDATE layer_styles SET useAsDefault = 0 WHERE f_table_name = ?", (layer,))
+        db.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+            "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui) "
+            "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', '')",
+            (
+                layer,
+                geometry,
+                name,
+                qml,
+                "Outlines coloured by the model's score (low: red, high: cyan)",
+            ),
+        )
+
+
+def _pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise OutputError(
+            "GeoParquet output needs pyarrow: pip install 'geosam[parquet]' (or pip install pyarrow)"
+        ) from None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -20,6 +20,10 @@ from geosam.models import Masks, ModelSpec, Segmenter
 from geosam.stitch import Piece, StitchedObject, Stitcher, pieces_from_masks
 from geosam.tiling import Tile, TileGrid, read_tile
 from geosam.vectorize import tidy, to_map
+from geosam.xr import is_dataarray, scene_file
+
+if TYPE_CHECKING:
+    import xarray
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +161,7 @@ def to_frame(
 
 
 def segment(
-    path: str | Path,
+    path: str | Path | xarray.DataArray,
     *,
     model: ModelSource | str = "mobile_sam",
     bands: tuple[int | str, ...] | None = None,
@@ -175,12 +179,23 @@ def segment(
 ) -> gpd.GeoDataFrame:
     """Segment every object in a scene; return polygons in the scene's CRS.
 
+    ``path`` is any GDAL raster path, or a rioxarray DataArray (dims (y, x) or (band, y, x), with
+    its CRS, transform and nodata), which is written to a temporary GeoTIFF the workers read.
     ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan the reads (see
     ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid, ``min_area``
     in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler``
     or a local cluster of ``workers`` processes (default: one per core); ``workers=0`` runs them in
     this process, without Dask (tests, debugging).
     """
+    if is_dataarray(path):
+        (ModelSpec(model) if isinstance(model, str) else model).check()  # before writing the array out
+        with scene_file(path, pixel_coordinates) as file:
+            return segment(
+                file, model=model, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit,
+                resolution=resolution, tile_size=tile_size, overlap=overlap, min_area=min_area,
+                simplify=simplify, workers=workers, scheduler=scheduler, pixel_coordinates=pixel_coordinates,
+                on_tile=on_tile,
+            )  # fmt: skip
     source = ModelSpec(model) if isinstance(model, str) else model
     source.check()
     scene = open_scene(

@@ -18,6 +18,9 @@ QgsApplication.messageLog().messageReceived.connect(
 layer = QgsVectorLayer(f"{sys.argv[1]}|layername={sys.argv[2]}", sys.argv[2], "ogr")
 features = list(layer.getFeatures()) if layer.isValid() else []
 app.processEvents()
+renderer = layer.renderer() if layer.isValid() else None
+ranges = renderer.ranges() if renderer is not None and renderer.type() == "graduatedSymbol" else []
+symbols = [r.symbol().symbolLayer(0).properties() for r in ranges]
 print(
     json.dumps(
         {
@@ -28,6 +31,13 @@ print(
             "spatial_index": layer.dataProvider().hasSpatialIndex() == QgsFeatureSource.SpatialIndexPresent,
             "invalid_geometries": sum(not f.geometry().isGeosValid() for f in features),
             "warnings": messages,
+            # the style QGIS applied on opening: the GeoPackage's default style, or QGIS's own single symbol
+            "renderer": renderer.type() if renderer is not None else None,
+            "style_field": renderer.classAttribute() if ranges else None,
+            "classes": [[r.lowerValue(), r.upperValue()] for r in ranges],
+            "fill": sorted({s.get("style") for s in symbols}),
+            "outline_colours": [s.get("outline_color") for s in symbols],
+            "styles": layer.listStylesInDatabase()[2] if layer.isValid() else [],
         }
     ),
     flush=True,

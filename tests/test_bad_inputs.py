@@ -85,7 +85,9 @@ ROWS = [
     ("absurd tile size", "rgb", ["--tile-size", "100000", "-o", "out.gpkg"], "out.gpkg", 2, "out of range"),
     ("output folder missing", "rgb", ["-o", "nowhere/out.gpkg"], "nowhere/out.gpkg", 1, "does not exist"),
     ("output exists", "rgb", ["-o", "old.gpkg"], "old.gpkg", 1, "pass --overwrite"),
-    ("unsupported output extension", "rgb", ["-o", "out.shp"], "out.shp", 1, "unsupported output format"),
+    ("unsupported output extension", "rgb", ["-o", "out.kml"], "out.kml", 1, "unsupported output format"),
+    ("unsupported preview extension", "rgb", ["-o", "o.gpkg", "--preview", "p.jpg"], "o.gpkg", 1, "use one of .png"),
+    ("unsupported labels extension", "rgb", ["-o", "o.gpkg", "--labels", "l.png"], "o.gpkg", 1, "use one of .tif"),
 ]  # fmt: skip
 
 

@@ -90,7 +90,7 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
     assert done.stderr.strip().endswith(
         f"objects written to {out}"
     )  # the progress bar shows on terminals only
-    frame = gpd.read_file(out)
+    frame = gpd.read_file(out, layer="objects")  # the GeoPackage also holds QGIS's layer_styles table
     assert len(frame) >= 20 and frame.crs.to_epsg() == 32750
     assert [p.name for p in tmp_path.iterdir()] == ["fields.gpkg"], "no temporary files left beside it"
     # ogrinfo and QGIS read the file the way GDAL 3.6 / QGIS 3.22 LTR do
@@ -107,7 +107,36 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
         "spatial_index": True,
         "invalid_geometries": 0,
         "warnings": [],
+        "renderer": "graduatedSymbol",  # the GeoPackage's default style, applied on opening
+        "style_field": "score",
+        "fill": ["no"],
     }
+
+
+@pytest.mark.qgis
+def test_qgis_opens_every_geopackage_with_its_style(tmp_path):
+    """The GeoPackage writer alone (no model): QGIS applies the stored style, outlines coloured by score."""
+    from geosam import io, style
+
+    from .test_outputs import objects
+
+    frame = objects(4)
+    io.write(frame, tmp_path / "o.gpkg")
+    qgis = qgis_load(tmp_path / "o.gpkg", "objects")
+    assert qgis == {
+        **qgis,
+        "valid": True,
+        "count": 4,
+        "crs": "EPSG:32631",
+        "invalid_geometries": 0,
+        "warnings": [],
+        "renderer": "graduatedSymbol",
+        "style_field": "score",
+        "fill": ["no"],
+        "outline_colours": [",".join(map(str, c)) + ",255" for c in style.PALETTE],
+        "styles": [io.STYLE_NAME],
+    }
+    assert qgis["classes"][0][0] <= frame["score"].min() and qgis["classes"][-1][1] >= frame["score"].max()
 
 
 def qgis_load(path: Path, layer: str) -> dict:

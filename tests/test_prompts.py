@@ -443,7 +443,7 @@ def test_cli_prompt_writes_a_geopackage(tmp_path, data, pix4d_session, real_cach
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "outside the scene" in done.stderr and "2 objects written" in done.stderr
-    back = pyogrio.read_dataframe(out)
+    back = pyogrio.read_dataframe(out, layer="objects")
     assert list(back.columns) == ["id", "score", "stability", "area_m2", "geometry"]
     assert list(back["id"]) == [1, 3] and back.crs.to_epsg() == 32750 and back.geometry.is_valid.all()
     assert pyogrio.list_layers(out)[0][0] == "objects"

@@ -38,7 +38,7 @@ def test_every_sample_scene_to_a_geopackage(tmp_path, scheduler, model_installed
     frame = segment(DATA / name, model=FAST, tile_size=1024, overlap=128, scheduler=scheduler)
     output = tmp_path / "objects.gpkg"
     io.write(frame, output)
-    back = pyogrio.read_dataframe(output)
+    back = pyogrio.read_dataframe(output, layer="objects")
     with rasterio.open(DATA / name) as ds:
         assert back.crs == ds.crs
         footprint = shapely.box(*ds.bounds)
@@ -58,4 +58,4 @@ def test_cli_segments_a_16bit_scene(tmp_path, model_installed):
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])), capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stderr == "" and len(pyogrio.read_dataframe(output)) > 0
+    assert result.stderr == "" and len(pyogrio.read_dataframe(output, layer="objects")) > 0
