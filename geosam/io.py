@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
@@ -34,15 +35,24 @@ def check_output(path: Path, overwrite: bool) -> str:
 
 def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer: str = "objects") -> None:
     """Write a layer to a new file beside ``path``, then move it into place in one step."""
+    write_layers({layer: objects}, path, overwrite=overwrite)
+
+
+def write_layers(layers: Mapping[str, gpd.GeoDataFrame], path: Path, overwrite: bool = False) -> None:
+    """Write several layers to one new file beside ``path``, then move it into place in one step.
+
+    Readers see the old file or the complete new one, never a file with some of the layers.
+    """
     driver = check_output(path, overwrite)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
     os.unlink(tmp)  # OGR creates the file itself
     try:
-        objects.to_file(
-            tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
-            dataset_options=DATASET_OPTIONS.get(driver),
-        )  # fmt: skip
+        for i, (layer, objects) in enumerate(layers.items()):
+            objects.to_file(
+                tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
+                dataset_options=DATASET_OPTIONS.get(driver) if i == 0 else None, append=False,
+            )  # fmt: skip
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
