@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import tempfile
 import warnings
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 
@@ -27,6 +28,8 @@ LAYER_OPTIONS = {"GeoJSON": {"RFC7946": "YES"}, "ESRI Shapefile": {"ENCODING": "
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
 SHAPEFILE_NAME = 10  # dBASE field names have at most 10 characters
 STYLE_NAME = "geosam: outlines by score"
+
+LAYER = "objects"  # the layer geosam writes its objects to
 
 
 def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS) -> str:
@@ -49,39 +52,57 @@ def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS)
     return driver
 
 
-def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer: str = "objects") -> None:
+def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer: str = LAYER) -> None:
     """Write the objects to ``path`` in the format its extension names, then move it into place in one step.
 
     A GeoPackage gets layer ``layer`` and a default style (outlines coloured by score) that QGIS
     applies on opening; a Shapefile's field names are cut to 10 characters (``shapefile_fields``).
     """
+    write_layers({layer: objects}, path, overwrite=overwrite)
+
+
+def write_layers(layers: Mapping[str, gpd.GeoDataFrame], path: Path, overwrite: bool = False) -> None:
+    """Write named layers to one new file beside ``path``, then move it into place in one step.
+
+    Readers see the old file or the complete new one, never a file with some of the layers.
+    Several layers need a GeoPackage.
+    """
     path = Path(path)
     driver = check_output(path, overwrite)
+    if len(layers) > 1 and driver != "GPKG":
+        raise OutputError(f"{path}: {len(layers)} layers need a GeoPackage; name the output *.gpkg")
     if driver == "ESRI Shapefile":
-        _write_shapefile(objects, path)
+        _write_shapefile(next(iter(layers.values())), path)
         return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
     os.unlink(tmp)  # the writer creates the file itself
     try:
-        if driver == "Parquet":
-            objects.to_parquet(tmp, index=False)
-        else:
-            options = LAYER_OPTIONS.get(driver)
-            if driver == "GeoJSON" and objects.crs is None:  # pixel coordinates: RFC 7946 needs a CRS
-                options = {}
-            with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
-                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-                objects.to_file(
-                    tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
-                    dataset_options=DATASET_OPTIONS.get(driver), layer_options=options,
-                )  # fmt: skip
-        if driver == "GPKG" and "score" in objects.columns:
-            add_style(Path(tmp), layer, style.qml(objects["score"].to_numpy()))
+        for i, (layer, objects) in enumerate(layers.items()):
+            _write_layer(objects, tmp, driver, layer, first=i == 0)
+        if driver == "GPKG":
+            for layer, objects in layers.items():
+                if "score" in objects.columns:
+                    add_style(Path(tmp), layer, style.qml(objects["score"].to_numpy()))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _write_layer(objects: gpd.GeoDataFrame, tmp: str, driver: str, layer: str, first: bool) -> None:
+    if driver == "Parquet":
+        objects.to_parquet(tmp, index=False)
+        return
+    options = LAYER_OPTIONS.get(driver)
+    if driver == "GeoJSON" and objects.crs is None:  # pixel coordinates: RFC 7946 needs a CRS
+        options = {}
+    with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
+        warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+        objects.to_file(
+            tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
+            dataset_options=DATASET_OPTIONS.get(driver) if first else None, layer_options=options,
+        )  # fmt: skip
 
 
 def shapefile_fields(columns) -> dict[str, str]:
