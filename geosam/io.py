@@ -7,8 +7,11 @@ import tempfile
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
+import pyogrio
 
 from geosam.errors import OutputError
+from geosam.report import RUNS_TABLE, RunReport
 
 DRIVERS = {".gpkg": "GPKG"}
 # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 LTR, Debian's ogrinfo) warns on the 1.4 files newer GDAL writes.
@@ -32,8 +35,18 @@ def check_output(path: Path, overwrite: bool) -> str:
     return driver
 
 
-def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer: str = "objects") -> None:
-    """Write a layer to a new file beside ``path``, then move it into place in one step."""
+def write(
+    objects: gpd.GeoDataFrame,
+    path: Path,
+    overwrite: bool = False,
+    layer: str = "objects",
+    report: RunReport | None = None,
+) -> None:
+    """Write a layer to a new file beside ``path``, then move it into place in one step.
+
+    With a ``report``, the file also gets the run's provenance: a ``geosam_runs`` attribute table
+    (one row, the whole report as JSON in ``report``) and a few metadata items on the layer.
+    """
     driver = check_output(path, overwrite)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
@@ -41,9 +54,26 @@ def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer:
     try:
         objects.to_file(
             tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
-            dataset_options=DATASET_OPTIONS.get(driver),
+            dataset_options=DATASET_OPTIONS.get(driver), layer_metadata=_layer_metadata(report),
         )  # fmt: skip
+        if report is not None:
+            pyogrio.write_dataframe(pd.DataFrame([report.table_row()]), tmp, layer=RUNS_TABLE, driver=driver)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _layer_metadata(report: RunReport | None) -> dict[str, str] | None:
+    """How the layer was made, in short: shown by ``ogrinfo`` and QGIS's layer properties."""
+    if report is None:
+        return None
+    return {
+        "GEOSAM_VERSION": str(report.versions.get("geosam")),
+        "GEOSAM_MODEL": report.model,
+        "GEOSAM_MODEL_SHA256": report.model_sha256 or "",
+        "GEOSAM_SCENE": report.scene,
+        "GEOSAM_STARTED": report.started,
+        "GEOSAM_STATUS": report.status,
+        "GEOSAM_RUNS_TABLE": RUNS_TABLE,
+    }
