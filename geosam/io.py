@@ -7,11 +7,9 @@ import tempfile
 from pathlib import Path
 
 import geopandas as gpd
-import pandas as pd
-import pyogrio
 
 from geosam.errors import OutputError
-from geosam.report import RUNS_TABLE, RunReport
+from geosam.report import RunReport
 
 DRIVERS = {".gpkg": "GPKG"}
 # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 LTR, Debian's ogrinfo) warns on the 1.4 files newer GDAL writes.
@@ -44,8 +42,9 @@ def write(
 ) -> None:
     """Write a layer to a new file beside ``path``, then move it into place in one step.
 
-    With a ``report``, the file also gets the run's provenance: a ``geosam_runs`` attribute table
-    (one row, the whole report as JSON in ``report``) and a few metadata items on the layer.
+    With a ``report``, the layer carries the run's provenance as GeoPackage metadata (the metadata
+    extension, which GDAL writes): a few items to read at a glance and the whole report as JSON.
+    No second layer: readers that take the file's only layer keep working without a warning.
     """
     driver = check_output(path, overwrite)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
@@ -56,8 +55,6 @@ def write(
             tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
             dataset_options=DATASET_OPTIONS.get(driver), layer_metadata=_layer_metadata(report),
         )  # fmt: skip
-        if report is not None:
-            pyogrio.write_dataframe(pd.DataFrame([report.table_row()]), tmp, layer=RUNS_TABLE, driver=driver)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -75,5 +72,5 @@ def _layer_metadata(report: RunReport | None) -> dict[str, str] | None:
         "GEOSAM_SCENE": report.scene,
         "GEOSAM_STARTED": report.started,
         "GEOSAM_STATUS": report.status,
-        "GEOSAM_RUNS_TABLE": RUNS_TABLE,
+        "GEOSAM_RUN_REPORT": report.to_json(),
     }

@@ -1,8 +1,8 @@
 """A run's report: what was planned, reused, done and failed, how fast, in how much memory, and how.
 
 The same record goes three ways: a JSON file, a short summary printed at the end of the run, and
-a ``geosam_runs`` attribute table in the GeoPackage (one row per run, the whole report as JSON in
-its ``report`` column), so that a layer found on a shared drive says how it was made.
+the output layer's GeoPackage metadata (``GEOSAM_*`` items, the whole report as JSON in
+``GEOSAM_RUN_REPORT``), so that a layer found on a shared drive says how it was made.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("dask", "distributed", "torch", "rasterio", "shapely", "pyogrio", "geopandas", "pyproj", "numpy")
-RUNS_TABLE = "geosam_runs"
 
 
 def versions() -> dict[str, str | None]:
@@ -124,23 +123,6 @@ class RunReport:
         if len(self.failed) > 5:
             lines.append(f"... and {len(self.failed) - 5} more failed tiles (see the report)")
         return "\n".join(lines)
-
-    def table_row(self) -> dict:
-        """The GeoPackage ``geosam_runs`` row: a few columns to filter on and the whole report."""
-        return {
-            "started": self.started,
-            "finished": self.finished or "",
-            "status": self.status,
-            "scene": self.scene,
-            "model": self.model,
-            "model_sha256": self.model_sha256 or "",
-            "geosam_version": str(self.versions.get("geosam")),
-            "tiles_planned": self.tiles_planned,
-            "tiles_failed": self.tiles_failed,
-            "objects": self.objects,
-            "parameters": json.dumps(self.parameters, sort_keys=True, default=str),
-            "report": self.to_json(),
-        }
 
 
 def peak_rss() -> int:

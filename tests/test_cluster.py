@@ -67,21 +67,25 @@ def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
     trace.mkdir()
     run = double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_DELAY": "0.2", "GEOSAM_TEST_TRACE": str(trace)})
     work = tmp_path / "out.geosam-work"
+    killed = workers[0].pid
+
+    def in_flight() -> set[str]:
+        started = {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-start")}
+        return started - {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-end")}
+
     deadline = time.monotonic() + 240
-    while len(list(work.glob("*/*.tile"))) < 6:  # both workers busy, 4 tiles in flight
+    while len(list(work.glob("*/*.tile"))) < 4 or not in_flight():  # killed while segmenting a tile
         assert run.poll() is None, run.communicate()[1]
         assert time.monotonic() < deadline, "no tile finished in time"
-        time.sleep(0.05)
+        time.sleep(0.02)
     workers[0].send_signal(signal.SIGKILL)
     code, err = finish(run)
     assert code == 0, err
-    killed = workers[0].pid
-    started = {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-start")}
-    ended = {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-end")}
-    assert started - ended, "the killed worker had a tile in flight"
+    assert in_flight(), "the killed worker's tile was lost with it, and segmented elsewhere"
     report = json.loads((tmp_path / "out.report.json").read_text())
     assert report["tiles_done"] == 42 and report["tiles_failed"] == 0 and report["workers"] == 2
-    assert len(report["peak_rss_bytes"]) == 2 and min(report["peak_rss_bytes"].values()) > 10 * 2**20
+    peaks = report["peak_rss_bytes"]  # the killed worker is there if it finished a tile before
+    assert 1 <= len(peaks) <= 2 and min(peaks.values()) > 10 * 2**20
     # the full output: what a run in this process, without Dask, writes
     frame, here = pipeline.run(scene.path, model=scene.model, tile_size=128, overlap=16, workers=0)
     io.write(frame, tmp_path / "here.gpkg")
