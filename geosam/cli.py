@@ -257,7 +257,7 @@ def segment(ctx, scene, output, overwrite, model, bands, percentiles, stretch_8b
         except TileError as exc:
             if exc.report is not None:
                 exc.report.write(report_path)
-            raise TileError(f"{exc}; report: {report_path}") from None
+            raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
     report.output = str(output)
     report.finish(time.monotonic() - started)
     io.write(frame, output, overwrite=overwrite, report=report)

@@ -45,3 +45,7 @@ class TileError(GeosamError, RuntimeError):
 
 class SchedulerError(GeosamError, ConnectionError):
     """The Dask scheduler named by --scheduler (or Dask's config) cannot be reached."""
+
+
+class TileInputError(TileError, InputError):
+    """Every failed tile failed on its input (e.g. pixels of a truncated file that cannot be read)."""

@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 from dask.distributed import Client, LocalCluster, as_completed
 
-from geosam.errors import SchedulerError, TileError, reason
+from geosam.errors import InputError, SchedulerError, TileError, TileInputError, reason
 from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import Masks, ModelSpec, Segmenter
 from geosam.report import RunReport, TileFailure, peak_rss
@@ -50,6 +50,7 @@ class TileResult:
     segmented: bool  # False when the tile had no valid pixels (or failed)
     reused: bool = False  # read back from the work folder of an earlier run
     error: str | None = None  # why the tile failed, after its retries
+    input_error: bool = False  # it failed on its input (an InputError), not in the model or the cluster
 
 
 @functools.lru_cache(maxsize=1)
@@ -201,19 +202,23 @@ def run_tiles(
             if peaks is not None:
                 peaks[worker] = max(peaks.get(worker, 0), peak)
         else:
-            result = TileResult(tile, [], False, error=_failure(future))
+            error, bad_input = _failure(future)
+            result = TileResult(tile, [], False, error=error, input_error=bad_input)
             log.warning("tile %d,%d failed: %s", tile.row, tile.col, result.error)
         future.release()
         submit(max(0, slots() - in_flight.count()))
         yield result
 
 
-def _failure(future) -> str:
+def _failure(future) -> tuple[str, bool]:
+    """Why a task failed, and whether on its input."""
     try:
         exc = future.exception()
     except Exception as raised:  # noqa: BLE001 - cancelled futures raise instead of returning
         exc = raised
-    return reason(exc) if exc is not None else future.status
+    if exc is None:
+        return future.status, False
+    return reason(exc), isinstance(exc, InputError)
 
 
 def run_tiles_here(
@@ -229,7 +234,9 @@ def run_tiles_here(
             except Exception as exc:  # noqa: BLE001 - reported as a failed tile, like a Dask task's error
                 if attempt == retries:
                     log.warning("tile %d,%d failed: %s", tile.row, tile.col, reason(exc))
-                    yield TileResult(tile, [], False, error=reason(exc))
+                    yield TileResult(
+                        tile, [], False, error=reason(exc), input_error=isinstance(exc, InputError)
+                    )
 
 
 def _take(tiles: Iterator[Tile], n: int) -> list[Tile]:
@@ -353,12 +360,14 @@ def run(
     on_tile = on_tile or (lambda result: None)
     stitcher = Stitcher(grid)
     objects: list[StitchedObject] = []
+    inputs: list[bool] = []  # of failed tiles: failed on their input
     pixels = {"all": 0, "now": 0}  # core pixels of tiles with valid pixels: all, this run's
 
     def take(result: TileResult) -> None:
         on_tile(result)
         if result.error is not None:
             report.failed.append(TileFailure(result.tile.row, result.tile.col, result.error))
+            inputs.append(result.input_error)
         else:
             if work is not None and not result.reused:
                 work.store(result.tile, result.pieces, result.segmented)
@@ -403,7 +412,8 @@ def run(
         shown = "; ".join(f"tile {f.row},{f.col}: {f.error}" for f in report.failed[:3])
         more = f"; and {len(report.failed) - 3} more" if len(report.failed) > 3 else ""
         kept = f"finished tiles are kept in {work.folder}: " if work is not None and work.finished() else ""
-        raise TileError(
+        error = TileInputError if all(inputs) else TileError
+        raise error(
             f"{len(report.failed)} of {len(grid)} tiles failed after {retries + 1} tries ({shown}{more}); "
             f"{kept}run the same command again to retry them, or pass --allow-partial to leave them out",
             report,
