@@ -77,7 +77,7 @@ def run_cli(scene: Path, out: Path, points: int, workers: int) -> dict:
         raise RuntimeError(f"geosam failed: {err}")
     import geopandas as gpd
 
-    return {"wall_s": wall, "peak_rss_mb": memory.peak / 2**20, "objects": len(gpd.read_file(out))}
+    return {"wall_s": wall, "peak_rss_mb": memory.peak / 2**20, "objects": len(gpd.read_file(out, layer="objects"))}
 
 
 def model_only(scene: Path, points: int, tile_size: int = 1024, overlap: int = 128) -> dict:

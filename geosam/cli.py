@@ -191,21 +191,58 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     help="Simplify outlines by this many pixels (0 keeps exact pixel edges).",
 )
 @click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on an existing Dask cluster: scheduler address (tcp://host:8786) or scheduler file (.json)"
+    " [default: $DASK_SCHEDULER_ADDRESS / Dask's scheduler-address setting, else a local cluster].",
+)
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder keeping finished tiles, so that a rerun resumes [default: OUT.geosam-work beside the output].",
+)
+@click.option("--keep-work", is_flag=True, help="Keep the work folder after the output is written.")
+@click.option(
+    "--retries",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Tries more for a tile that fails, before it is reported as failed.",
+)
+@click.option(
+    "--allow-partial", is_flag=True, help="Write the output even if some tiles failed (they are listed)."
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run report (JSON) [default: OUT.report.json beside the output].",
+)
 @click.pass_context
 def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, bands, percentiles,
             stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
-            points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers,
-            device) -> None:  # fmt: skip
-    """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp)."""
+            points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, scheduler,
+            device, work_dir, keep_work, retries, allow_partial, report_path) -> None:  # fmt: skip
+    """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp).
+
+    Finished tiles are kept in a work folder: if the run is interrupted, the same command again
+    segments only the tiles not finished yet. A run report (JSON) is written beside the output.
+    """
+    import time
+
     from tqdm import tqdm
 
     from geosam import io
+    from geosam.errors import TileError
     from geosam.georef import open_scene
     from geosam.models import AutomaticParams, ModelSpec
-    from geosam.pipeline import segment as run
+    from geosam.pipeline import run
+    from geosam.resume import WorkDir, default_work_dir
     from geosam.tiling import TileGrid
 
+    started = time.monotonic()
     _tiling(tile_size, overlap)
     io.check_output(output, overwrite)
     if preview is not None:
@@ -214,6 +251,8 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
         check_preview(preview, overwrite)
     if labels is not None:
         io.check_output(labels, overwrite, formats={".tif": "COG", ".tiff": "COG"})
+    work_dir = work_dir or default_work_dir(output)
+    report_path = report_path or output.with_name(f"{output.stem}.report.json")
     params = AutomaticParams(
         points_per_side=points_per_side,
         points_per_batch=points_per_batch,
@@ -233,11 +272,19 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
         leave=False,
         disable=True if ctx.obj["quiet"] else None,
     ) as bar:  # None: a bar only on a terminal
-        frame = run(
-            scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
-            workers=workers, on_tile=lambda result: bar.update(1), **reads,
-        )  # fmt: skip
-    io.write(frame, output, overwrite=overwrite)
+        try:
+            frame, report = run(
+                scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
+                workers=workers, scheduler=scheduler, on_tile=lambda result: bar.update(1), work_dir=work_dir,
+                retries=retries, allow_partial=allow_partial, parameters=dict(ctx.params), **reads,
+            )  # fmt: skip
+        except TileError as exc:
+            if exc.report is not None:
+                exc.report.write(report_path)
+            raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
+    report.output = str(output)
+    report.finish(time.monotonic() - started)
+    io.write(frame, output, overwrite=overwrite, report=report)
     written = [str(output)]
     if preview is not None:
         from geosam.preview import write_preview
@@ -247,7 +294,14 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
         from geosam.labels import write_labels
 
         written.append(str(write_labels(frame, plan, labels, overwrite=overwrite)))
+    if not keep_work:
+        WorkDir(work_dir, report.run_key or "").remove()
+        report.work_dir = None
+    report.write(report_path)
     if not ctx.obj["quiet"]:
+        click.echo(report.summary(), err=True)
+        if report.failed:
+            click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
         click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
 
 

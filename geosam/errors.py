@@ -33,3 +33,19 @@ def reason(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class TileError(GeosamError, RuntimeError):
+    """Tiles failed after their retries; ``report`` (a RunReport) lists them."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class SchedulerError(GeosamError, ConnectionError):
+    """The Dask scheduler named by --scheduler (or Dask's config) cannot be reached."""
+
+
+class TileInputError(TileError, InputError):
+    """Every failed tile failed on its input (e.g. pixels of a truncated file that cannot be read)."""

@@ -19,6 +19,7 @@ import geopandas as gpd
 
 from geosam import style
 from geosam.errors import OutputError
+from geosam.report import RunReport
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".parquet": "Parquet", ".shp": "ESRI Shapefile"}
 # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 LTR, Debian's ogrinfo) warns on the 1.4 files newer GDAL writes.
@@ -52,20 +53,33 @@ def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS)
     return driver
 
 
-def write(objects: gpd.GeoDataFrame, path: Path, overwrite: bool = False, layer: str = LAYER) -> None:
+def write(
+    objects: gpd.GeoDataFrame,
+    path: Path,
+    overwrite: bool = False,
+    layer: str = LAYER,
+    report: RunReport | None = None,
+) -> None:
     """Write the objects to ``path`` in the format its extension names, then move it into place in one step.
 
-    A GeoPackage gets layer ``layer`` and a default style (outlines coloured by score) that QGIS
-    applies on opening; a Shapefile's field names are cut to 10 characters (``shapefile_fields``).
+    A GeoPackage gets layer ``layer``, a default style (outlines coloured by score) that QGIS applies
+    on opening and, with a ``report``, the run's provenance as layer metadata (a few items to read
+    at a glance and the whole report as JSON); a Shapefile's field names are cut to 10 characters
+    (``shapefile_fields``).
     """
-    write_layers({layer: objects}, path, overwrite=overwrite)
+    write_layers({layer: objects}, path, overwrite=overwrite, metadata={layer: _layer_metadata(report)})
 
 
-def write_layers(layers: Mapping[str, gpd.GeoDataFrame], path: Path, overwrite: bool = False) -> None:
+def write_layers(
+    layers: Mapping[str, gpd.GeoDataFrame],
+    path: Path,
+    overwrite: bool = False,
+    metadata: Mapping[str, dict[str, str] | None] | None = None,
+) -> None:
     """Write named layers to one new file beside ``path``, then move it into place in one step.
 
     Readers see the old file or the complete new one, never a file with some of the layers.
-    Several layers need a GeoPackage.
+    Several layers need a GeoPackage; ``metadata`` (per layer) is kept in GeoPackages.
     """
     path = Path(path)
     driver = check_output(path, overwrite)
@@ -79,7 +93,7 @@ def write_layers(layers: Mapping[str, gpd.GeoDataFrame], path: Path, overwrite: 
     os.unlink(tmp)  # the writer creates the file itself
     try:
         for i, (layer, objects) in enumerate(layers.items()):
-            _write_layer(objects, tmp, driver, layer, first=i == 0)
+            _write_layer(objects, tmp, driver, layer, first=i == 0, metadata=(metadata or {}).get(layer))
         if driver == "GPKG":
             for layer, objects in layers.items():
                 if "score" in objects.columns:
@@ -90,7 +104,9 @@ def write_layers(layers: Mapping[str, gpd.GeoDataFrame], path: Path, overwrite: 
             os.unlink(tmp)
 
 
-def _write_layer(objects: gpd.GeoDataFrame, tmp: str, driver: str, layer: str, first: bool) -> None:
+def _write_layer(
+    objects: gpd.GeoDataFrame, tmp: str, driver: str, layer: str, first: bool, metadata: dict[str, str] | None
+) -> None:
     if driver == "Parquet":
         objects.to_parquet(tmp, index=False)
         return
@@ -102,6 +118,7 @@ def _write_layer(objects: gpd.GeoDataFrame, tmp: str, driver: str, layer: str, f
         objects.to_file(
             tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
             dataset_options=DATASET_OPTIONS.get(driver) if first else None, layer_options=options,
+            layer_metadata=metadata if driver == "GPKG" else None,
         )  # fmt: skip
 
 
@@ -188,3 +205,18 @@ def _pyarrow() -> None:
         raise OutputError(
             "GeoParquet output needs pyarrow: pip install 'geosam[parquet]' (or pip install pyarrow)"
         ) from None
+
+
+def _layer_metadata(report: RunReport | None) -> dict[str, str] | None:
+    """How the layer was made, in short: shown by ``ogrinfo`` and QGIS's layer properties."""
+    if report is None:
+        return None
+    return {
+        "GEOSAM_VERSION": str(report.versions.get("geosam")),
+        "GEOSAM_MODEL": report.model,
+        "GEOSAM_MODEL_SHA256": report.model_sha256 or "",
+        "GEOSAM_SCENE": report.scene,
+        "GEOSAM_STARTED": report.started,
+        "GEOSAM_STATUS": report.status,
+        "GEOSAM_RUN_REPORT": report.to_json(),
+    }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,10 +16,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import geopandas as gpd
 import numpy as np
+import shapely
 from dask.distributed import Client, LocalCluster, as_completed
 
+from geosam.errors import InputError, SchedulerError, TileError, TileInputError, reason
 from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import Masks, ModelSpec, Segmenter
+from geosam.report import RunReport, TileFailure, peak_rss
+from geosam.resume import WorkDir, iter_finished, model_identity, run_key
 from geosam.stitch import Piece, StitchedObject, Stitcher, pieces_from_masks
 from geosam.tiling import Tile, TileGrid, read_tile
 from geosam.vectorize import tidy, to_map
@@ -44,15 +51,19 @@ class ModelSource(Protocol):
 class TileResult:
     tile: Tile
     pieces: list[Piece]
-    segmented: bool  # False when the tile had no valid pixels
+    segmented: bool  # False when the tile had no valid pixels (or failed)
+    reused: bool = False  # read back from the work folder of an earlier run
+    error: str | None = None  # why the tile failed, after its retries
+    input_error: bool = False  # it failed on its input (an InputError), not in the model or the cluster
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_model(source: ModelSource, threads: int) -> Segmenter:
-    """The model, loaded once per worker process."""
+def _worker_model(source: ModelSource, threads: int | None) -> Segmenter:
+    """The model, loaded once per worker process (``threads=None``: torch's threads as the worker set them)."""
     import torch
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     return source.load()
 
 
@@ -68,20 +79,57 @@ def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, model: Segmenter) -> 
     return TileResult(tile, pieces_from_masks(tile, masks, grid), True)
 
 
-def _segment_task(scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, threads: int) -> TileResult:
-    """One Dask task: ``segment_tile`` with the worker's cached model."""
-    return segment_tile(scene, grid, tile, _worker_model(source, threads))
+def _segment_task(
+    scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, threads: int | None
+) -> tuple[TileResult, str, int]:
+    """One Dask task: ``segment_tile`` with the worker's cached model; with the worker's peak memory."""
+    result = segment_tile(scene, grid, tile, _worker_model(source, threads))
+    return result, _worker_name(), peak_rss()
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except ValueError:  # not on a Dask worker
+        return f"pid {os.getpid()}"
 
 
 def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def scheduler_address(scheduler: str | None) -> str | None:
+    """``scheduler``, else Dask's configured ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``), else None."""
+    if scheduler:
+        return scheduler
+    import dask
+
+    return dask.config.get("scheduler-address", None) or None
+
+
 @contextmanager
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
-    """A client of ``scheduler``, or of a local cluster of ``workers`` single-threaded processes."""
+    """A client of ``scheduler`` (an address or a scheduler file), or of a local cluster of
+    ``workers`` single-threaded processes."""
     if scheduler:
-        with Client(scheduler) as client:
+        import dask
+
+        file = scheduler.endswith(".json") and Path(scheduler).is_file()
+        timeout = dask.config.get("distributed.comm.timeouts.connect")
+        try:
+            client = (
+                Client(scheduler_file=scheduler, timeout=timeout)
+                if file
+                else Client(scheduler, timeout=timeout)
+            )
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler {scheduler} ({reason(exc)}); "
+                "check that it runs and that this machine can reach its address"
+            ) from None
+        with client:
             yield client
         return
     with LocalCluster(
@@ -94,28 +142,105 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         yield client
 
 
+class _Slots:
+    """How many tasks to keep in flight: two per worker thread, rechecked as workers come and go."""
+
+    def __init__(self, client: Client, every_s: float = 2.0) -> None:
+        self.client, self.every_s, self.checked, self.value = client, every_s, 0.0, 2
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self.checked >= self.every_s:
+            self.checked = now
+            try:
+                info = self.client.scheduler_info(n_workers=-1)["workers"]
+                self.value = max(2, 2 * sum(int(w.get("nthreads", 1)) for w in info.values()))
+            except (OSError, TimeoutError, KeyError):  # the scheduler is busy or reconnecting: keep the last
+                pass
+        return self.value
+
+
 def run_tiles(
     client: Client,
     scene: Scene,
     grid: TileGrid,
     source: ModelSource,
+    tiles: Iterable[Tile] | None = None,
+    retries: int = 2,
+    threads: int | None = 0,
+    peaks: dict[str, int] | None = None,
 ) -> Iterator[TileResult]:
-    """Segment every tile on the cluster, at most a few tasks per worker in flight at a time.
+    """Segment ``tiles`` (default: all) on the cluster, with a bounded number of tasks in flight.
 
-    Yields tiles' results as they come, in no fixed order.
+    Tiles are submitted as earlier ones finish, about two per worker thread at a time, so the
+    scheduler never holds more than a few tasks however large the scene. A task that raises is
+    retried ``retries`` times by the scheduler; a task whose worker dies is moved to another
+    worker by the scheduler. A tile that still fails comes back with ``error`` set, not raised.
+    ``threads`` is torch's threads per worker (0: cores / local workers; None: leave as the worker
+    has it). ``peaks`` collects each worker's peak resident memory in bytes. Yields tiles' results
+    as they come, in no fixed order.
     """
-    workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    threads = max(1, default_workers() // workers)
-    tiles = iter(grid)
+    if threads == 0:
+        workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        threads = max(1, default_workers() // workers)
+    pending = iter(grid if tiles is None else tiles)
+    slots = _Slots(client)
     in_flight = as_completed()
-    for tile in _take(tiles, 2 * workers):
-        in_flight.add(client.submit(_segment_task, scene, grid, tile, source, threads, pure=False))
+    run = uuid.uuid4().hex[:8]
+    tile_of: dict[str, Tile] = {}
+
+    def submit(n: int) -> None:
+        for tile in _take(pending, n):
+            future = client.submit(
+                _segment_task, scene, grid, tile, source, threads, retries=retries,
+                key=f"geosam-tile-{tile.row}-{tile.col}-{run}",
+            )  # fmt: skip
+            tile_of[future.key] = tile
+            in_flight.add(future)
+
+    submit(slots())
     for future in in_flight:
-        result: TileResult = future.result()
+        tile = tile_of.pop(future.key)
+        if future.status == "finished":
+            result, worker, peak = future.result()
+            if peaks is not None:
+                peaks[worker] = max(peaks.get(worker, 0), peak)
+        else:
+            error, bad_input = _failure(future)
+            result = TileResult(tile, [], False, error=error, input_error=bad_input)
+            log.warning("tile %d,%d failed: %s", tile.row, tile.col, result.error)
         future.release()
-        for tile in _take(tiles, 1):
-            in_flight.add(client.submit(_segment_task, scene, grid, tile, source, threads, pure=False))
+        submit(max(0, slots() - in_flight.count()))
         yield result
+
+
+def _failure(future) -> tuple[str, bool]:
+    """Why a task failed, and whether on its input."""
+    try:
+        exc = future.exception()
+    except Exception as raised:  # noqa: BLE001 - cancelled futures raise instead of returning
+        exc = raised
+    if exc is None:
+        return future.status, False
+    return reason(exc), isinstance(exc, InputError)
+
+
+def run_tiles_here(
+    scene: Scene, grid: TileGrid, source: ModelSource, tiles: Iterable[Tile] | None = None, retries: int = 2
+) -> Iterator[TileResult]:
+    """``run_tiles`` in this process, without Dask (tests, debugging)."""
+    model = source.load()
+    for tile in grid if tiles is None else tiles:
+        for attempt in range(retries + 1):
+            try:
+                yield segment_tile(scene, grid, tile, model)
+                break
+            except Exception as exc:  # noqa: BLE001 - reported as a failed tile, like a Dask task's error
+                if attempt == retries:
+                    log.warning("tile %d,%d failed: %s", tile.row, tile.col, reason(exc))
+                    yield TileResult(
+                        tile, [], False, error=reason(exc), input_error=isinstance(exc, InputError)
+                    )
 
 
 def _take(tiles: Iterator[Tile], n: int) -> list[Tile]:
@@ -160,8 +285,25 @@ def to_frame(
     return frame
 
 
-def segment(
-    path: str | Path | xarray.DataArray,
+def segment(path: str | Path | xarray.DataArray, **options) -> gpd.GeoDataFrame:
+    """Segment every object in a scene; return polygons in the scene's CRS.
+
+    ``path`` is any GDAL raster path, or a rioxarray DataArray (dims (y, x) or (band, y, x), with
+    its CRS, transform and nodata), which is written to a temporary GeoTIFF the workers read.
+    Takes the keywords of ``run``; the run's ``RunReport`` is in ``frame.attrs["report"]``.
+    """
+    if is_dataarray(path):
+        model = options.get("model", "mobile_sam")
+        (ModelSpec(model) if isinstance(model, str) else model).check()  # before writing the array out
+        with scene_file(path, options.get("pixel_coordinates", False)) as file:
+            return segment(file, **options)
+    frame, report = run(path, **options)
+    frame.attrs["report"] = report
+    return frame
+
+
+def run(
+    path: str | Path,
     *,
     model: ModelSource | str = "mobile_sam",
     bands: tuple[int | str, ...] | None = None,
@@ -176,46 +318,127 @@ def segment(
     scheduler: str | None = None,
     pixel_coordinates: bool = False,
     on_tile: Callable[[TileResult], None] | None = None,
-) -> gpd.GeoDataFrame:
-    """Segment every object in a scene; return polygons in the scene's CRS.
+    work_dir: str | Path | None = None,
+    retries: int = 2,
+    allow_partial: bool = False,
+    parameters: dict | None = None,
+) -> tuple[gpd.GeoDataFrame, RunReport]:
+    """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
-    ``path`` is any GDAL raster path, or a rioxarray DataArray (dims (y, x) or (band, y, x), with
-    its CRS, transform and nodata), which is written to a temporary GeoTIFF the workers read.
-    ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan the reads (see
+    ``path`` is any GDAL raster path. ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan the reads (see
     ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid, ``min_area``
     in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler``
-    or a local cluster of ``workers`` processes (default: one per core); ``workers=0`` runs them in
-    this process, without Dask (tests, debugging).
+    (an address or scheduler file; default: Dask's ``scheduler-address`` setting when ``workers`` is
+    not given) or on a local cluster of ``workers`` processes (default: one per core); ``workers=0``
+    runs them in this process, without Dask (tests, debugging).
+
+    With ``work_dir``, each finished tile is kept there and a run with the same scene, model and
+    settings segments only the tiles not kept yet (see ``geosam.resume``). A failing tile is tried
+    ``retries`` more times; tiles that still fail raise ``TileError`` (its ``report`` lists them)
+    after every other tile has run, unless ``allow_partial``, which leaves their objects out.
+    ``parameters`` are recorded in the report as the run's settings (default: these keywords).
     """
-    if is_dataarray(path):
-        (ModelSpec(model) if isinstance(model, str) else model).check()  # before writing the array out
-        with scene_file(path, pixel_coordinates) as file:
-            return segment(
-                file, model=model, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit,
-                resolution=resolution, tile_size=tile_size, overlap=overlap, min_area=min_area,
-                simplify=simplify, workers=workers, scheduler=scheduler, pixel_coordinates=pixel_coordinates,
-                on_tile=on_tile,
-            )  # fmt: skip
+    started = time.monotonic()
+    if parameters is None:
+        parameters = {
+            k: v for k, v in locals().items() if k not in ("path", "on_tile", "started", "parameters")
+        }
+        parameters["model"] = getattr(model, "name", model)
     source = ModelSpec(model) if isinstance(model, str) else model
     source.check()
+    if workers is None:
+        scheduler = scheduler_address(scheduler)
+    if scheduler and "://" not in str(path) and not str(path).startswith("/vsi") and Path(path).exists():
+        path = os.path.abspath(path)  # workers elsewhere do not share this process's folder
     scene = open_scene(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
         pixel_coordinates=pixel_coordinates,
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    identity = model_identity(source)
+    key = run_key(scene, grid, source)
+    report = RunReport(
+        scene=scene.path, scene_size_px=(scene.width, scene.height),
+        crs=scene.crs.to_string() if scene.crs is not None else None,
+        model=identity["name"], model_sha256=identity["checksum"],
+        parameters=json.loads(json.dumps(parameters, default=str)), run_key=key,
+        work_dir=str(work_dir) if work_dir else None, tiles_planned=len(grid),
+    )  # fmt: skip
+    work = WorkDir(work_dir, key) if work_dir else None
+    if work is not None:
+        work.check()
     on_tile = on_tile or (lambda result: None)
+    stitcher = Stitcher(grid)
+    objects: list[StitchedObject] = []
+    inputs: list[bool] = []  # of failed tiles: failed on their input
+    pixels = {"all": 0, "now": 0}  # core pixels of tiles with valid pixels: all, this run's
+
+    def take(result: TileResult) -> None:
+        on_tile(result)
+        if result.error is not None:
+            report.failed.append(TileFailure(result.tile.row, result.tile.col, result.error))
+            inputs.append(result.input_error)
+        else:
+            if work is not None and not result.reused:
+                work.store(result.tile, result.pieces, result.segmented)
+            report.tiles_skipped += result.reused
+            report.tiles_done += not result.reused
+            report.tiles_empty += not result.segmented
+            if result.segmented:
+                core = result.tile.core.width * result.tile.core.height
+                pixels["all"] += core
+                pixels["now"] += 0 if result.reused else core
+        objects.extend(stitcher.add(result.tile, result.pieces))
+
+    reused: set[tuple[int, int]] = set()
+    if work is not None:
+        for tile, pieces, segmented in iter_finished(work, grid, work.finished()):
+            reused.add((tile.row, tile.col))
+            take(TileResult(tile, pieces, segmented, reused=True))
+        if reused:
+            log.info("resuming: %d of %d tiles reused from %s", len(reused), len(grid), work.folder)
+    remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
     if workers == 0 and not scheduler:
-        model = source.load()
-        results = (segment_tile(scene, grid, tile, model) for tile in grid)
-        objects = stitch_results(grid, _notify(results, on_tile))
+        report.workers = 1
+        for result in run_tiles_here(scene, grid, source, remaining, retries):
+            take(result)
+        report.peak_rss_bytes = {"this process": peak_rss()}
     else:
         with dask_client(workers, scheduler) as client:
-            objects = stitch_results(grid, _notify(run_tiles(client, scene, grid, source), on_tile))
-    return to_frame(scene, objects, min_area, simplify)
+            report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            threads = None if scheduler else 0
+            peaks = report.peak_rss_bytes
+            for result in run_tiles(client, scene, grid, source, remaining, retries, threads, peaks):
+                take(result)
+    stitcher.close()
+    area = _pixel_area_km2(scene)
+    if area is not None:
+        report.area_km2, report.area_km2_this_run = pixels["all"] * area, pixels["now"] * area
+    report.finish(time.monotonic() - started)
+    if report.failed and not allow_partial:
+        report.status = "failed"
+        if work is not None:
+            work.remove_if_empty()
+        shown = "; ".join(f"tile {f.row},{f.col}: {f.error}" for f in report.failed[:3])
+        more = f"; and {len(report.failed) - 3} more" if len(report.failed) > 3 else ""
+        kept = f"finished tiles are kept in {work.folder}: " if work is not None and work.finished() else ""
+        error = TileInputError if all(inputs) else TileError
+        raise error(
+            f"{len(report.failed)} of {len(grid)} tiles failed after {retries + 1} tries ({shown}{more}); "
+            f"{kept}run the same command again to retry them, or pass --allow-partial to leave them out",
+            report,
+        )
+    frame = to_frame(scene, objects, min_area, simplify)
+    report.objects = len(frame)
+    report.status = "partial" if report.failed else "complete"
+    return frame, report
 
 
-def _notify(results: Iterator[TileResult], on_tile: Callable[[TileResult], None]) -> Iterator[TileResult]:
-    for result in results:
-        on_tile(result)
-        yield result
+def _pixel_area_km2(scene: Scene) -> float | None:
+    """Mean area of one pixel of the scene's grid, in km² (None without a CRS)."""
+    if scene.crs is None:
+        return None
+    west, south, east, north = scene.bounds
+    total = area_m2(np.array([shapely.box(west, south, east, north)]), scene.crs)[0]
+    return float(total) / (scene.width * scene.height) / 1e6

@@ -38,7 +38,8 @@ def test_help_reads_well():
     for command in ("segment", "models", "info"):
         assert command in result.output
     result = CliRunner().invoke(main, ["segment", "--help"])
-    for option in ("--output", "--overwrite", "--tile-size", "--overlap", "--points-per-side", "--workers"):
+    for option in ("--output", "--overwrite", "--tile-size", "--overlap", "--points-per-side", "--workers",
+                   "--scheduler", "--work-dir", "--keep-work", "--retries", "--allow-partial", "--report"):  # fmt: skip
         assert option in result.output
 
 
@@ -92,7 +93,11 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
     )  # the progress bar shows on terminals only
     frame = gpd.read_file(out, layer="objects")  # the GeoPackage also holds QGIS's layer_styles table
     assert len(frame) >= 20 and frame.crs.to_epsg() == 32750
-    assert [p.name for p in tmp_path.iterdir()] == ["fields.gpkg"], "no temporary files left beside it"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fields.gpkg", "fields.report.json"], (
+        "no temporary files or work folder left beside it"
+    )
+    report = json.loads((tmp_path / "fields.report.json").read_text())
+    assert report["model_sha256"].startswith("6dbb9052") and report["objects"] == len(frame)
     # ogrinfo and QGIS read the file the way GDAL 3.6 / QGIS 3.22 LTR do
     if shutil.which("ogrinfo"):
         info = subprocess.run(["ogrinfo", "-so", str(out), "objects"], capture_output=True, text=True)

@@ -1,0 +1,187 @@
+"""Planning and scheduling cost of huge scenes, and peak memory per worker against scene size.
+
+    python benchmarks/plan.py plan                    # a 200,000 × 200,000 px scene: plan + submission
+    python benchmarks/plan.py workers                 # reference model, scenes 2048² and 4096² px
+    python benchmarks/plan.py workers --model mobile_sam --points-per-side 4
+
+Sections (each measured in a fresh process, so peak memory is its own; peak RSS from the OS):
+  plan     open the scene (a sparse 200,000² px GeoTIFF: 120 GB of pixels, a few KB on disk), plan
+           the TileGrid, hash the run key, list the work folder and walk every tile through the
+           submission loop's filter: time and peak RSS. Then the real submission loop (Dask, 2
+           workers, a model that finds nothing) over scenes of N and 4N tiles: the client's peak
+           RSS must not grow with the number of tiles, and at most 2 tasks per worker are in flight.
+  workers  the whole pipeline on two generated scenes, the second 4× the area of the first: peak
+           RSS per worker process (ru_maxrss reported by each task) must not grow with the scene.
+Not part of the test run; ratios only mean something within one run (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def sparse_scene(path: Path, size: int) -> Path:
+    """A size × size RGB uint8 GeoTIFF with no block written (GDAL reads them as zeros)."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(
+        path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:32633",
+        transform=Affine(0.2, 0, 400_000, 0, -0.2, 5_000_000), tiled=True, blockxsize=512, blockysize=512,
+        sparse_ok=True, compress="deflate", BIGTIFF="YES",
+    ):  # fmt: skip
+        pass
+    return path
+
+
+@dataclass(frozen=True)
+class Nothing:
+    """A model source whose model finds nothing: the pipeline's own cost, without a model's."""
+
+    name: str = "nothing"
+
+    def check(self) -> None:
+        pass
+
+    def load(self) -> Nothing:
+        return self
+
+    def automatic(self, tile):
+        from geosam.models import Masks
+
+        h, w = tile.valid.shape
+        return Masks(np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+
+def plan(size: int, folder: str) -> dict:
+    """Everything before the first task, for a size² scene."""
+    from geosam.georef import open_scene
+    from geosam.report import peak_rss
+    from geosam.resume import WorkDir, run_key
+    from geosam.tiling import TileGrid
+
+    folder = Path(folder)
+    scene_path = sparse_scene(folder / f"sparse-{size}.tif", size)
+    before = peak_rss()
+    start = time.perf_counter()
+    scene = open_scene(scene_path)
+    opened = time.perf_counter() - start
+    grid = TileGrid(scene.width, scene.height, 1024, 128)
+    key = run_key(scene, grid, Nothing())
+    work = WorkDir(folder / "work", key)
+    done = work.finished()
+    walked = sum(1 for tile in grid if (tile.row, tile.col) not in done)  # the submission loop's source
+    total = time.perf_counter() - start
+    return {"px": f"{size} × {size}", "tiles": len(grid), "walked": walked, "open_scene_s": round(opened, 3),
+            "plan_s": round(total, 3), "peak_rss_mb": round(peak_rss() / 2**20, 1),
+            "rss_growth_mb": round((peak_rss() - before) / 2**20, 1)}  # fmt: skip
+
+
+def submit(size: int, folder: str) -> dict:
+    """The real submission loop over every tile of a size² sparse scene on 2 local workers."""
+    from geosam.georef import open_scene
+    from geosam.pipeline import dask_client, run_tiles
+    from geosam.report import peak_rss
+    from geosam.tiling import TileGrid
+
+    folder = Path(folder)
+    scene = open_scene(sparse_scene(folder / f"sparse-{size}.tif", size))
+    grid = TileGrid(scene.width, scene.height, 1024, 128)
+    with dask_client(2) as client:
+        client.submit(sum, [1]).result()  # workers up
+        most = 0
+        start = time.perf_counter()
+        for i, _ in enumerate(run_tiles(client, scene, grid, Nothing(), threads=1)):
+            if i % 50 == 0:
+                most = max(most, sum(len(v) for v in client.processing().values()))
+        wall = time.perf_counter() - start
+    return {"px": f"{size} × {size}", "tiles": len(grid), "wall_s": round(wall, 1),
+            "tiles_per_s": round(len(grid) / wall, 1), "most_tasks_on_workers": most,
+            "client_peak_rss_mb": round(peak_rss() / 2**20, 1)}  # fmt: skip
+
+
+def workers(size: int, folder: str, model: str, points: int, tile_size: int) -> dict:
+    """The whole pipeline on a generated size² scene; peak RSS of each worker process."""
+    from geosam import pipeline
+
+    folder = Path(folder)
+    if model == "reference":
+        from geosam.testing import make_scene
+
+        scene = make_scene(folder, seed=size, width=size, height=size, max_size=256, objects=size // 4)
+        path, source, n = scene.path, scene.model, 2
+    else:
+        from run import mosaic
+
+        from geosam.models import AutomaticParams, ModelSpec
+
+        path = mosaic(folder / f"mosaic-{size}.tif", size)
+        source, n = ModelSpec(model, params=AutomaticParams(points_per_side=points)), 1
+    frame, report = pipeline.run(path, model=source, tile_size=tile_size, overlap=128, workers=n)
+    peaks = sorted(report.peak_rss_bytes.values())
+    return {"px": f"{size} × {size}", "tiles": report.tiles_planned, "objects": len(frame),
+            "wall_s": round(report.wall_s, 1), "km2": round(report.area_km2 or 0, 3),
+            "worker_peak_rss_mb": [round(p / 2**20) for p in peaks],
+            "client_peak_rss_mb": round(report.client_peak_rss_bytes / 2**20)}  # fmt: skip
+
+
+def fresh(function: str, *args) -> dict:
+    """Run one measurement in a new Python process (its own peak memory)."""
+    code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import plan; " \
+           f"print(json.dumps(plan.{function}(*{args!r})))"  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> None:
+    keys = list(rows[0])
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(str(row[k]) for k in keys))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("section", choices=["plan", "workers"])
+    parser.add_argument("--size", type=int, default=200_000, help="plan: scene side in px")
+    parser.add_argument("--submit-sizes", type=int, nargs=2, default=[20_000, 40_000])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[2048, 4096], help="workers: scene sides")
+    parser.add_argument("--model", default="reference", help="workers: reference or an installed model")
+    parser.add_argument("--points-per-side", type=int, default=4)
+    parser.add_argument("--tile-size", type=int, default=1024)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if args.section == "plan":
+            table([fresh("plan", args.size, str(folder))])
+            print()
+            table([fresh("submit", size, str(folder)) for size in args.submit_sizes])
+        else:
+            rows = []
+            for size in args.sizes:
+                sub = folder / str(size)
+                sub.mkdir()
+                rows.append(
+                    fresh("workers", size, str(sub), args.model, args.points_per_side, args.tile_size)
+                )
+            table(rows)
+
+
+if __name__ == "__main__":
+    main()

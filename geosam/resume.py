@@ -1,0 +1,200 @@
+"""The work folder of a resumable run: one small file per finished tile, under the run's key.
+
+A run's key is a hash of everything a tile's result depends on: the scene's identity (path, size,
+modification time, a hash of its first 64 KiB; for remote scenes the path and the planned grid),
+the read plan (bands, stretch, resampling), the tiling, the model (name, checkpoint sha256, all
+its settings) and geosam's version. Finished tiles live in ``FOLDER/<key>/``, one file each,
+written to a temporary name and renamed into place, so a run killed at any instant (SIGKILL
+included) leaves only whole files. A second run with the same key segments only the tiles that
+have no file; a run with another key never reads them (it removes them, as stale).
+
+Only what decides the output's objects goes into the key: ``min_area`` and ``simplify`` act after
+stitching, so changing them reuses every tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+from geosam.errors import OutputError
+from geosam.georef import Scene
+from geosam.tiling import Tile, TileGrid
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when a tile file's layout changes: old work folders then become stale
+MARKER = "geosam-work.json"  # names a folder as geosam's, so that only geosam's folders are ever cleaned
+HEADER_BYTES = 1 << 16
+
+
+def scene_identity(scene: Scene) -> dict:
+    """What identifies the scene's pixels: path and, for local files, size, mtime and a header hash."""
+    identity: dict = {"path": scene.path}
+    try:
+        stat = os.stat(scene.path)
+        with open(scene.path, "rb") as f:
+            header = hashlib.sha256(f.read(HEADER_BYTES)).hexdigest()
+        identity.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns, header=header)
+        identity["path"] = os.path.abspath(scene.path)
+    except OSError:
+        pass  # URLs and /vsi paths: the path and the planned grid (size, transform, stretch) stand in
+    return identity
+
+
+def model_identity(source: object) -> dict:
+    """A model source's name, checkpoint sha256 (where it has one) and every setting."""
+    name = getattr(source, "name", type(source).__name__)
+    checksum = getattr(source, "checksum", None)
+    if checksum is None and type(source).__name__ == "ModelSpec":
+        from geosam.models.weights import known
+
+        checksum = known(name).sha256
+    settings = _plain(source) if is_dataclass(source) else repr(source)
+    return {"name": name, "checksum": checksum, "type": type(source).__qualname__, "settings": settings}
+
+
+def run_key(scene: Scene, grid: TileGrid, source: object) -> str:
+    """The hash that a work folder's tile files are kept under."""
+    from geosam import __version__
+
+    plan = {
+        "scene": scene_identity(scene),
+        "grid": [scene.width, scene.height, list(scene.transform)[:6], scene.resampling],
+        "crs": scene.crs.to_wkt() if scene.crs is not None else None,
+        "bands": list(scene.bands),
+        "stretch": scene.stretch,
+        "tiling": [grid.size, grid.overlap],
+        "model": model_identity(source),
+        "geosam": __version__,
+        "format": FORMAT,
+    }
+    text = json.dumps(plan, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _plain(value: object) -> object:
+    return json.loads(json.dumps(asdict(value), default=str))  # type: ignore[arg-type]
+
+
+def default_work_dir(output: Path) -> Path:
+    """``OUT.geosam-work`` beside the output ``OUT.gpkg``."""
+    return output.with_name(f"{output.stem}.geosam-work")
+
+
+class WorkDir:
+    """Finished tiles of one run key in a work folder: list them, store one, load one."""
+
+    def __init__(self, folder: str | Path, key: str) -> None:
+        self.folder = Path(folder)
+        self.key = key
+        self.tiles_dir = self.folder / key
+        self._ready = False
+
+    def _prepare(self) -> None:
+        """Create the folder (on first store), mark it as geosam's and drop other keys' tiles."""
+        if self._ready:
+            return
+        self.check()
+        self.tiles_dir.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / MARKER
+        if not marker.exists():
+            _atomic_write(marker, json.dumps({"format": FORMAT}).encode())
+        for other in self.folder.iterdir():
+            if other.is_dir() and other.name != self.key:
+                log.info("work folder: removing stale results %s (other scene, model or settings)", other)
+                shutil.rmtree(other, ignore_errors=True)
+        self._ready = True
+
+    def check(self) -> None:
+        """Refuse a folder that exists and is not a geosam work folder (it would be cleaned)."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputError(f"{self.folder}: work folder path is a file; choose another --work-dir")
+        if self.folder.is_dir() and any(self.folder.iterdir()) and not (self.folder / MARKER).exists():
+            raise OutputError(
+                f"{self.folder}: not a geosam work folder (no {MARKER}) and not empty; "
+                "choose another --work-dir"
+            )
+
+    def _path(self, row: int, col: int) -> Path:
+        return self.tiles_dir / f"{row}_{col}.tile"
+
+    def finished(self) -> set[tuple[int, int]]:
+        """(row, col) of every tile stored under this run's key."""
+        self.check()
+        if not self.tiles_dir.is_dir():
+            return set()
+        done = set()
+        for entry in os.scandir(self.tiles_dir):
+            stem, dot, ext = entry.name.partition(".")
+            if ext != "tile":
+                continue  # temporary files of a write that was interrupted
+            row, _, col = stem.partition("_")
+            if row.isdigit() and col.isdigit():
+                done.add((int(row), int(col)))
+        return done
+
+    def store(self, tile: Tile, pieces: list, segmented: bool) -> None:
+        """Keep one finished tile (atomically: a reader sees the whole file or none)."""
+        self._prepare()
+        blob = pickle.dumps(
+            (FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
+        )
+        _atomic_write(self._path(tile.row, tile.col), blob)
+
+    def load(self, tile: Tile) -> tuple[list, bool] | None:
+        """A stored tile's (pieces, segmented), or None when it is missing or not this key's."""
+        path = self._path(tile.row, tile.col)
+        try:
+            with open(path, "rb") as f:
+                fmt, key, row, col, pieces, segmented = pickle.load(f)  # our own files only (see check)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - a damaged file is a tile to segment again
+            log.warning("work folder: dropping unreadable %s (%s)", path, exc)
+            path.unlink(missing_ok=True)
+            return None
+        if (fmt, key, row, col) != (FORMAT, self.key, tile.row, tile.col):
+            path.unlink(missing_ok=True)
+            return None
+        return pieces, segmented
+
+    def remove(self) -> None:
+        """Delete the whole work folder (after the output is safely written)."""
+        if (self.folder / MARKER).exists() or not self.folder.exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def remove_if_empty(self) -> None:
+        """Delete the folder when it holds no finished tile (nothing to resume from)."""
+        if self.folder.is_dir() and not self.finished():
+            self.remove()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def iter_finished(
+    work: WorkDir, grid: TileGrid, done: set[tuple[int, int]]
+) -> Iterator[tuple[Tile, list, bool]]:
+    """Stored tiles in grid order (the stitcher's cheapest order)."""
+    for row, col in sorted(done):
+        tile = grid.tile(row, col)
+        stored = work.load(tile)
+        if stored is not None:
+            yield tile, *stored

@@ -1,0 +1,111 @@
+"""geosam on a real Dask cluster: a `dask scheduler` and `dask worker` processes on 127.0.0.1,
+started by the test; one worker is killed while tiles are in flight."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from geosam import io, pipeline
+from geosam.errors import SchedulerError
+from geosam.testing import make_scene
+
+from .test_resume import ROOT, TILING, assert_same_output, double_cli, finish
+
+
+def _start(module: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # workers unpickle the test doubles
+    return subprocess.Popen(
+        [sys.executable, "-m", f"distributed.cli.{module}", *args], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A scheduler and two single-threaded workers without nannies (a killed worker stays dead)."""
+    file = tmp_path / "scheduler.json"
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    scheduler = _start("dask_scheduler", *local, "--port", "0", "--scheduler-file", str(file))
+    workers = [
+        _start("dask_worker", *local, "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny")
+        for _ in range(2)
+    ]
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while not file.exists():
+            assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler did not start"
+            time.sleep(0.1)
+        with Client(scheduler_file=str(file), timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield json.loads(file.read_text())["address"], file, workers
+    finally:
+        for process in [*workers, scheduler]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*workers, scheduler]:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
+    address, file, workers = cluster
+    scene = make_scene(tmp_path / "scene", seed=3, width=700, height=600, max_size=96, objects=80)
+    out = tmp_path / "out.gpkg"
+    args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "--scheduler", address]
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    run = double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_DELAY": "0.2", "GEOSAM_TEST_TRACE": str(trace)})
+    work = tmp_path / "out.geosam-work"
+    killed = workers[0].pid
+
+    def in_flight() -> set[str]:
+        started = {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-start")}
+        return started - {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-end")}
+
+    deadline = time.monotonic() + 240
+    while len(list(work.glob("*/*.tile"))) < 4 or not in_flight():  # killed while segmenting a tile
+        assert run.poll() is None, run.communicate()[1]
+        assert time.monotonic() < deadline, "no tile finished in time"
+        time.sleep(0.02)
+    workers[0].send_signal(signal.SIGKILL)
+    code, err = finish(run)
+    assert code == 0, err
+    assert in_flight(), "the killed worker's tile was lost with it, and segmented elsewhere"
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["tiles_done"] == 42 and report["tiles_failed"] == 0 and report["workers"] == 2
+    peaks = report["peak_rss_bytes"]  # the killed worker is there if it finished a tile before
+    assert 1 <= len(peaks) <= 2 and min(peaks.values()) > 10 * 2**20
+    # the full output: what a run in this process, without Dask, writes
+    frame, here = pipeline.run(scene.path, model=scene.model, tile_size=128, overlap=16, workers=0)
+    io.write(frame, tmp_path / "here.gpkg")
+    assert_same_output(out, tmp_path / "here.gpkg")
+
+    # Dask's usual setting finds the cluster too (and the scheduler file works as an address)
+    for env in ({"DASK_SCHEDULER_ADDRESS": address}, {"DASK_SCHEDULER_ADDRESS": str(file)}):
+        code, err = finish(double_cli(*args[:-2], "-o", str(out), "--overwrite", env=env))
+        assert code == 0, err
+        report = json.loads((tmp_path / "out.report.json").read_text())
+        assert report["workers"] == 1 and report["tiles_done"] == 42
+    assert_same_output(out, tmp_path / "here.gpkg")
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
+    import dask
+
+    scene = make_scene(tmp_path, width=128, height=128, objects=4)
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
+        pytest.raises(SchedulerError, match="cannot reach the Dask scheduler tcp://127.0.0.1:9"),
+    ):
+        pipeline.run(scene.path, model=scene.model, tile_size=64, overlap=8, scheduler="tcp://127.0.0.1:9")

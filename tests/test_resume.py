@@ -1,0 +1,191 @@
+"""Runs that survive being killed: a rerun segments only unfinished tiles and writes what a clean
+run writes; stale results are never reused; failing tiles are retried, then reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+import pytest
+
+from geosam import io, pipeline
+from geosam.errors import TileError
+from geosam.resume import WorkDir
+from geosam.testing import make_scene
+
+from .doubles import SlowReference
+
+ROOT = Path(__file__).parents[1]
+TILING = ["--tile-size", "128", "--overlap", "16"]  # 42 tiles on a 700 × 600 scene
+
+
+def double_cli(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    """The real CLI with the reference segmenter as its model (tests/double_cli.py)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.double_cli", *args], env=env, cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def assert_same_output(a: Path, b: Path) -> None:
+    """Same objects, same attributes, same geometries (byte for byte)."""
+    fa, fb = gpd.read_file(a, layer="objects"), gpd.read_file(b, layer="objects")
+    assert len(fa) == len(fb) > 0
+    assert fa.drop(columns="geometry").equals(fb.drop(columns="geometry"))
+    assert [g.wkb for g in fa.geometry] == [g.wkb for g in fb.geometry]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_scene(
+        tmp_path_factory.mktemp("scene"), seed=3, width=700, height=600, max_size=96, objects=80
+    )
+
+
+def test_sigkilled_run_resumes_and_equals_a_clean_run(scene, tmp_path):
+    out, clean = tmp_path / "out.gpkg", tmp_path / "clean.gpkg"
+    args = ["-q", "segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "1"]
+    work = tmp_path / "out.geosam-work"
+    run = double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_DELAY": "0.1"}, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(list(work.glob("*/*.tile"))) < 10:  # killed once 10 of 42 tiles are done
+        assert run.poll() is None, run.communicate()[1]
+        assert time.monotonic() < deadline, "no tile finished in time"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)  # the CLI and its Dask workers, without warning
+    run.wait()
+    kept = len(list(work.glob("*/*.tile")))
+    assert not out.exists() and 10 <= kept < 42
+
+    code, err = finish(double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_DELAY": "0.1"}))
+    assert code == 0, err
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["tiles_planned"] == 42 and report["tiles_skipped"] >= kept
+    assert report["tiles_skipped"] + report["tiles_done"] == 42 and report["status"] == "complete"
+    assert not work.exists(), "the work folder goes once the output is written"
+
+    code, err = finish(double_cli(*args, "-o", str(clean), env={"GEOSAM_TEST_DELAY": "0"}))
+    assert code == 0, err
+    assert_same_output(out, clean)
+    # provenance travels with the layer
+    metadata = pyogrio.read_info(out, layer="objects")["layer_metadata"]
+    assert metadata["GEOSAM_MODEL"] == "slow-reference" and metadata["GEOSAM_VERSION"]
+    stored = json.loads(metadata["GEOSAM_RUN_REPORT"])
+    assert stored["tiles_skipped"] == report["tiles_skipped"] and stored["status"] == "complete"
+    assert stored["parameters"]["tile_size"] == 128 and stored["versions"]["gdal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clean.gpkg", "clean.report.json", "out.gpkg", "out.report.json"
+    ]  # fmt: skip
+
+
+def _run(scene, work: Path, **options):
+    options = {
+        "model": scene.model,
+        "tile_size": 128,
+        "overlap": 16,
+        "workers": 0,
+        "work_dir": work,
+        **options,
+    }
+    return pipeline.run(scene.path, **options)
+
+
+def test_stale_results_are_never_reused(scene, tmp_path):
+    work = tmp_path / "work"
+    frame, report = _run(scene, work)
+    assert report.tiles_done == 42 and report.tiles_skipped == 0
+    _, again = _run(scene, work, min_area=5.0)  # acts after stitching: every tile is reused
+    assert again.tiles_skipped == 42 and again.tiles_done == 0
+    _, other = _run(scene, work, overlap=24)  # another tiling
+    assert other.tiles_skipped == 0
+    _, other = _run(scene, work, model=SlowReference(str(scene.labels)))  # another model
+    assert other.tiles_skipped == 0
+    assert len([p for p in work.iterdir() if p.is_dir()]) == 1, "other runs' tiles are removed"
+    os.utime(scene.path)  # the scene changed (new mtime)
+    _, changed = _run(scene, work)
+    assert changed.tiles_skipped == 0
+    # a tile file of another run, planted under this run's key, is not trusted
+    key_dir = next(p for p in work.iterdir() if p.is_dir())
+    foreign = WorkDir(tmp_path / "elsewhere", "other")
+    foreign.store(next(iter(pipeline.TileGrid(700, 600, 128, 16))), [], True)
+    (key_dir / "0_0.tile").write_bytes((foreign.tiles_dir / "0_0.tile").read_bytes())
+    again_frame, again = _run(scene, work)
+    assert again.tiles_skipped == 41 and again.tiles_done == 1
+    assert again_frame.drop(columns="geometry").equals(frame.drop(columns="geometry"))
+
+
+def test_a_folder_that_is_not_a_work_folder_is_refused(scene, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(io.OutputError, match="not a geosam work folder"):
+        _run(scene, tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_failing_tile_is_retried_then_reported(scene, tmp_path):
+    tries = tmp_path / "tries"
+    tries.mkdir()
+    source = SlowReference(str(scene.labels), fail=("2,3",), tries=str(tries))
+    with pytest.raises(
+        TileError, match=r"1 of 42 tiles failed after 3 tries \(tile 2,3: the model fails"
+    ) as error:
+        _run(scene, tmp_path / "work", model=source, retries=2)
+    report = error.value.report
+    assert len(list(tries.iterdir())) == 3 and report.status == "failed"
+    assert [(f.row, f.col) for f in report.failed] == [(2, 3)] and report.tiles_done == 41
+    frame, partial = _run(scene, tmp_path / "work", model=source, retries=0, allow_partial=True)
+    assert partial.status == "partial" and partial.tiles_skipped == 41 and len(frame) > 0
+
+
+def test_failing_tile_on_dask_is_retried_then_reported(scene, tmp_path):
+    tries = tmp_path / "tries"
+    tries.mkdir()
+    source = SlowReference(str(scene.labels), fail=("0,0", "5,6"), tries=str(tries))
+    with pytest.raises(TileError, match="2 of 42 tiles failed after 2 tries") as error:
+        _run(scene, None, model=source, retries=1, workers=1)
+    assert sorted((f.row, f.col) for f in error.value.report.failed) == [(0, 0), (5, 6)]
+    assert len(list(tries.iterdir())) == 4  # two tries each
+    assert list(error.value.report.peak_rss_bytes.values())[0] > 10 * 2**20
+
+
+def test_cli_lists_failed_tiles_and_exits_1(scene, tmp_path):
+    out = tmp_path / "out.gpkg"
+    args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "1", "-o", str(out)]
+    code, err = finish(double_cli(*args, "--retries", "0", env={"GEOSAM_TEST_FAIL": "1,1;4,4"}))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "tile 1,1" in lines[0] and "tile 4,4" in lines[0], err
+    assert not out.exists() and (tmp_path / "out.geosam-work").is_dir()
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["status"] == "failed" and len(report["failed"]) == 2 and report["tiles_done"] == 40
+    code, err = finish(double_cli(*args, "--allow-partial", env={"GEOSAM_TEST_FAIL": "1,1;4,4"}))
+    assert code == 0 and "2 tiles failed" in err, err
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["status"] == "partial" and report["tiles_skipped"] == 40 and out.exists()
+
+
+def test_an_interrupted_write_leaves_the_old_output_intact(scene, tmp_path, monkeypatch):
+    out = tmp_path / "out.gpkg"
+    frame, report = _run(scene, None)
+    io.write(frame, out, report=report)
+    before = out.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken)  # the temporary file is written, the move fails
+    with pytest.raises(OSError, match="disk full"):
+        io.write(frame.iloc[:3], out, overwrite=True, report=report)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.gpkg"], "no temporary file left"
