@@ -14,12 +14,15 @@ import warnings
 from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 
 from geosam import style
 from geosam.errors import OutputError
-from geosam.report import RunReport
+
+if TYPE_CHECKING:
+    from geosam.report import RunReport
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".parquet": "Parquet", ".shp": "ESRI Shapefile"}
 # GeoPackage 1.2: GDAL < 3.7 (QGIS 3.22 LTR, Debian's ogrinfo) warns on the 1.4 files newer GDAL writes.
@@ -31,6 +34,21 @@ SHAPEFILE_NAME = 10  # dBASE field names have at most 10 characters
 STYLE_NAME = "geosam: outlines by score"
 
 LAYER = "objects"  # the layer geosam writes its objects to
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a small file atomically (temporary file beside it, then rename), readable as umask allows."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS) -> str:

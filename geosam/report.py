@@ -8,11 +8,9 @@ the output layer's GeoPackage metadata (``GEOSAM_*`` items, the whole report as 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -96,14 +94,9 @@ class RunReport:
 
     def write(self, path: Path) -> None:
         """Write the JSON report atomically."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json() + "\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from geosam.io import write_bytes
+
+        write_bytes(path, (self.to_json() + "\n").encode())
 
     def summary(self) -> str:
         """A few lines for the end of a run."""
@@ -114,7 +107,7 @@ class RunReport:
             f"tiles: {self.tiles_planned} planned, {self.tiles_skipped} reused, {self.tiles_done} done, "
             f"{self.tiles_failed} failed ({self.tiles_empty} without valid pixels)",
             f"objects: {self.objects} over {area}; {self.wall_s:.1f} s{speed}",
-            f"memory: peak {peak / 2**20:.0f} MiB per worker ({self.workers} workers), "
+            f"memory: peak {peak / 2**20:.0f} MiB per worker ({self.workers} worker{'s' if self.workers != 1 else ''}), "
             f"client {self.client_peak_rss_bytes / 2**20:.0f} MiB",
             f"model: {self.model} sha256 {(self.model_sha256 or 'n/a')[:12]}; geosam {self.versions.get('geosam')}",
         ]

@@ -20,13 +20,13 @@ import logging
 import os
 import pickle
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from geosam.errors import OutputError
 from geosam.georef import Scene
+from geosam.io import write_bytes
 from geosam.tiling import Tile, TileGrid
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class WorkDir:
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
         marker = self.folder / MARKER
         if not marker.exists():
-            _atomic_write(marker, json.dumps({"format": FORMAT}).encode())
+            write_bytes(marker, json.dumps({"format": FORMAT}).encode())
         for other in self.folder.iterdir():
             if other.is_dir() and other.name != self.key:
                 log.info("work folder: removing stale results %s (other scene, model or settings)", other)
@@ -148,7 +148,7 @@ class WorkDir:
         blob = pickle.dumps(
             (FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
         )
-        _atomic_write(self._path(tile.row, tile.col), blob)
+        write_bytes(self._path(tile.row, tile.col), blob)
 
     def load(self, tile: Tile) -> tuple[list, bool] | None:
         """A stored tile's (pieces, segmented), or None when it is missing or not this key's."""
@@ -176,17 +176,6 @@ class WorkDir:
         """Delete the folder when it holds no finished tile (nothing to resume from)."""
         if self.folder.is_dir() and not self.finished():
             self.remove()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def iter_finished(
