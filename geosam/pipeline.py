@@ -24,7 +24,7 @@ from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import Masks, ModelSpec, Segmenter
 from geosam.report import RunReport, TileFailure, peak_rss
 from geosam.resume import WorkDir, iter_finished, model_identity, run_key
-from geosam.stitch import Piece, StitchedObject, Stitcher, pieces_from_masks
+from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, pieces_from_masks
 from geosam.tiling import Tile, TileGrid, read_tile
 from geosam.vectorize import tidy, to_map
 from geosam.xr import is_dataarray, scene_file
@@ -247,14 +247,6 @@ def _take(tiles: Iterator[Tile], n: int) -> list[Tile]:
     return [tile for _, tile in zip(range(n), tiles)]
 
 
-def stitch_results(grid: TileGrid, results: Iterable[TileResult]) -> list[StitchedObject]:
-    """Objects from tiles' results in any order, each given out as soon as its neighbourhood is in."""
-    stitcher = Stitcher(grid)
-    objects = [obj for result in results for obj in stitcher.add(result.tile, result.pieces)]
-    stitcher.close()
-    return objects
-
-
 def to_frame(
     scene: Scene, objects: list[StitchedObject], min_area: float = 0.0, simplify: float = 0.0
 ) -> gpd.GeoDataFrame:
@@ -290,7 +282,8 @@ def segment(path: str | Path | xarray.DataArray, **options) -> gpd.GeoDataFrame:
 
     ``path`` is any GDAL raster path, or a rioxarray DataArray (dims (y, x) or (band, y, x), with
     its CRS, transform and nodata), which is written to a temporary GeoTIFF the workers read.
-    Takes the keywords of ``run``; the run's ``RunReport`` is in ``frame.attrs["report"]``.
+    Takes the keywords of ``run``; the run's report, as plain JSON data (what ``RunReport.to_json``
+    writes), is in ``frame.attrs["report"]``, so the frame still writes to any format.
     """
     if is_dataarray(path):
         model = options.get("model", "mobile_sam")
@@ -298,7 +291,7 @@ def segment(path: str | Path | xarray.DataArray, **options) -> gpd.GeoDataFrame:
         with scene_file(path, options.get("pixel_coordinates", False)) as file:
             return segment(file, **options)
     frame, report = run(path, **options)
-    frame.attrs["report"] = report
+    frame.attrs["report"] = json.loads(report.to_json())
     return frame
 
 
@@ -412,6 +405,7 @@ def run(
             for result in run_tiles(client, scene, grid, source, remaining, retries, threads, peaks):
                 take(result)
     stitcher.close()
+    objects = drop_duplicates(objects)
     area = _pixel_area_km2(scene)
     if area is not None:
         report.area_km2, report.area_km2_this_run = pixels["all"] * area, pixels["now"] * area

@@ -198,7 +198,7 @@ class Stitcher:
         for i in cluster:
             del self._pieces[i]
             self._ids[self._tile_of.pop(i)].remove(i)
-        return _drop_duplicates(objects, self.match_iou)
+        return drop_duplicates(objects, self.match_iou)
 
     def close(self) -> None:
         """Check that every tile came in and every object went out."""
@@ -212,11 +212,11 @@ class Stitcher:
 def stitch(
     grid: TileGrid, pieces: dict[tuple[int, int], list[Piece]], match_iou: float = MATCH_IOU
 ) -> list[StitchedObject]:
-    """All objects of a scene from every tile's pieces (a convenience over ``Stitcher``)."""
+    """All objects of a scene from every tile's pieces, given by (row, col) (a convenience over ``Stitcher``)."""
     stitcher = Stitcher(grid, match_iou)
     objects = [obj for tile in grid for obj in stitcher.add(tile, pieces.get((tile.row, tile.col), []))]
     stitcher.close()
-    return objects
+    return drop_duplicates(objects, match_iou)
 
 
 def _assemble(parts: list[Piece], tiles: int) -> StitchedObject | None:
@@ -279,8 +279,12 @@ def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int
     return list(zip(left[alike].tolist(), right[alike].tolist()))
 
 
-def _drop_duplicates(objects: list[StitchedObject], max_iou: float) -> list[StitchedObject]:
-    """Keep the better-scored of any two objects that overlap with IoU above ``max_iou``."""
+def drop_duplicates(objects: list[StitchedObject], max_iou: float = MATCH_IOU) -> list[StitchedObject]:
+    """Keep the better-scored of any two objects that overlap with IoU above ``max_iou``.
+
+    The ``Stitcher`` applies it to the objects it sees overlap while stitching; run once more over a
+    scene's finished objects (a spatial index, no union), it also catches objects whose pieces never met.
+    """
     if len(objects) < 2:
         return objects
     objects = sorted(objects, key=lambda o: (-o.score, -o.stability, o.geometry.bounds))
