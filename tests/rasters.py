@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 from geosam.models import Masks
 from geosam.tiling import TileImage
@@ -31,6 +33,16 @@ def write(path: Path, data: np.ndarray, crs=UTM, transform: Affine = ORIGIN, **p
             ds.descriptions = descriptions
         if mask is not None:
             ds.write_mask(mask)
+    return path
+
+
+def write_ungeoreferenced(path: Path) -> Path:
+    """A 64×64 single-band GeoTIFF with neither CRS nor geotransform (rasterio warns as it writes it)."""
+    with (
+        pytest.warns(NotGeoreferencedWarning),
+        rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8") as ds,
+    ):
+        ds.write(squares(64, 64))
     return path
 
 

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 
-from .rasters import DATA, squares, write
+from .rasters import DATA, squares, write, write_ungeoreferenced
 
 ROOT = Path(__file__).parents[1]
 RGB = str(DATA / "RGB.byte.tif")
@@ -51,14 +49,7 @@ def make_scene(kind: str, folder: Path) -> str:
     if kind == "all nodata":
         return str(write(folder / "void.tif", np.zeros((1, 300, 300), "uint16"), nodata=0))
     if kind == "no georeferencing":
-        with (
-            pytest.warns(NotGeoreferencedWarning),
-            rasterio.open(
-                folder / "plain.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
-            ) as ds,
-        ):
-            ds.write(squares(64, 64))
-        return str(folder / "plain.tif")
+        return str(write_ungeoreferenced(folder / "plain.tif"))
     if kind == "many bands":
         return str(write(folder / "stack.tif", np.repeat(squares(), 6, axis=0)))
     return RGB

@@ -17,14 +17,13 @@ from affine import Affine
 from dask.distributed import LocalCluster
 from pyproj import Transformer
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
 
 from geosam.errors import InputError
 from geosam.georef import area_m2, open_scene, to_uint8
 from geosam.pipeline import segment
 from geosam.tiling import TileGrid, read_tile
 
-from .rasters import DATA, Bright, squares, write
+from .rasters import DATA, Bright, squares, write, write_ungeoreferenced
 
 
 @pytest.fixture(scope="module")
@@ -245,13 +244,7 @@ def test_geographic_scene_runs_to_geodesic_areas(tmp_path, scheduler):
 
 
 def test_pixel_coordinates_only_when_asked(tmp_path):
-    with (
-        pytest.warns(NotGeoreferencedWarning),
-        rasterio.open(
-            tmp_path / "s.tif", "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
-        ) as ds,
-    ):
-        ds.write(squares(64, 64))
+    write_ungeoreferenced(tmp_path / "s.tif")
     with pytest.raises(InputError, match="no georeferencing.*--pixel-coordinates"):
         open_scene(tmp_path / "s.tif")
     scene = open_scene(tmp_path / "s.tif", pixel_coordinates=True)
