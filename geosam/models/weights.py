@@ -302,6 +302,8 @@ def _copy_verified(
             out.write(block)
             digest.update(block)
             progress(len(block))
+    if done < file.size:  # a dropped connection may end the stream early without an error
+        raise ConnectionError(f"{origin} stopped after {done} of {file.size} bytes of {file.filename}")
     if digest.hexdigest() != file.sha256:
         raise FetchError(
             f"{origin} does not hold {file.filename}: sha256 {digest.hexdigest()} != {file.sha256}"
