@@ -30,11 +30,12 @@ def read_state_dict(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor
     except FileNotFoundError:
         raise ModelError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
+        found = re.search(r"GLOBAL (\S+)", str(exc))  # a class or function the pickle would call
+        if found is None:
+            raise ModelError(f"{path} is not a torch checkpoint (unreadable pickle)") from None
         raise ModelError(
-            f"{path} holds pickled objects other than tensors{what}, which geosam never unpickles: "
-            "save a plain state dict, torch.save(model.state_dict(), path)"
+            f"{path} holds pickled objects other than tensors ({found.group(1)}), which geosam never "
+            "unpickles: save a plain state dict, torch.save(model.state_dict(), path)"
         ) from None
     except (RuntimeError, EOFError, KeyError, ValueError) as exc:
         if mmap and "mmap" in str(exc):  # the legacy (non-zip) format cannot be mapped: read it
