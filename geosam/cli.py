@@ -541,7 +541,7 @@ def models_fetch(ctx, names: tuple[str, ...], force: bool) -> None:
 @models.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def models_import(file: Path) -> None:
-    """Install a checkpoint FILE obtained elsewhere (recognised and verified by its sha256)."""
+    """Install a model file FILE obtained elsewhere (recognised and verified by its sha256)."""
     from geosam.models import weights
 
     click.echo(f"installed {weights.import_file(file)}")

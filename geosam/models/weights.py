@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -322,7 +322,7 @@ def _record(checkpoint: Checkpoint, origin: str) -> None:
 
 def _install(
     checkpoint: Checkpoint,
-    open_file: Callable[[ModelFile], BinaryIO],
+    open_file: Callable[[ModelFile], AbstractContextManager[BinaryIO]],
     origin: str,
     progress: Progress | None,
 ) -> Path:
