@@ -91,6 +91,31 @@ def read_options(command):
     return command
 
 
+def model_options(command):
+    """-m/--model and --checkpoint/--architecture, shared by ``segment`` and ``prompt``."""
+    options = [
+        click.option("-m", "--model", default="mobile_sam", show_default=True,
+                     help="Installed model name (a label for the output with --checkpoint)."),
+        click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Load this SAM state dict (.pt/.pth) instead of an installed model."),
+        click.option("--architecture", type=click.Choice(["vit_t", "vit_b", "vit_l", "vit_h"]),
+                     help="Architecture of --checkpoint [default: detected from its weights]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _model_spec(model: str, device: str, checkpoint: Path | None, architecture: str | None, **params):
+    from geosam.models import AutomaticParams, ModelSpec
+
+    if architecture is not None and checkpoint is None:
+        raise click.UsageError("--architecture applies to --checkpoint PATH only")
+    return ModelSpec(
+        model, device, AutomaticParams(**params), checkpoint=checkpoint, architecture=architecture
+    )
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geosam")
 @click.option("-v", "--verbose", count=True, help="More detail (repeat for debug output and tracebacks).")
@@ -138,7 +163,7 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write object ids as a label raster on the scene's grid (Cloud-Optimized GeoTIFF, .tif).",
 )
-@click.option("-m", "--model", default="mobile_sam", show_default=True, help="Installed model name.")
+@model_options
 @read_options
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
 @click.option(
@@ -221,8 +246,8 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     help="Run report (JSON) [default: OUT.report.json beside the output].",
 )
 @click.pass_context
-def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, bands, percentiles,
-            stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
+def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, checkpoint, architecture,
+            bands, percentiles, stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
             points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, scheduler,
             device, work_dir, keep_work, retries, allow_partial, report_path) -> None:  # fmt: skip
     """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp).
@@ -237,7 +262,6 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
     from geosam import io
     from geosam.errors import TileError
     from geosam.georef import open_scene
-    from geosam.models import AutomaticParams, ModelSpec
     from geosam.pipeline import run
     from geosam.resume import WorkDir, default_work_dir
     from geosam.tiling import TileGrid
@@ -253,13 +277,11 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
         io.check_output(labels, overwrite, formats={".tif": "COG", ".tiff": "COG"})
     work_dir = work_dir or default_work_dir(output)
     report_path = report_path or output.with_name(f"{output.stem}.report.json")
-    params = AutomaticParams(
-        points_per_side=points_per_side,
-        points_per_batch=points_per_batch,
-        pred_iou_thresh=pred_iou_thresh,
+    spec = _model_spec(
+        model, device, checkpoint, architecture, points_per_side=points_per_side,
+        points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
         stability_score_thresh=stability_thresh,
-    )
-    spec = ModelSpec(model, device, params)
+    )  # fmt: skip
     reads = dict(bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
                  pixel_coordinates=pixel_coordinates)  # fmt: skip
     plan = open_scene(scene, **reads)
@@ -365,7 +387,7 @@ def _crs_option(ctx, param, value: str | None):
     metavar="CRS",
     help="CRS of --point/--box coordinates, e.g. EPSG:4326 (X=longitude) [default: the scene's].",
 )
-@click.option("-m", "--model", default="mobile_sam", show_default=True, help="Installed model name.")
+@model_options
 @read_options
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
 @click.option(
@@ -376,8 +398,8 @@ def _crs_option(ctx, param, value: str | None):
 @click.option("--no-cache", is_flag=True, help="Neither read nor store embeddings on disk.")
 @click.pass_context
 def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_field, points, negative_points,
-           boxes, prompt_crs, model, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, device,
-           cache_dir, no_cache) -> None:  # fmt: skip
+           boxes, prompt_crs, model, checkpoint, architecture, bands, percentiles, stretch_8bit, resolution,
+           pixel_coordinates, device, cache_dir, no_cache) -> None:  # fmt: skip
     """Segment the objects at point and box prompts in SCENE and write them to a GeoPackage.
 
     Prompts come from a vector file (--prompts) or the command line (--point, --box), in map
@@ -386,7 +408,6 @@ def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_fi
     """
     from geosam import io
     from geosam.cache import EmbeddingCache
-    from geosam.models import ModelSpec
     from geosam.prompts import PromptError, command_line_groups, read_prompts
     from geosam.session import Session
 
@@ -409,8 +430,8 @@ def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_fi
     io.check_output(output, overwrite)
     cache = False if no_cache else EmbeddingCache(cache_dir)
     session = Session(
-        scene, ModelSpec(model, device), cache=cache, bands=bands, percentiles=percentiles,
-        stretch_8bit=stretch_8bit, resolution=resolution, pixel_coordinates=pixel_coordinates,
+        scene, _model_spec(model, device, checkpoint, architecture), cache=cache, bands=bands,
+        percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution, pixel_coordinates=pixel_coordinates,
     )  # fmt: skip
     frame = session.predict(prompts=groups, crs=crs)
     skipped = frame.attrs.get("skipped", [])
@@ -520,7 +541,7 @@ def models_fetch(ctx, names: tuple[str, ...], force: bool) -> None:
 @models.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def models_import(file: Path) -> None:
-    """Install a checkpoint FILE obtained elsewhere (recognised and verified by its sha256)."""
+    """Install a model file FILE obtained elsewhere (recognised and verified by its sha256)."""
     from geosam.models import weights
 
     click.echo(f"installed {weights.import_file(file)}")
@@ -534,7 +555,7 @@ def models_list() -> None:
     click.echo(f"cache: {weights.cache_dir()}")
     for row in weights.list_models():
         where = f"{row.path}\n    source: {row.source}" if row.path else "not installed"
-        click.echo(f"{row.name}  [{row.licence}]\n    {where}")
+        click.echo(f"{row.name}  [{row.architecture}; {row.licence}]\n    {where}")
 
 
 @main.command()

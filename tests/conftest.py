@@ -22,3 +22,17 @@ def model_installed() -> Path:
     from geosam.models.weights import installed_path
 
     return installed_path("mobile_sam")
+
+
+@pytest.fixture(scope="session")
+def random_vit_b(tmp_path_factory) -> Path:
+    """A randomly initialised SAM ViT-B state dict (~375 MB), saved once per test session."""
+    import torch
+
+    from geosam.models._mobile_sam import import_mobile_sam
+
+    build_sam, _ = import_mobile_sam()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("checkpoints") / "vit_b_random.pth"
+    torch.save(build_sam.build_sam_vit_b().state_dict(), path)
+    return path

@@ -60,7 +60,13 @@ class _Slow:
             Path(self.source.trace, f"{os.getpid()}-{tile.tile.row}_{tile.tile.col}-{what}").touch()
 
 
-def from_environment(name: str, device: str = "cpu", params: object = None) -> SlowReference:
+def from_environment(
+    name: str,
+    device: str = "cpu",
+    params: object = None,
+    checkpoint: object = None,
+    architecture: object = None,
+) -> SlowReference:
     """Stands in for ``ModelSpec`` in tests/double_cli.py: ``-m LABELS.tif``; delay and failing tiles
     from $GEOSAM_TEST_DELAY and $GEOSAM_TEST_FAIL (``row,col;row,col``), $GEOSAM_TEST_TRIES and $GEOSAM_TEST_TRACE (folders)."""
     fail = tuple(t for t in os.environ.get("GEOSAM_TEST_FAIL", "").split(";") if t)

