@@ -36,11 +36,10 @@ IOU_TOLERANCE = 0.99  # least IoU of masks from the same prompts, ONNX Runtime v
 
 
 def _onnx():
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError:
-        raise ModelError('ONNX Runtime is not installed: pip install "geosam[onnx]"') from None
+    """onnx and onnxruntime, imported when first needed (they take a while to import)."""
+    import onnx
+    import onnxruntime
+
     return onnx, onnxruntime
 
 
