@@ -137,7 +137,9 @@ class OnnxRuntime:
 
     ``threads`` is the intra-op threads of each session (None: torch's threads, the budget the
     pipeline gives each worker). The decoder is geosam's export (batched prompts, all masks) or
-    segment-anything's (one prompt set per call, one mask: the best of three for a single point).
+    segment-anything's: one prompt set per call and one mask, for prompts of one or two points (a
+    point and the padding) the best of the three masks, for more the single-mask answer. Asked for
+    one mask, this runtime pads shorter prompts to three points, so that it is the single-mask answer.
     """
 
     def __init__(self, encoder: Path, decoder: Path, threads: int | None = None, device: str = "cpu") -> None:
@@ -155,7 +157,11 @@ class OnnxRuntime:
     def decode(
         self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K is 3 or 1."""
+        """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts.
+
+        K is 3 with ``multimask``, else 1; for segment-anything's export K is 1 and ``multimask`` asks
+        for the best of three masks rather than the single-mask answer.
+        """
         embedding = features.numpy()
         coords_, labels_ = coords.numpy().astype(np.float32), labels.numpy().astype(np.float32)
         if self.batched:
@@ -163,6 +169,10 @@ class OnnxRuntime:
             low_res, iou = self.decoder.run(["low_res_masks", "iou_predictions"], feed)
             pick = slice(1, None) if multimask else slice(0, 1)
             return torch.from_numpy(low_res[:, pick]), torch.from_numpy(iou[:, pick])
+        if not multimask and coords_.shape[1] < 3:  # SAM's export answers 3+ points with the single mask
+            pad = 3 - coords_.shape[1]
+            coords_ = np.concatenate([coords_, np.zeros((len(coords_), pad, 2), np.float32)], 1)
+            labels_ = np.concatenate([labels_, -np.ones((len(labels_), pad), np.float32)], 1)
         fixed = {
             "image_embeddings": embedding,
             "mask_input": np.zeros((1, 1, 256, 256), np.float32),

@@ -39,7 +39,7 @@ class Runtime(Protocol):
     """Runs a SAM network: what ``SamModel`` needs of torch or ONNX Runtime."""
 
     image_size: int  # side of the square model input
-    multimask: bool  # whether decode can answer with three masks per prompt
+    multimask: bool  # whether decode can answer with all three masks of a prompt
     batched: bool  # whether one decode call runs many prompts at once (else it loops over them)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,8 @@ class SamModel:
 
         Each prompt is a set of points, a box, or both: ``points`` (B, N, 2) in image pixel coordinates
         (x, y) with ``labels`` (B, N), 1 inside and 0 outside; ``boxes`` (B, 4) as x0, y0, x1, y1 in
-        image pixel coordinates. K is 3 with ``multimask`` where the runtime can, else 1.
+        image pixel coordinates. K is 3 with ``multimask`` where the runtime can answer with three
+        masks, else 1 (the best of three with ``multimask``).
         """
         if points is None and boxes is None:
             raise ValueError("decode needs points, boxes or both")
@@ -133,7 +134,7 @@ class SamModel:
             embedding.features,
             torch.from_numpy(np.concatenate(coords, 1)),
             torch.from_numpy(np.concatenate(kinds, 1)),
-            multimask and self.runtime.multimask,
+            multimask,
         )
 
     def decode_points(
