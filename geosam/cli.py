@@ -554,7 +554,7 @@ def models_export(name: str, force: bool, scenes: tuple[Path, ...]) -> None:
         images = []
         for path in scenes:
             scene = open_scene(path)
-            grid = TileGrid(scene.width, scene.height, 1024, 0)
+            grid = TileGrid(scene.width, scene.height, 1024, 128)
             images.append(read_tile(scene, next(iter(grid)), grid.size).image)
         torch_model, onnx_model = (load_model(ModelSpec(name, backend=b)) for b in ("torch", "onnx"))
         result = verify(torch_model, onnx_model, images)
