@@ -54,8 +54,7 @@ class Export:
     def beside(cls, checkpoint: Path) -> Export:
         """Where the export of ``checkpoint`` lives: beside it, else in the model cache."""
         folder = checkpoint.parent if os.access(checkpoint.parent, os.W_OK) else cache_dir()
-        stem = checkpoint.name.split(".")[0]
-        return cls(folder / f"{stem}.encoder.onnx", folder / f"{stem}.decoder.onnx")
+        return cls(folder / f"{checkpoint.stem}.encoder.onnx", folder / f"{checkpoint.stem}.decoder.onnx")
 
     def current(self, checksum: str) -> bool:
         """Whether both files exist and were exported from the checkpoint with this sha256."""
@@ -82,7 +81,7 @@ def export(runtime: TorchRuntime, checkpoint: Path, checksum: str, force: bool =
     if not force and target.current(checksum):
         return target
     size = runtime.image_size
-    features = runtime.encode(torch.zeros(1, 3, size, size))
+    features = torch.zeros(1, 256, size // 16, size // 16)
     coords, labels = torch.zeros(2, 3, 2), torch.tensor([[1.0, 0.0, -1.0]] * 2)
     _write(
         runtime.sam.image_encoder, (torch.zeros(1, 3, size, size),), target.encoder, checksum,
@@ -123,8 +122,8 @@ def _session(path: Path, threads: int | None, device: str):
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
     providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        providers.insert(0, "CUDAExecutionProvider")
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")  # onnxruntime-gpu; else the CPU
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own unexported exception classes
