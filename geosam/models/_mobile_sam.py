@@ -82,3 +82,9 @@ def import_mobile_sam() -> tuple[types.ModuleType, types.ModuleType]:
         _install_package_without_init()
         _install_timm()
     return importlib.import_module("mobile_sam.build_sam"), importlib.import_module("mobile_sam.utils.amg")
+
+
+def import_sam_onnx() -> type:
+    """segment-anything's ``SamOnnxModel`` (``mobile_sam.utils.onnx``), whose point embedding geosam reuses."""
+    import_mobile_sam()
+    return importlib.import_module("mobile_sam.utils.onnx").SamOnnxModel

@@ -72,7 +72,9 @@ def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: Auto
             batch = batch[~_points_covered(covered, batch, embedding, model.low_res_scale)]
             if len(batch) == 0:
                 continue
-        low_res, iou = model.decode_points(embedding, batch[:, None, :], np.ones((len(batch), 1)))
+        low_res, iou = model.decode_points(  # a runtime that answers one mask: its single-mask answer
+            embedding, batch[:, None, :], np.ones((len(batch), 1)), multimask=model.runtime.multimask
+        )
         per_point = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten()
         rows, cols = model.low_res_extent(embedding)

@@ -1,27 +1,30 @@
-"""SAM-family models in PyTorch: image embedding and prompt decoding."""
+"""SAM-family models: pre- and post-processing around a runtime that runs the network.
+
+A runtime (``geosam.models.torch.TorchRuntime``, ``geosam.models.onnx.OnnxRuntime``) runs the image
+encoder on a normalised, padded image and the prompt decoder on prompts in model input pixels;
+``SamModel`` maps images, prompts and masks between the image and the model input, and answers
+prompts and automatic mode the same way whatever runs the network.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geosam.errors import ModelError
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import AutomaticParams, generate
 from geosam.models.base import Masks
 from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.tiling import TileImage
 
-BUILDERS = {
-    "vit_t": "build_sam_vit_t",
-    "vit_b": "build_sam_vit_b",
-    "vit_l": "build_sam_vit_l",
-    "vit_h": "build_sam_vit_h",
-}
+PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation of RGB in 0-255
+PIXEL_STD = (58.395, 57.12, 57.375)
+LOW_RES_SCALE = 0.25  # SAM's decoders answer with 256² masks for 1024² inputs
 
 
 @dataclass(frozen=True)
@@ -33,18 +36,40 @@ class Embedding:
     input_size: tuple[int, int]  # (h, w) after resizing the longest side to the model input
 
 
+class Runtime(Protocol):
+    """Runs a SAM network: what ``SamModel`` needs of torch or ONNX Runtime."""
+
+    image_size: int  # side of the square model input
+    multimask: bool  # whether decode can answer with all three masks of a prompt
+    batched: bool  # whether one decode call runs many prompts at once (else it loops over them)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image features (1, 256, 64, 64) of a normalised, padded image (1, 3, S, S)."""
+        ...
+
+    def decode(
+        self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution logits (B, K, 256, 256) and predicted IoU (B, K) for B prompts.
+
+        ``coords`` (B, N, 2) are model input pixels (x, y); ``labels`` (B, N) are 1 inside, 0 outside,
+        2 and 3 a box's corners, -1 padding.
+        """
+        ...
+
+
 class SamModel:
     """A SAM model (any of its image encoders) answering point and box prompts on embedded images."""
 
     def __init__(
         self,
         name: str,
-        sam: torch.nn.Module,
+        runtime: Runtime,
         params: AutomaticParams | None = None,
         checksum: str | None = None,
     ) -> None:
         self.name = name
-        self.sam = sam.eval()
+        self.runtime = runtime
         self.params = params or AutomaticParams()
         self.checksum = checksum  # sha256 of the checkpoint: part of the embedding cache's key
 
@@ -53,25 +78,14 @@ class SamModel:
         cls, name: str, architecture: str, checkpoint: Path, device: str = "cpu",
         params: AutomaticParams | None = None, checksum: str | None = None,
     ) -> SamModel:  # fmt: skip
-        """Build ``architecture`` and load its state dict (never unpickling code)."""
-        state = read_state_dict(checkpoint)
-        check_architecture(checkpoint, state, architecture)
-        build_sam, _ = import_mobile_sam()
-        sam = getattr(build_sam, BUILDERS[architecture])()
-        try:
-            sam.load_state_dict(state, strict=True)
-        except (RuntimeError, KeyError, EOFError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{checkpoint} is not a SAM {architecture} checkpoint ({first})") from exc
-        return cls(name, sam.to(device), params, checksum)
+        """A torch checkpoint of ``architecture``, run by torch."""
+        from geosam.models.torch import TorchRuntime
 
-    @property
-    def device(self) -> torch.device:
-        return self.sam.device
+        return cls(name, TorchRuntime.load(architecture, checkpoint, device), params, checksum)
 
     @property
     def image_size(self) -> int:
-        return self.sam.image_encoder.img_size
+        return self.runtime.image_size
 
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> Embedding:
@@ -79,12 +93,14 @@ class SamModel:
         h, w = image.shape[:2]
         scale = self.image_size / max(h, w)
         input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, input_size, mode="bilinear", align_corners=False, antialias=True)
-        x = self.sam.preprocess(x[0].clamp(0, 255))[None]
-        return Embedding(self.sam.image_encoder(x), (h, w), input_size)
+        x = (x[0].clamp(0, 255) - torch.tensor(PIXEL_MEAN).view(-1, 1, 1)) / torch.tensor(PIXEL_STD).view(
+            -1, 1, 1
+        )
+        x = F.pad(x, (0, self.image_size - input_size[1], 0, self.image_size - input_size[0]))[None]
+        return Embedding(self.runtime.encode(x), (h, w), input_size)
 
-    @torch.inference_mode()
     def decode(
         self,
         embedding: Embedding,
@@ -97,30 +113,30 @@ class SamModel:
 
         Each prompt is a set of points, a box, or both: ``points`` (B, N, 2) in image pixel coordinates
         (x, y) with ``labels`` (B, N), 1 inside and 0 outside; ``boxes`` (B, 4) as x0, y0, x1, y1 in
-        image pixel coordinates. K is 3 with ``multimask``, else 1.
+        image pixel coordinates. K is 3 with ``multimask`` where the runtime can answer with three
+        masks, else 1 (the best of three with ``multimask``).
         """
         if points is None and boxes is None:
             raise ValueError("decode needs points, boxes or both")
         h, w = embedding.original_size
         scale = np.array([embedding.input_size[1] / w, embedding.input_size[0] / h], np.float32)
-        point_prompt = None
+        coords, kinds = [], []
         if points is not None:
-            coords = torch.as_tensor(points * scale, dtype=torch.float32, device=self.device)
-            point_prompt = (coords, torch.as_tensor(labels, dtype=torch.int, device=self.device))
-        box_prompt = None
-        if boxes is not None:
-            box_prompt = torch.as_tensor(
-                np.asarray(boxes, np.float32) * np.tile(scale, 2), dtype=torch.float32, device=self.device
-            )
-        sparse, dense = self.sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=None)
-        low_res, iou = self.sam.mask_decoder(
-            image_embeddings=embedding.features,
-            image_pe=self.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+            coords.append(np.asarray(points, np.float32) * scale)
+            kinds.append(np.asarray(labels, np.float32))
+        if boxes is None:  # SAM pads point prompts without a box with one non-point
+            coords.append(np.zeros((len(coords[0]), 1, 2), np.float32))
+            kinds.append(-np.ones((len(coords[0]), 1), np.float32))
+        else:
+            corners = np.asarray(boxes, np.float32).reshape(-1, 2, 2) * scale
+            coords.append(corners)
+            kinds.append(np.tile(np.array([2, 3], np.float32), (len(corners), 1)))
+        return self.runtime.decode(
+            embedding.features,
+            torch.from_numpy(np.concatenate(coords, 1)),
+            torch.from_numpy(np.concatenate(kinds, 1)),
+            multimask,
         )
-        return low_res, iou
 
     def decode_points(
         self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool = True
@@ -162,14 +178,15 @@ class SamModel:
     @torch.inference_mode()
     def upscale(self, embedding: Embedding, low_res: torch.Tensor) -> torch.Tensor:
         """Mask logits (N, H, W) at the image's size from low-resolution logits (N, 256, 256)."""
-        return self.sam.postprocess_masks(low_res[:, None], embedding.input_size, embedding.original_size)[
-            :, 0
-        ]
+        size = (self.image_size, self.image_size)
+        masks = F.interpolate(low_res[:, None], size, mode="bilinear", align_corners=False)
+        masks = masks[..., : embedding.input_size[0], : embedding.input_size[1]]
+        return F.interpolate(masks, embedding.original_size, mode="bilinear", align_corners=False)[:, 0]
 
     @property
     def low_res_scale(self) -> float:
         """Low-resolution mask pixels per model input pixel."""
-        return 4 * self.sam.prompt_encoder.image_embedding_size[0] / self.image_size  # decoder upscales 4×
+        return LOW_RES_SCALE
 
     def low_res_extent(self, embedding: Embedding) -> tuple[int, int]:
         """Rows and columns of the low-resolution masks that cover the image (the rest is padding)."""

@@ -1,0 +1,93 @@
+"""The PyTorch runtime: a SAM network's image encoder and prompt decoder, run by torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from geosam.errors import ModelError
+from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
+from geosam.models.checkpoints import check_architecture, read_state_dict
+
+BUILDERS = {
+    "vit_t": "build_sam_vit_t",
+    "vit_b": "build_sam_vit_b",
+    "vit_l": "build_sam_vit_l",
+    "vit_h": "build_sam_vit_h",
+}
+
+
+def prompt_decoder(sam: torch.nn.Module) -> torch.nn.Module:
+    """SAM's prompt encoder and mask decoder as one module of plain tensors, exportable to ONNX.
+
+    ``forward(image_embeddings (1, 256, 64, 64), point_coords (B, N, 2), point_labels (B, N))``
+    returns every mask token's low-resolution logits (B, 4, 256, 256) and predicted IoU (B, 4): token 0
+    is the single-mask answer, tokens 1-3 the multimask ones. Coordinates are model input pixels (x, y);
+    labels 1 inside, 0 outside, 2 and 3 a box's top-left and bottom-right corners, -1 padding, as in
+    segment-anything's ONNX export, whose point embedding this reuses. That export itself picks one
+    mask per prompt and upsamples it to one image size, so it does not serve batched prompts.
+    """
+    base = import_sam_onnx()
+
+    class PromptDecoder(base):
+        def forward(self, image_embeddings, point_coords, point_labels):
+            sparse = self._embed_points(point_coords, point_labels)
+            dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            size = self.model.prompt_encoder.image_embedding_size
+            dense = dense.expand(point_coords.shape[0], -1, size[0], size[1])
+            return self.model.mask_decoder.predict_masks(
+                image_embeddings=image_embeddings,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+            )
+
+    return PromptDecoder(sam, return_single_mask=False).eval()
+
+
+class TorchRuntime:
+    """A SAM network in torch: ``encode`` normalised, padded images, ``decode`` batches of prompts."""
+
+    multimask = True  # answers with three masks per prompt where asked
+    batched = True  # decodes many prompts per call
+
+    def __init__(self, sam: torch.nn.Module) -> None:
+        self.sam = sam.eval()
+        self.decoder = prompt_decoder(self.sam)
+
+    @classmethod
+    def load(cls, architecture: str, checkpoint: Path, device: str = "cpu") -> TorchRuntime:
+        """Build ``architecture`` and load its state dict (never unpickling code)."""
+        state = read_state_dict(checkpoint)
+        check_architecture(checkpoint, state, architecture)
+        build_sam, _ = import_mobile_sam()
+        sam = getattr(build_sam, BUILDERS[architecture])()
+        try:
+            sam.load_state_dict(state, strict=True)
+        except (RuntimeError, KeyError, EOFError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{checkpoint} is not a SAM {architecture} checkpoint ({first})") from exc
+        return cls(sam.to(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_encoder.img_size
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image features (1, 256, 64, 64) of a normalised, padded image (1, 3, S, S)."""
+        return self.sam.image_encoder(x.to(self.device))
+
+    @torch.inference_mode()
+    def decode(
+        self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K is 3 or 1 (``multimask``)."""
+        low_res, iou = self.decoder(features, coords.to(self.device), labels.to(self.device))
+        pick = slice(1, None) if multimask else slice(0, 1)
+        return low_res[:, pick], iou[:, pick]
