@@ -1,11 +1,14 @@
 """Per-tile masks to whole objects: pieces that continue across a seam are merged, duplicates dropped.
 
 The shape is dask-image's label stitching: every tile's masks become pieces with their own ids;
-pieces of neighbouring tiles that cover the same pixels in the tiles' shared window are linked;
-the connected components of those links are the objects. An object is the union of its pieces'
-polygons, each taken whole where the tile saw it whole and cut to the tile's core where it did not,
-so the cut edges of partial views never reach the output. All geometry is in scene pixel
-coordinates, where seams fall on integer coordinates and unions are exact.
+pieces of neighbouring tiles that cover the same pixels in the tiles' shared window are linked,
+and so are pieces that both run out of their tiles towards each other where one lies mostly inside
+the other there (one tile sees a part of what the other sees); the connected components of those
+links are the objects. An object is the union of its pieces' polygons, each taken whole where the
+tile saw it whole and cut to the tile's core where it did not, so the cut edges of partial views
+never reach the output; on a side where no neighbour holds a piece of the object, the piece keeps
+what its tile saw up to the read window's edge. All geometry is in scene pixel coordinates, where
+seams fall on integer coordinates and unions are exact.
 
 The work is local: a ``Stitcher`` takes tiles in any order and gives back each object as soon as
 every tile that could still add to it has been seen, then forgets its pieces. Only the pieces of
@@ -22,7 +25,7 @@ import numpy as np
 import shapely
 
 from geosam.models.base import Masks
-from geosam.tiling import Tile, TileGrid
+from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import clip_to_box, mask_to_geometry
 
 MATCH_IOU = 0.5  # pieces of neighbouring tiles are one object above this IoU in their shared window
@@ -37,11 +40,6 @@ class Piece:
     complete: bool  # the mask touches no internal edge of the tile's read window
     score: float
     stability: float
-
-    @property
-    def part(self) -> shapely.Geometry | None:
-        """What this piece gives its object: the whole mask if the tile saw it whole, else its core part."""
-        return self.full if self.complete else self.core
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,9 @@ class Stitcher:
     """Streams tiles in, objects out: an object leaves once all tiles around its pieces are in.
 
     Pieces of neighbouring tiles that match one-to-one in the tiles' shared window
-    (IoU >= ``match_iou``, best pairs first) are one object. Pieces that overlap as much but are not matched (the
+    (IoU >= ``match_iou``, best pairs first) are one object, and so are unmatched pieces that run out of
+    their tiles towards each other with more than ``match_iou`` of the smaller inside the other in that
+    window (one-to-one, best first). Pieces that overlap as much but are not matched (the
     model's near-duplicates, in one tile or across a seam) put their objects in one cluster; a cluster
     is finished when all its tiles and their neighbours are in, and within it an object that
     overlaps a better-scored one with IoU above ``match_iou`` is dropped as a duplicate.
@@ -162,7 +162,7 @@ class Stitcher:
         ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
         pa, pb = [self._pieces[i] for i in ia], [self._pieces[i] for i in ib]
         matched, overlapping = _matches(a, b, pa, pb, self.match_iou)
-        for i, j in matched:
+        for i, j in matched + _continuations(a, b, pa, pb, matched, self.match_iou):
             self._objects.merge(ia[i], ib[j])
             self._clusters.merge(ia[i], ib[j])
         for i, j in overlapping:
@@ -191,8 +191,8 @@ class Stitcher:
         objects = []
         for root, members in roots.items():
             self._objects.forget(root)
-            parts = [self._pieces[i] for i in members]
-            obj = _assemble(parts, len({self._tile_of[i] for i in members}))
+            parts = [(self.grid.tile(*self._tile_of[i]), self._pieces[i]) for i in members]
+            obj = _assemble(parts)
             if obj is not None:
                 objects.append(obj)
         for i in cluster:
@@ -219,15 +219,34 @@ def stitch(
     return drop_duplicates(objects, match_iou)
 
 
-def _assemble(parts: list[Piece], tiles: int) -> StitchedObject | None:
-    shapes = [p.part for p in parts if p.part is not None and not p.part.is_empty]
+def _assemble(parts: list[tuple[Tile, Piece]]) -> StitchedObject | None:
+    tiles = {(t.row, t.col) for t, _ in parts}
+    shapes = [shape for t, p in parts if not (shape := _part(t, p, tiles)).is_empty]
     if not shapes:
         return None
     # simplify(0) drops the vertices that seams leave on straight edges, so any tiling gives one outline
     geometry = shapely.simplify(shapely.union_all(shapes), 0, preserve_topology=True)
-    return StitchedObject(
-        geometry, max(p.score for p in parts), float(np.mean([p.stability for p in parts])), tiles
+    scores, stability = [p.score for _, p in parts], [p.stability for _, p in parts]
+    return StitchedObject(geometry, max(scores), float(np.mean(stability)), len(tiles))
+
+
+def _part(tile: Tile, piece: Piece, tiles: set[tuple[int, int]]) -> shapely.Geometry:
+    """What a piece gives its object: the whole mask if the tile saw it whole; else the part in its
+    tile's core, widened to the read window on each side where no piece of the object continues it
+    (the neighbour there did not see the object: this tile's view is all there is).
+
+    ``tiles``: (row, col) of the tiles holding the object's pieces.
+    """
+    if piece.complete or piece.core is None:
+        return piece.full
+    core, read = tile.core, tile.read
+    box = Box(
+        core.x0 if (tile.row, tile.col - 1) in tiles else read.x0,
+        core.y0 if (tile.row - 1, tile.col) in tiles else read.y0,
+        core.x1 if (tile.row, tile.col + 1) in tiles else read.x1,
+        core.y1 if (tile.row + 1, tile.col) in tiles else read.y1,
     )
+    return piece.core if box == core else _clip(np.array([piece.full]), box)[0]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -265,6 +284,63 @@ def _matches(
             used_b.add(j)
     others = sorted(set(zip(left.tolist(), right.tolist())) - set(matched))
     return matched, others
+
+
+def _continuations(
+    a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], matched: list[tuple[int, int]], share: float
+) -> list[tuple[int, int]]:
+    """Pairs of unmatched pieces that are one object cut differently by the two tiles.
+
+    Both pieces run out of their own tile towards the other (each touches its read window's edge
+    inside the shared window), and in the shared window more than ``share`` of the smaller one lies
+    inside the other: one tile sees a part of what the other sees whole. Best overlap first, one-to-one.
+    """
+    shared = a.read.intersection(b.read)
+    if shared is None:
+        return []
+    free_a = [i for i in range(len(pa)) if i not in {i for i, _ in matched}]
+    free_b = [j for j in range(len(pb)) if j not in {j for _, j in matched}]
+    free_a = [i for i in free_a if _runs_out(pa[i], a, b)]
+    free_b = [j for j in free_b if _runs_out(pb[j], b, a)]
+    if not free_a or not free_b:
+        return []
+    in_a = _clip(np.array([pa[i].full for i in free_a]), shared)
+    in_b = _clip(np.array([pb[j].full for j in free_b]), shared)
+    left, right = shapely.STRtree(in_b).query(in_a, predicate="intersects")
+    if len(left) == 0:
+        return []
+    inter = shapely.area(shapely.intersection(in_a[left], in_b[right], grid_size=1))
+    smaller = np.minimum(shapely.area(in_a[left]), shapely.area(in_b[right]))
+    overlap = inter / np.maximum(smaller, 1e-12)
+    pairs, used_a, used_b = [], set(), set()
+    for k in np.lexsort((right, left, -overlap)).tolist():
+        if overlap[k] <= share:
+            break
+        i, j = free_a[int(left[k])], free_b[int(right[k])]
+        if i not in used_a and j not in used_b:
+            pairs.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
+    return pairs
+
+
+def _clip(geometries: np.ndarray, box: Box) -> np.ndarray:
+    """The polygons' parts inside a box (polygons only: exact on pixel edges, never a stray line)."""
+    return shapely.clip_by_rect(geometries, box.x0, box.y0, box.x1, box.y1)
+
+
+def _runs_out(piece: Piece, tile: Tile, other: Tile) -> bool:
+    """Whether the piece touches an edge of its tile's read window that lies inside ``other``'s."""
+    if piece.complete:
+        return False
+    x0, y0, x1, y1 = piece.full.bounds
+    r, o = tile.read, other.read
+    return (
+        (x1 == r.x1 and o.x0 < r.x1 < o.x1)
+        or (x0 == r.x0 and o.x0 < r.x0 < o.x1)
+        or (y1 == r.y1 and o.y0 < r.y1 < o.y1)
+        or (y0 == r.y0 and o.y0 < r.y0 < o.y1)
+    )
 
 
 def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int, int]]:
