@@ -22,11 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio.features
 import shapely
+from affine import Affine
 
 from geosam.models.base import Masks
 from geosam.tiling import Box, Tile, TileGrid
-from geosam.vectorize import clip_to_box, mask_to_geometry
+from geosam.vectorize import mask_to_geometry
 
 MATCH_IOU = 0.5  # pieces of neighbouring tiles are one object above this IoU in their shared window
 
@@ -36,7 +38,6 @@ class Piece:
     """One mask of one tile, in scene pixel coordinates."""
 
     full: shapely.Geometry  # the whole mask
-    core: shapely.Geometry | None  # the mask inside the tile's core; None when ``complete``
     complete: bool  # the mask touches no internal edge of the tile's read window
     score: float
     stability: float
@@ -63,8 +64,7 @@ def pieces_from_masks(tile: Tile, masks: Masks, grid: TileGrid) -> list[Piece]:
         full = mask_to_geometry(mask, origin)
         if full.is_empty:
             continue
-        core = None if complete else mask_to_geometry(*clip_to_box(mask, origin, tile.core))
-        pieces.append(Piece(full, core, complete, float(score), float(stability)))
+        pieces.append(Piece(full, complete, float(score), float(stability)))
     return pieces
 
 
@@ -220,33 +220,101 @@ def stitch(
 
 
 def _assemble(parts: list[tuple[Tile, Piece]]) -> StitchedObject | None:
-    tiles = {(t.row, t.col) for t, _ in parts}
-    shapes = [shape for t, p in parts if not (shape := _part(t, p, tiles)).is_empty]
+    views: dict[tuple[int, int], tuple[Tile, list[Piece]]] = {}
+    for tile, piece in parts:
+        views.setdefault((tile.row, tile.col), (tile, []))[1].append(piece)
+    shapes = [p.full for _, p in parts if p.complete]
+    for tile, pieces in views.values():
+        cut = [p.full for p in pieces if not p.complete]
+        if cut:
+            mask = _raster(cut, tile.read) & _territory(tile, views)
+            shapes.append(mask_to_geometry(mask, (tile.read.x0, tile.read.y0)))
+    shapes = [shape for shape in shapes if not shape.is_empty]
     if not shapes:
         return None
     # simplify(0) drops the vertices that seams leave on straight edges, so any tiling gives one outline
     geometry = shapely.simplify(shapely.union_all(shapes), 0, preserve_topology=True)
     scores, stability = [p.score for _, p in parts], [p.stability for _, p in parts]
-    return StitchedObject(geometry, max(scores), float(np.mean(stability)), len(tiles))
+    return StitchedObject(geometry, max(scores), float(np.mean(stability)), len(views))
 
 
-def _part(tile: Tile, piece: Piece, tiles: set[tuple[int, int]]) -> shapely.Geometry:
-    """What a piece gives its object: the whole mask if the tile saw it whole; else the part in its
-    tile's core, widened to the read window on each side where no piece of the object continues it
-    (the neighbour there did not see the object: this tile's view is all there is).
+def _territory(tile: Tile, views: dict[tuple[int, int], tuple[Tile, list[Piece]]]) -> np.ndarray:
+    """The pixels of the tile's read window where its partial view of an object stands (bool, H×W).
 
-    ``tiles``: (row, col) of the tiles holding the object's pieces.
+    Its core, where a neighbour across the edge holds pieces of the object, moved along each row
+    (column) of that seam to a place where the two tiles' views agree (no cut edge then); where the
+    neighbour holds none, the whole read window on that side: this tile's view is all there is.
+    ``views``: the object's pieces by (row, col) of their tiles.
     """
-    if piece.complete or piece.core is None:
-        return piece.full
-    core, read = tile.core, tile.read
+    read, core, key = tile.read, tile.core, (tile.row, tile.col)
+    sides = {(dr, dc): views.get((tile.row + dr, tile.col + dc)) for dr, dc in _SIDES}
     box = Box(
-        core.x0 if (tile.row, tile.col - 1) in tiles else read.x0,
-        core.y0 if (tile.row - 1, tile.col) in tiles else read.y0,
-        core.x1 if (tile.row, tile.col + 1) in tiles else read.x1,
-        core.y1 if (tile.row + 1, tile.col) in tiles else read.y1,
+        core.x0 if sides[(0, -1)] else read.x0,
+        core.y0 if sides[(-1, 0)] else read.y0,
+        core.x1 if sides[(0, 1)] else read.x1,
+        core.y1 if sides[(1, 0)] else read.y1,
     )
-    return piece.core if box == core else _clip(np.array([piece.full]), box)[0]
+    owned = np.zeros((read.height, read.width), bool)
+    owned[box.y0 - read.y0 : box.y1 - read.y0, box.x0 - read.x0 : box.x1 - read.x0] = True
+    for (dr, dc), other in sides.items():
+        if other is None:
+            continue
+        first, second = (other, views[key]) if dr < 0 or dc < 0 else (views[key], other)
+        span, split = _agreement(first, second, across=dc != 0)
+        if dc != 0:  # a seam down the tile's left or right side: one split column per row
+            xs = np.arange(span.x0, span.x1)[None, :]
+            mine = xs < split[:, None] if dc > 0 else xs >= split[:, None]
+        else:  # a seam along its top or bottom: one split row per column
+            ys = np.arange(span.y0, span.y1)[:, None]
+            mine = ys < split[None, :] if dr > 0 else ys >= split[None, :]
+        owned[span.y0 - read.y0 : span.y1 - read.y0, span.x0 - read.x0 : span.x1 - read.x0] = mine
+    return owned
+
+
+_SIDES = ((0, -1), (-1, 0), (0, 1), (1, 0))
+
+
+def _agreement(
+    first: tuple[Tile, list[Piece]], second: tuple[Tile, list[Piece]], across: bool
+) -> tuple[Box, np.ndarray]:
+    """Where the seam between two neighbouring tiles' views of one object is cut, line by line.
+
+    ``first`` is the left (``across``) or upper tile. Along the seam between their cores, each line
+    across it is cut at the place in the shared window nearest the core edge where the first
+    tile's view on one side of the cut equals the second tile's on the other, so the cut leaves no
+    edge; at the core edge where there is no such place. Returns the span of the shared window
+    along the seam's lines and each line's cut position (scene pixels).
+    """
+    (a, pa), (b, pb) = first, second
+    shared = a.read.intersection(b.read)
+    assert shared is not None  # neighbours across an edge share a window
+    if across:
+        span = Box(shared.x0, a.core.y0, shared.x1, a.core.y1)
+        edge, start = a.core.x1, shared.x0
+        va, vb = _raster([p.full for p in pa], span), _raster([p.full for p in pb], span)
+    else:
+        span = Box(a.core.x0, shared.y0, a.core.x1, shared.y1)
+        edge, start = a.core.y1, shared.y0
+        va, vb = _raster([p.full for p in pa], span).T, _raster([p.full for p in pb], span).T
+    # a cut at k (from the window's start) joins the first's pixel k - 1 to the second's pixel k
+    agree = np.zeros(va.shape, bool)
+    agree[:, 1:] = va[:, :-1] == vb[:, 1:]
+    at, width = edge - start, va.shape[1]
+    distance = np.where(agree, np.abs(np.arange(width) - at)[None, :], width + 1)
+    distance[:, at] = np.where(agree[:, at], 0, width)  # no agreement on a line: the core edge
+    return span, start + np.argmin(distance, axis=1)
+
+
+def _raster(geometries: list[shapely.Geometry], box: Box) -> np.ndarray:
+    """Pixel polygons (scene pixels) burnt into a bool array over ``box``."""
+    if not geometries:
+        return np.zeros((box.height, box.width), bool)
+    return rasterio.features.rasterize(
+        [(g, 1) for g in geometries],
+        out_shape=(box.height, box.width),
+        transform=Affine.translation(box.x0, box.y0),
+        dtype=np.uint8,
+    ).astype(bool)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -244,8 +244,12 @@ def test_real_model_gives_no_duplicates_and_few_seam_lines(tmp_path):
     assert duplicates(pixels) == 0
 
 
-def _two_tiles(left: list[tuple[int, int, int, int]], right: list[tuple[int, int, int, int]]) -> list:
-    """Stitch hand-made masks (boxes x0, y0, x1, y1 in scene pixels) of the two tiles of a 256×128 scene.
+Boxes = list[tuple[int, int, int, int]]
+
+
+def _two_tiles(left: list[Boxes], right: list[Boxes]) -> list:
+    """Stitch hand-made masks of the two tiles of a 256×128 scene, each mask the union of some boxes
+    (x0, y0, x1, y1 in scene pixels).
 
     Tiles of 160 px, overlap 64: read windows x 0..160 and 96..256, cores meet at x = 128.
     """
@@ -253,8 +257,9 @@ def _two_tiles(left: list[tuple[int, int, int, int]], right: list[tuple[int, int
     pieces = {}
     for tile, boxes in zip(grid, (left, right)):
         masks = np.zeros((len(boxes), 160, 160), bool)
-        for mask, (x0, y0, x1, y1) in zip(masks, boxes):
-            mask[y0 - tile.read.y0 : y1 - tile.read.y0, x0 - tile.read.x0 : x1 - tile.read.x0] = True
+        for mask, parts in zip(masks, boxes):
+            for x0, y0, x1, y1 in parts:
+                mask[y0 - tile.read.y0 : y1 - tile.read.y0, x0 - tile.read.x0 : x1 - tile.read.x0] = True
         ones = np.ones(len(boxes), np.float32)
         pieces[(tile.row, tile.col)] = pieces_from_masks(tile, Masks(masks, ones, ones), grid)
     return stitch(grid, pieces)
@@ -263,7 +268,7 @@ def _two_tiles(left: list[tuple[int, int, int, int]], right: list[tuple[int, int
 def test_a_part_seen_by_one_tile_continues_the_whole_seen_by_the_other():
     # the left tile sees a tall object run out of its window; the right tile sees only its lower
     # part (IoU 0.42 in the shared window, but wholly inside): one object from both tiles
-    objects = _two_tiles([(40, 30, 160, 90)], [(96, 65, 220, 90)])
+    objects = _two_tiles([[(40, 30, 160, 90)]], [[(96, 65, 220, 90)]])
     assert len(objects) == 1 and objects[0].tiles == 2
     expected = shapely.box(40, 30, 128, 90) | shapely.box(128, 65, 220, 90)
     assert objects[0].geometry.equals(expected)
@@ -271,15 +276,23 @@ def test_a_part_seen_by_one_tile_continues_the_whole_seen_by_the_other():
 
 def test_distinct_pieces_are_not_continuations():
     # the right tile's piece reaches the shared window but mostly lies outside the left one's there
-    objects = _two_tiles([(40, 30, 160, 90)], [(96, 80, 220, 120)])
+    objects = _two_tiles([[(40, 30, 160, 90)]], [[(96, 80, 220, 120)]])
     assert len(objects) == 2
 
 
 def test_an_object_the_neighbour_does_not_see_keeps_what_its_tile_saw():
     # cut by the left tile's window at x = 160; the right tile has no piece of it: no cut at the core
     # edge x = 128, the object ends where the left tile's view ended
-    objects = _two_tiles([(100, 30, 160, 90)], [])
+    objects = _two_tiles([[(100, 30, 160, 90)]], [])
     assert len(objects) == 1
     assert objects[0].geometry.equals(shapely.box(100, 30, 160, 90))
-    grid = TileGrid(256, 128, 160, 64)
-    assert seam_line_fraction([objects[0].geometry], grid) == 0
+    assert seam_line_fraction([objects[0].geometry], TileGrid(256, 128, 160, 64)) == 0
+
+
+def test_views_that_disagree_at_the_core_edge_are_joined_where_they_agree():
+    # both tiles see the object run out of their windows; in rows 80..90 the left one sees it up to
+    # its window's edge, the right one only up to x = 120: those rows end at x = 120 (the right
+    # tile's outline), not with a cut at the core edge x = 128
+    objects = _two_tiles([[(40, 30, 160, 90)]], [[(96, 30, 220, 80), (96, 80, 120, 90)]])
+    assert len(objects) == 1
+    assert objects[0].geometry.equals(shapely.box(40, 30, 220, 80) | shapely.box(40, 80, 120, 90))
