@@ -192,7 +192,7 @@ class Stitcher:
         for root, members in roots.items():
             self._objects.forget(root)
             parts = [(self.grid.tile(*self._tile_of[i]), self._pieces[i]) for i in members]
-            obj = _assemble(parts)
+            obj = _assemble(parts, self.grid)
             if obj is not None:
                 objects.append(obj)
         for i in cluster:
@@ -219,7 +219,7 @@ def stitch(
     return drop_duplicates(objects, match_iou)
 
 
-def _assemble(parts: list[tuple[Tile, Piece]]) -> StitchedObject | None:
+def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject | None:
     views: dict[tuple[int, int], tuple[Tile, list[Piece]]] = {}
     for tile, piece in parts:
         views.setdefault((tile.row, tile.col), (tile, []))[1].append(piece)
@@ -227,7 +227,7 @@ def _assemble(parts: list[tuple[Tile, Piece]]) -> StitchedObject | None:
     for tile, pieces in views.values():
         cut = [p.full for p in pieces if not p.complete]
         if cut:
-            mask = _raster(cut, tile.read) & _territory(tile, views)
+            mask = _raster(cut, tile.read) & _territory(tile, views, grid)
             shapes.append(mask_to_geometry(mask, (tile.read.x0, tile.read.y0)))
     shapes = [shape for shape in shapes if not shape.is_empty]
     if not shapes:
@@ -238,69 +238,80 @@ def _assemble(parts: list[tuple[Tile, Piece]]) -> StitchedObject | None:
     return StitchedObject(geometry, max(scores), float(np.mean(stability)), len(views))
 
 
-def _territory(tile: Tile, views: dict[tuple[int, int], tuple[Tile, list[Piece]]]) -> np.ndarray:
+def _territory(
+    tile: Tile, views: dict[tuple[int, int], tuple[Tile, list[Piece]]], grid: TileGrid
+) -> np.ndarray:
     """The pixels of the tile's read window where its partial view of an object stands (bool, H×W).
 
-    Its core, where a neighbour across the edge holds pieces of the object, moved along each row
-    (column) of that seam to a place where the two tiles' views agree (no cut edge then); where the
-    neighbour holds none, the whole read window on that side: this tile's view is all there is.
-    ``views``: the object's pieces by (row, col) of their tiles.
+    Its core, with each seam to a neighbour moved, line by line across it, to where the two tiles'
+    views of the object agree (a neighbour without pieces of it sees none of it), so that the cut
+    leaves no edge. ``views``: the object's pieces by (row, col) of their tiles.
     """
-    read, core, key = tile.read, tile.core, (tile.row, tile.col)
-    sides = {(dr, dc): views.get((tile.row + dr, tile.col + dc)) for dr, dc in _SIDES}
-    box = Box(
-        core.x0 if sides[(0, -1)] else read.x0,
-        core.y0 if sides[(-1, 0)] else read.y0,
-        core.x1 if sides[(0, 1)] else read.x1,
-        core.y1 if sides[(1, 0)] else read.y1,
-    )
+    read, core = tile.read, tile.core
     owned = np.zeros((read.height, read.width), bool)
-    owned[box.y0 - read.y0 : box.y1 - read.y0, box.x0 - read.x0 : box.x1 - read.x0] = True
-    for (dr, dc), other in sides.items():
-        if other is None:
+    owned[core.y0 - read.y0 : core.y1 - read.y0, core.x0 - read.x0 : core.x1 - read.x0] = True
+    rows, cols = grid.shape
+    mine = views[(tile.row, tile.col)]
+    for dr, dc in ((0, -1), (-1, 0), (0, 1), (1, 0)):
+        r, c = tile.row + dr, tile.col + dc
+        if not (0 <= r < rows and 0 <= c < cols):
             continue
-        first, second = (other, views[key]) if dr < 0 or dc < 0 else (views[key], other)
-        span, split = _agreement(first, second, across=dc != 0)
+        other = views.get((r, c), (grid.tile(r, c), []))
+        found = _agreement(other, mine, dc != 0) if dr < 0 or dc < 0 else _agreement(mine, other, dc != 0)
+        if found is None:
+            continue
+        span, split = found
         if dc != 0:  # a seam down the tile's left or right side: one split column per row
             xs = np.arange(span.x0, span.x1)[None, :]
-            mine = xs < split[:, None] if dc > 0 else xs >= split[:, None]
+            ours = xs < split[:, None] if dc > 0 else xs >= split[:, None]
         else:  # a seam along its top or bottom: one split row per column
             ys = np.arange(span.y0, span.y1)[:, None]
-            mine = ys < split[None, :] if dr > 0 else ys >= split[None, :]
-        owned[span.y0 - read.y0 : span.y1 - read.y0, span.x0 - read.x0 : span.x1 - read.x0] = mine
+            ours = ys < split[None, :] if dr > 0 else ys >= split[None, :]
+        owned[span.y0 - read.y0 : span.y1 - read.y0, span.x0 - read.x0 : span.x1 - read.x0] = ours
     return owned
-
-
-_SIDES = ((0, -1), (-1, 0), (0, 1), (1, 0))
 
 
 def _agreement(
     first: tuple[Tile, list[Piece]], second: tuple[Tile, list[Piece]], across: bool
-) -> tuple[Box, np.ndarray]:
+) -> tuple[Box, np.ndarray] | None:
     """Where the seam between two neighbouring tiles' views of one object is cut, line by line.
 
     ``first`` is the left (``across``) or upper tile. Along the seam between their cores, each line
     across it is cut at the place in the shared window nearest the core edge where the first
     tile's view on one side of the cut equals the second tile's on the other, so the cut leaves no
-    edge; at the core edge where there is no such place. Returns the span of the shared window
-    along the seam's lines and each line's cut position (scene pixels).
+    edge; at the core edge where there is no such place. A tile without pieces of the object sees
+    none of it. Returns the span of the shared window along the seam's lines and each line's cut
+    position (scene pixels); None where no line is free of the windows shared with a third tile
+    (the cores' cut stands there, the same for all four).
     """
     (a, pa), (b, pb) = first, second
-    shared = a.read.intersection(b.read)
-    assert shared is not None  # neighbours across an edge share a window
-    if across:
-        span = Box(shared.x0, a.core.y0, shared.x1, a.core.y1)
-        edge, start = a.core.x1, shared.x0
-        va, vb = _raster([p.full for p in pa], span), _raster([p.full for p in pb], span)
+    w = a.read.intersection(b.read)
+    if w is None:
+        return None
+    if across:  # rows that no tile above or below shares: corners keep the cores' cut
+        y0 = a.read.y0 + w.width if a.read.y0 < a.core.y0 else a.core.y0
+        y1 = a.read.y1 - w.width if a.core.y1 < a.read.y1 else a.core.y1
+        span, edge, start = Box(w.x0, y0, w.x1, y1), a.core.x1, w.x0
     else:
-        span = Box(a.core.x0, shared.y0, a.core.x1, shared.y1)
-        edge, start = a.core.y1, shared.y0
-        va, vb = _raster([p.full for p in pa], span).T, _raster([p.full for p in pb], span).T
+        x0 = a.read.x0 + w.height if a.read.x0 < a.core.x0 else a.core.x0
+        x1 = a.read.x1 - w.height if a.core.x1 < a.read.x1 else a.core.x1
+        span, edge, start = Box(x0, w.y0, x1, w.y1), a.core.y1, w.y0
+    if span.width <= 0 or span.height <= 0:
+        return None
+    va, vb = _raster([p.full for p in pa], span), _raster([p.full for p in pb], span)
+    if not across:
+        va, vb = va.T, vb.T
     # a cut at k (from the window's start) joins the first's pixel k - 1 to the second's pixel k
     agree = np.zeros(va.shape, bool)
     agree[:, 1:] = va[:, :-1] == vb[:, 1:]
     at, width = edge - start, va.shape[1]
     distance = np.where(agree, np.abs(np.arange(width) - at)[None, :], width + 1)
+    # a tile without pieces of the object never takes over the other's core: that would delete what
+    # the other saw there; the cut only moves out to where the other's view ends
+    if not pb:
+        distance[:, :at] = width + 1
+    if not pa:
+        distance[:, at + 1 :] = width + 1
     distance[:, at] = np.where(agree[:, at], 0, width)  # no agreement on a line: the core edge
     return span, start + np.argmin(distance, axis=1)
 

@@ -281,12 +281,20 @@ def test_distinct_pieces_are_not_continuations():
 
 
 def test_an_object_the_neighbour_does_not_see_keeps_what_its_tile_saw():
-    # cut by the left tile's window at x = 160; the right tile has no piece of it: no cut at the core
-    # edge x = 128, the object ends where the left tile's view ended
-    objects = _two_tiles([[(100, 30, 160, 90)]], [])
+    # the right tile has no piece of it; the left tile sees it end at x = 150 in rows 30..80 (inside
+    # the shared window, past the core edge x = 128) and run out of its window in rows 80..90: the
+    # first rows keep their outline, only the last ones are cut at the core edge
+    objects = _two_tiles([[(100, 30, 150, 90), (100, 80, 160, 90)]], [])
     assert len(objects) == 1
-    assert objects[0].geometry.equals(shapely.box(100, 30, 160, 90))
-    assert seam_line_fraction([objects[0].geometry], TileGrid(256, 128, 160, 64)) == 0
+    assert objects[0].geometry.equals(shapely.box(100, 30, 150, 80) | shapely.box(100, 80, 128, 90))
+    assert seam_line_fraction([objects[0].geometry], TileGrid(256, 128, 160, 64)) == pytest.approx(10 / 220)
+
+
+def test_a_tile_that_sees_nothing_takes_nothing_from_its_neighbour():
+    # seen only by the left tile, run out of its window: its core part stays (not given to the right
+    # tile, which saw nothing there)
+    objects = _two_tiles([[(100, 30, 160, 90)]], [])
+    assert len(objects) == 1 and objects[0].geometry.equals(shapely.box(100, 30, 128, 90))
 
 
 def test_views_that_disagree_at_the_core_edge_are_joined_where_they_agree():
