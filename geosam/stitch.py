@@ -227,8 +227,10 @@ def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject
     for tile, pieces in views.values():
         cut = [p.full for p in pieces if not p.complete]
         if cut:
-            mask = _raster(cut, tile.read) & _territory(tile, views, grid)
-            shapes.append(mask_to_geometry(mask, (tile.read.x0, tile.read.y0)))
+            x0, y0, x1, y1 = shapely.total_bounds(cut).astype(int).tolist()
+            area = Box(x0, y0, x1, y1)  # pixel polygons: bounds on pixel edges
+            mask = _raster(cut, area) & _territory(tile, views, grid, area)
+            shapes.append(mask_to_geometry(mask, (area.x0, area.y0)))
     shapes = [shape for shape in shapes if not shape.is_empty]
     if not shapes:
         return None
@@ -239,17 +241,19 @@ def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject
 
 
 def _territory(
-    tile: Tile, views: dict[tuple[int, int], tuple[Tile, list[Piece]]], grid: TileGrid
+    tile: Tile, views: dict[tuple[int, int], tuple[Tile, list[Piece]]], grid: TileGrid, area: Box
 ) -> np.ndarray:
-    """The pixels of the tile's read window where its partial view of an object stands (bool, H×W).
+    """Where the tile's partial view of an object stands, as a bool array over ``area`` (in its read
+    window).
 
     Its core, with each seam to a neighbour moved, line by line across it, to where the two tiles'
     views of the object agree (a neighbour without pieces of it sees none of it), so that the cut
     leaves no edge. ``views``: the object's pieces by (row, col) of their tiles.
     """
-    read, core = tile.read, tile.core
-    owned = np.zeros((read.height, read.width), bool)
-    owned[core.y0 - read.y0 : core.y1 - read.y0, core.x0 - read.x0 : core.x1 - read.x0] = True
+    owned = np.zeros((area.height, area.width), bool)
+    core = area.intersection(tile.core)
+    if core is not None:
+        owned[core.y0 - area.y0 : core.y1 - area.y0, core.x0 - area.x0 : core.x1 - area.x0] = True
     rows, cols = grid.shape
     mine = views[(tile.row, tile.col)]
     for dr, dc in ((0, -1), (-1, 0), (0, 1), (1, 0)):
@@ -267,8 +271,17 @@ def _territory(
         else:  # a seam along its top or bottom: one split row per column
             ys = np.arange(span.y0, span.y1)[:, None]
             ours = ys < split[None, :] if dr > 0 else ys >= split[None, :]
-        owned[span.y0 - read.y0 : span.y1 - read.y0, span.x0 - read.x0 : span.x1 - read.x0] = ours
+        _paint(owned, area, span, ours)
     return owned
+
+
+def _paint(canvas: np.ndarray, area: Box, box: Box, values: np.ndarray) -> None:
+    """Write ``values`` (over ``box``) into ``canvas`` (over ``area``) where the two boxes meet."""
+    part = area.intersection(box)
+    if part is not None:
+        canvas[part.y0 - area.y0 : part.y1 - area.y0, part.x0 - area.x0 : part.x1 - area.x0] = values[
+            part.y0 - box.y0 : part.y1 - box.y0, part.x0 - box.x0 : part.x1 - box.x0
+        ]
 
 
 def _agreement(

@@ -224,8 +224,10 @@ def test_scene_generator(tmp_path):
 
 @pytest.mark.slow
 def test_real_model_gives_no_duplicates_and_few_seam_lines(tmp_path):
-    """A regression guard, not the issue's target: on the 4096 px mosaic of benchmarks/seams.py the
-    seam-line fraction is about 8% (target 1%, not met yet), so here it is held under 15%."""
+    """A regression guard: straight cuts on tile-core edges (and on read-window edges, where a view
+    ends) stay rare, and nothing comes out twice. Here both are under 1% (0.8% and 0.6%); on the
+    4096 px mosaic of benchmarks/seams.py the core-edge share is about 5%, mostly three background
+    regions spanning 6 to 9 tiles that neighbouring tiles segment differently."""
     from geosam.metrics import duplicates
     from geosam.models import AutomaticParams, ModelSpec
 
@@ -240,7 +242,8 @@ def test_real_model_gives_no_duplicates_and_few_seam_lines(tmp_path):
     frame = segment(path, model=spec, tile_size=384, overlap=128, workers=0)
     pixels = to_pixels(frame.geometry.values, profile["transform"])
     assert len(frame) > 10
-    assert seam_line_fraction(pixels, TileGrid(640, 640, 384, 128)) <= 0.15
+    grid = TileGrid(640, 640, 384, 128)
+    assert seam_line_fraction(pixels, grid) <= 0.03 and seam_line_fraction(pixels, grid, "read") <= 0.03
     assert duplicates(pixels) == 0
 
 
