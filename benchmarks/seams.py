@@ -78,6 +78,9 @@ def model_table(folder: Path, size: int, points: int, workers: int, cache: Path 
     print(f"  covered area (union of objects):      {shapely.union_all(pixels).area / size**2:.2%}")
     print(f"  seam-line fraction (tile-core edges): {seam_line_fraction(pixels, grid, 'core'):.4%}")
     print(f"  seam-line fraction (read-window edges): {seam_line_fraction(pixels, grid, 'read'):.4%}")
+    small = pixels[shapely.area(pixels) <= tile**2]
+    print(f"  objects larger than a tile:           {len(pixels) - len(small)}; without them, on core edges: "
+          f"{seam_line_fraction(small, grid, 'core'):.4%}")  # fmt: skip
     print(f"  duplicates (IoU > 0.5 with another):  {duplicates(pixels)}")
     print(f"  nested (> 50% of the smaller inside another, not a duplicate): {nested}")
     print(f"  objects from more than one tile:      {int((frame['tiles'] > 1).sum())}")
