@@ -5,10 +5,13 @@ pieces of neighbouring tiles that cover the same pixels in the tiles' shared win
 and so are pieces that both run out of their tiles towards each other where one lies mostly inside
 the other there (one tile sees a part of what the other sees); the connected components of those
 links are the objects. An object is the union of its pieces' polygons, each taken whole where the
-tile saw it whole and cut to the tile's core where it did not, so the cut edges of partial views
-never reach the output; on a side where no neighbour holds a piece of the object, the piece keeps
-what its tile saw up to the read window's edge. All geometry is in scene pixel coordinates, where
-seams fall on integer coordinates and unions are exact.
+tile saw it whole and cut to its tile's territory where it did not, so the cut edges of partial
+views never reach the output. A tile's territory is its core with each seam moved, line by line
+across it, to the place nearest the core edge where the two tiles' views of the object agree: the
+outline there is one tile's own, not a straight cut (a neighbour without pieces of the object sees
+none of it, and never takes over the tile's core). Where the views agree nowhere on a line, the
+core edge cuts it. All geometry is in scene pixel coordinates, where seams fall on integer
+coordinates and unions are exact.
 
 The work is local: a ``Stitcher`` takes tiles in any order and gives back each object as soon as
 every tile that could still add to it has been seen, then forgets its pieces. Only the pieces of
