@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.features
 import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -307,3 +308,29 @@ def test_views_that_disagree_at_the_core_edge_are_joined_where_they_agree():
     objects = _two_tiles([[(40, 30, 160, 90)]], [[(96, 30, 220, 80), (96, 80, 120, 90)]])
     assert len(objects) == 1
     assert objects[0].geometry.equals(shapely.box(40, 30, 220, 80) | shapely.box(40, 80, 120, 90))
+
+
+_corner = st.tuples(st.integers(90, 166), st.integers(90, 166), st.integers(0, 40), st.integers(0, 40))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.tuples(*[st.integers(-24, 24)] * 4), _corner), min_size=4, max_size=4))
+def test_disagreeing_views_of_four_tiles_leave_no_gap(views):
+    # one object across the corner where four tiles meet (cores meet at x = y = 128), each tile
+    # seeing it with its own outline and its own notch near the corner: wherever the seams are cut,
+    # every pixel that all four tiles hold comes out, and nothing that no tile holds
+    grid = TileGrid(256, 256, 160, 64)
+    outlines, pieces = [], {}
+    for tile, ((dx0, dy0, dx1, dy1), (nx, ny, nw, nh)) in zip(grid, views):
+        mask = np.zeros((256, 256), bool)
+        mask[60 + dy0 : 200 + dy1, 60 + dx0 : 200 + dx1] = True
+        mask[ny : ny + nh, nx : nx + nw] = False
+        outlines.append(mask)
+        seen = mask[tile.read.y0 : tile.read.y1, tile.read.x0 : tile.read.x1][None]
+        pieces[(tile.row, tile.col)] = pieces_from_masks(tile, Masks(seen, np.ones(1), np.ones(1)), grid)
+    objects = stitch(grid, pieces)
+    out = np.zeros((256, 256), bool)
+    for obj in objects:
+        out |= rasterio.features.rasterize([obj.geometry], out_shape=(256, 256)).astype(bool)
+    assert not (np.logical_and.reduce(outlines) & ~out).any(), "a gap where all tiles hold the object"
+    assert not (out & ~np.logical_or.reduce(outlines)).any()
