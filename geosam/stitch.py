@@ -1,11 +1,17 @@
 """Per-tile masks to whole objects: pieces that continue across a seam are merged, duplicates dropped.
 
 The shape is dask-image's label stitching: every tile's masks become pieces with their own ids;
-pieces of neighbouring tiles that cover the same pixels in the tiles' shared window are linked;
-the connected components of those links are the objects. An object is the union of its pieces'
-polygons, each taken whole where the tile saw it whole and cut to the tile's core where it did not,
-so the cut edges of partial views never reach the output. All geometry is in scene pixel
-coordinates, where seams fall on integer coordinates and unions are exact.
+pieces of neighbouring tiles that cover the same pixels in the tiles' shared window are linked,
+and so are pieces that both run out of their tiles towards each other where one lies mostly inside
+the other there (one tile sees a part of what the other sees); the connected components of those
+links are the objects. An object is the union of its pieces' polygons, each taken whole where the
+tile saw it whole and cut to its tile's territory where it did not, so the cut edges of partial
+views never reach the output. A tile's territory is its core with each seam moved, line by line
+across it, to the place nearest the core edge where the two tiles' views of the object agree: the
+outline there is one tile's own, not a straight cut (a neighbour without pieces of the object sees
+none of it, and never takes over the tile's core). Where the views agree nowhere on a line, the
+core edge cuts it. All geometry is in scene pixel coordinates, where seams fall on integer
+coordinates and unions are exact.
 
 The work is local: a ``Stitcher`` takes tiles in any order and gives back each object as soon as
 every tile that could still add to it has been seen, then forgets its pieces. Only the pieces of
@@ -19,11 +25,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio.features
 import shapely
+from affine import Affine
 
 from geosam.models.base import Masks
-from geosam.tiling import Tile, TileGrid
-from geosam.vectorize import clip_to_box, mask_to_geometry
+from geosam.tiling import Box, Tile, TileGrid
+from geosam.vectorize import mask_to_geometry
 
 MATCH_IOU = 0.5  # pieces of neighbouring tiles are one object above this IoU in their shared window
 
@@ -33,15 +41,9 @@ class Piece:
     """One mask of one tile, in scene pixel coordinates."""
 
     full: shapely.Geometry  # the whole mask
-    core: shapely.Geometry | None  # the mask inside the tile's core; None when ``complete``
     complete: bool  # the mask touches no internal edge of the tile's read window
     score: float
     stability: float
-
-    @property
-    def part(self) -> shapely.Geometry | None:
-        """What this piece gives its object: the whole mask if the tile saw it whole, else its core part."""
-        return self.full if self.complete else self.core
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,7 @@ def pieces_from_masks(tile: Tile, masks: Masks, grid: TileGrid) -> list[Piece]:
         full = mask_to_geometry(mask, origin)
         if full.is_empty:
             continue
-        core = None if complete else mask_to_geometry(*clip_to_box(mask, origin, tile.core))
-        pieces.append(Piece(full, core, complete, float(score), float(stability)))
+        pieces.append(Piece(full, complete, float(score), float(stability)))
     return pieces
 
 
@@ -113,7 +114,9 @@ class Stitcher:
     """Streams tiles in, objects out: an object leaves once all tiles around its pieces are in.
 
     Pieces of neighbouring tiles that match one-to-one in the tiles' shared window
-    (IoU >= ``match_iou``, best pairs first) are one object. Pieces that overlap as much but are not matched (the
+    (IoU >= ``match_iou``, best pairs first) are one object, and so are unmatched pieces that run out of
+    their tiles towards each other with more than ``match_iou`` of the smaller inside the other in that
+    window (one-to-one, best first). Pieces that overlap as much but are not matched (the
     model's near-duplicates, in one tile or across a seam) put their objects in one cluster; a cluster
     is finished when all its tiles and their neighbours are in, and within it an object that
     overlaps a better-scored one with IoU above ``match_iou`` is dropped as a duplicate.
@@ -162,7 +165,7 @@ class Stitcher:
         ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
         pa, pb = [self._pieces[i] for i in ia], [self._pieces[i] for i in ib]
         matched, overlapping = _matches(a, b, pa, pb, self.match_iou)
-        for i, j in matched:
+        for i, j in matched + _continuations(a, b, pa, pb, matched, self.match_iou):
             self._objects.merge(ia[i], ib[j])
             self._clusters.merge(ia[i], ib[j])
         for i, j in overlapping:
@@ -191,8 +194,8 @@ class Stitcher:
         objects = []
         for root, members in roots.items():
             self._objects.forget(root)
-            parts = [self._pieces[i] for i in members]
-            obj = _assemble(parts, len({self._tile_of[i] for i in members}))
+            parts = [(self.grid.tile(*self._tile_of[i]), self._pieces[i]) for i in members]
+            obj = _assemble(parts, self.grid)
             if obj is not None:
                 objects.append(obj)
         for i in cluster:
@@ -219,15 +222,126 @@ def stitch(
     return drop_duplicates(objects, match_iou)
 
 
-def _assemble(parts: list[Piece], tiles: int) -> StitchedObject | None:
-    shapes = [p.part for p in parts if p.part is not None and not p.part.is_empty]
+def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject | None:
+    views: dict[tuple[int, int], tuple[Tile, list[Piece]]] = {}
+    for tile, piece in parts:
+        views.setdefault((tile.row, tile.col), (tile, []))[1].append(piece)
+    shapes = [p.full for _, p in parts if p.complete]
+    for tile, pieces in views.values():
+        cut = [p.full for p in pieces if not p.complete]
+        if cut:
+            x0, y0, x1, y1 = shapely.total_bounds(cut).astype(int).tolist()
+            area = Box(x0, y0, x1, y1)  # pixel polygons: bounds on pixel edges
+            mask = _raster(cut, area) & _territory(tile, views, grid, area)
+            shapes.append(mask_to_geometry(mask, (area.x0, area.y0)))
+    shapes = [shape for shape in shapes if not shape.is_empty]
     if not shapes:
         return None
     # simplify(0) drops the vertices that seams leave on straight edges, so any tiling gives one outline
     geometry = shapely.simplify(shapely.union_all(shapes), 0, preserve_topology=True)
-    return StitchedObject(
-        geometry, max(p.score for p in parts), float(np.mean([p.stability for p in parts])), tiles
-    )
+    scores, stability = [p.score for _, p in parts], [p.stability for _, p in parts]
+    return StitchedObject(geometry, max(scores), float(np.mean(stability)), len(views))
+
+
+def _territory(
+    tile: Tile, views: dict[tuple[int, int], tuple[Tile, list[Piece]]], grid: TileGrid, area: Box
+) -> np.ndarray:
+    """Where the tile's partial view of an object stands, as a bool array over ``area`` (in its read
+    window).
+
+    Its core, with each seam to a neighbour moved, line by line across it, to where the two tiles'
+    views of the object agree (a neighbour without pieces of it sees none of it), so that the cut
+    leaves no edge. ``views``: the object's pieces by (row, col) of their tiles.
+    """
+    owned = np.zeros((area.height, area.width), bool)
+    core = area.intersection(tile.core)
+    if core is not None:
+        owned[core.y0 - area.y0 : core.y1 - area.y0, core.x0 - area.x0 : core.x1 - area.x0] = True
+    rows, cols = grid.shape
+    mine = views[(tile.row, tile.col)]
+    for dr, dc in ((0, -1), (-1, 0), (0, 1), (1, 0)):
+        r, c = tile.row + dr, tile.col + dc
+        if not (0 <= r < rows and 0 <= c < cols):
+            continue
+        other = views.get((r, c), (grid.tile(r, c), []))
+        found = _agreement(other, mine, dc != 0) if dr < 0 or dc < 0 else _agreement(mine, other, dc != 0)
+        if found is None:
+            continue
+        span, split = found
+        if dc != 0:  # a seam down the tile's left or right side: one split column per row
+            xs = np.arange(span.x0, span.x1)[None, :]
+            ours = xs < split[:, None] if dc > 0 else xs >= split[:, None]
+        else:  # a seam along its top or bottom: one split row per column
+            ys = np.arange(span.y0, span.y1)[:, None]
+            ours = ys < split[None, :] if dr > 0 else ys >= split[None, :]
+        _paint(owned, area, span, ours)
+    return owned
+
+
+def _paint(canvas: np.ndarray, area: Box, box: Box, values: np.ndarray) -> None:
+    """Write ``values`` (over ``box``) into ``canvas`` (over ``area``) where the two boxes meet."""
+    part = area.intersection(box)
+    if part is not None:
+        canvas[part.y0 - area.y0 : part.y1 - area.y0, part.x0 - area.x0 : part.x1 - area.x0] = values[
+            part.y0 - box.y0 : part.y1 - box.y0, part.x0 - box.x0 : part.x1 - box.x0
+        ]
+
+
+def _agreement(
+    first: tuple[Tile, list[Piece]], second: tuple[Tile, list[Piece]], across: bool
+) -> tuple[Box, np.ndarray] | None:
+    """Where the seam between two neighbouring tiles' views of one object is cut, line by line.
+
+    ``first`` is the left (``across``) or upper tile. Along the seam between their cores, each line
+    across it is cut at the place in the shared window nearest the core edge where the first
+    tile's view on one side of the cut equals the second tile's on the other, so the cut leaves no
+    edge; at the core edge where there is no such place. A tile without pieces of the object sees
+    none of it. Returns the span of the shared window along the seam's lines and each line's cut
+    position (scene pixels); None where no line is free of the windows shared with a third tile
+    (the cores' cut stands there, the same for all four).
+    """
+    (a, pa), (b, pb) = first, second
+    w = a.read.intersection(b.read)
+    if w is None:
+        return None
+    if across:  # rows that no tile above or below shares: corners keep the cores' cut
+        y0 = a.read.y0 + w.width if a.read.y0 < a.core.y0 else a.core.y0
+        y1 = a.read.y1 - w.width if a.core.y1 < a.read.y1 else a.core.y1
+        span, edge, start = Box(w.x0, y0, w.x1, y1), a.core.x1, w.x0
+    else:
+        x0 = a.read.x0 + w.height if a.read.x0 < a.core.x0 else a.core.x0
+        x1 = a.read.x1 - w.height if a.core.x1 < a.read.x1 else a.core.x1
+        span, edge, start = Box(x0, w.y0, x1, w.y1), a.core.y1, w.y0
+    if span.width <= 0 or span.height <= 0:
+        return None
+    va, vb = _raster([p.full for p in pa], span), _raster([p.full for p in pb], span)
+    if not across:
+        va, vb = va.T, vb.T
+    # a cut at k (from the window's start) joins the first's pixel k - 1 to the second's pixel k
+    agree = np.zeros(va.shape, bool)
+    agree[:, 1:] = va[:, :-1] == vb[:, 1:]
+    at, width = edge - start, va.shape[1]
+    distance = np.where(agree, np.abs(np.arange(width) - at)[None, :], width + 1)
+    # a tile without pieces of the object never takes over the other's core: that would delete what
+    # the other saw there; the cut only moves out to where the other's view ends
+    if not pb:
+        distance[:, :at] = width + 1
+    if not pa:
+        distance[:, at + 1 :] = width + 1
+    distance[:, at] = np.where(agree[:, at], 0, width)  # no agreement on a line: the core edge
+    return span, start + np.argmin(distance, axis=1)
+
+
+def _raster(geometries: list[shapely.Geometry], box: Box) -> np.ndarray:
+    """Pixel polygons (scene pixels) burnt into a bool array over ``box``."""
+    if not geometries:
+        return np.zeros((box.height, box.width), bool)
+    return rasterio.features.rasterize(
+        [(g, 1) for g in geometries],
+        out_shape=(box.height, box.width),
+        transform=Affine.translation(box.x0, box.y0),
+        dtype=np.uint8,
+    ).astype(bool)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -265,6 +379,63 @@ def _matches(
             used_b.add(j)
     others = sorted(set(zip(left.tolist(), right.tolist())) - set(matched))
     return matched, others
+
+
+def _continuations(
+    a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], matched: list[tuple[int, int]], share: float
+) -> list[tuple[int, int]]:
+    """Pairs of unmatched pieces that are one object cut differently by the two tiles.
+
+    Both pieces run out of their own tile towards the other (each touches its read window's edge
+    inside the shared window), and in the shared window more than ``share`` of the smaller one lies
+    inside the other: one tile sees a part of what the other sees whole. Best overlap first, one-to-one.
+    """
+    shared = a.read.intersection(b.read)
+    if shared is None:
+        return []
+    free_a = [i for i in range(len(pa)) if i not in {i for i, _ in matched}]
+    free_b = [j for j in range(len(pb)) if j not in {j for _, j in matched}]
+    free_a = [i for i in free_a if _runs_out(pa[i], a, b)]
+    free_b = [j for j in free_b if _runs_out(pb[j], b, a)]
+    if not free_a or not free_b:
+        return []
+    in_a = _clip(np.array([pa[i].full for i in free_a]), shared)
+    in_b = _clip(np.array([pb[j].full for j in free_b]), shared)
+    left, right = shapely.STRtree(in_b).query(in_a, predicate="intersects")
+    if len(left) == 0:
+        return []
+    inter = shapely.area(shapely.intersection(in_a[left], in_b[right], grid_size=1))
+    smaller = np.minimum(shapely.area(in_a[left]), shapely.area(in_b[right]))
+    overlap = inter / np.maximum(smaller, 1e-12)
+    pairs, used_a, used_b = [], set(), set()
+    for k in np.lexsort((right, left, -overlap)).tolist():
+        if overlap[k] <= share:
+            break
+        i, j = free_a[int(left[k])], free_b[int(right[k])]
+        if i not in used_a and j not in used_b:
+            pairs.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
+    return pairs
+
+
+def _clip(geometries: np.ndarray, box: Box) -> np.ndarray:
+    """The polygons' parts inside a box (polygons only: exact on pixel edges, never a stray line)."""
+    return shapely.clip_by_rect(geometries, box.x0, box.y0, box.x1, box.y1)
+
+
+def _runs_out(piece: Piece, tile: Tile, other: Tile) -> bool:
+    """Whether the piece touches an edge of its tile's read window that lies inside ``other``'s."""
+    if piece.complete:
+        return False
+    x0, y0, x1, y1 = piece.full.bounds
+    r, o = tile.read, other.read
+    return (
+        (x1 == r.x1 and o.x0 < r.x1 < o.x1)
+        or (x0 == r.x0 and o.x0 < r.x0 < o.x1)
+        or (y1 == r.y1 and o.y0 < r.y1 < o.y1)
+        or (y0 == r.y0 and o.y0 < r.y0 < o.y1)
+    )
 
 
 def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int, int]]:

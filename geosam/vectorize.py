@@ -8,8 +8,6 @@ import shapely
 from affine import Affine
 from shapely.geometry import MultiPolygon, shape
 
-from geosam.tiling import Box
-
 EMPTY = MultiPolygon()
 
 
@@ -27,15 +25,6 @@ def mask_to_geometry(mask: np.ndarray, origin: tuple[int, int]) -> shapely.Geome
     transform = Affine.translation(origin[0] + c0, origin[1] + r0)
     parts = [shape(g) for g, _ in rasterio.features.shapes(crop, mask=crop.astype(bool), transform=transform)]
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
-
-
-def clip_to_box(mask: np.ndarray, origin: tuple[int, int], box: Box) -> tuple[np.ndarray, tuple[int, int]]:
-    """The part of a mask (top-left at ``origin``) inside ``box``, with its own origin."""
-    x0, y0 = box.x0 - origin[0], box.y0 - origin[1]
-    return mask[max(y0, 0) : box.y1 - origin[1], max(x0, 0) : box.x1 - origin[0]], (
-        max(box.x0, origin[0]),
-        max(box.y0, origin[1]),
-    )
 
 
 def to_map(geometries: np.ndarray, transform: Affine) -> np.ndarray:

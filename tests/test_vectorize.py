@@ -4,8 +4,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from geosam.tiling import Box
-from geosam.vectorize import clip_to_box, mask_to_geometry, tidy, to_map
+from geosam.vectorize import mask_to_geometry, tidy, to_map
 
 
 def test_mask_outline_is_pixel_exact_with_holes():
@@ -23,12 +22,6 @@ def test_mask_outline_is_pixel_exact_with_holes():
 
 def test_empty_mask_gives_empty_geometry():
     assert mask_to_geometry(np.zeros((8, 8), bool), (0, 0)).is_empty
-
-
-def test_clip_to_box_uses_scene_coordinates():
-    mask = np.ones((100, 100), bool)
-    part, origin = clip_to_box(mask, (1000, 2000), Box(1050, 1990, 1200, 2030))
-    assert part.shape == (30, 50) and origin == (1050, 2000)
 
 
 def test_to_map_applies_the_affine_transform():
