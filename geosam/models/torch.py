@@ -9,6 +9,7 @@ import torch
 from geosam.errors import ModelError
 from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
 from geosam.models.checkpoints import check_architecture, read_state_dict
+from geosam.models.decoder import ImageTerms, LowRankDecoder
 
 BUILDERS = {
     "vit_t": "build_sam_vit_t",
@@ -54,7 +55,9 @@ class TorchRuntime:
 
     def __init__(self, sam: torch.nn.Module) -> None:
         self.sam = sam.eval()
-        self.decoder = prompt_decoder(self.sam)
+        self.decoder = prompt_decoder(self.sam)  # the reference graph, exported for ONNX Runtime
+        self.fast = LowRankDecoder(self.sam.mask_decoder)
+        self._terms: tuple[torch.Tensor, ImageTerms] | None = None  # of the last image decoded
 
     @classmethod
     def load(cls, architecture: str, checkpoint: Path, device: str = "cpu") -> TorchRuntime:
@@ -88,6 +91,13 @@ class TorchRuntime:
         self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K is 3 or 1 (``multimask``)."""
-        low_res, iou = self.decoder(features, coords.to(self.device), labels.to(self.device))
-        pick = slice(1, None) if multimask else slice(0, 1)
-        return low_res[:, pick], iou[:, pick]
+        sparse = self.decoder._embed_points(coords.to(self.device), labels.to(self.device))
+        return self.fast(self.terms(features), sparse, multimask)
+
+    def terms(self, features: torch.Tensor) -> ImageTerms:
+        """The prompt-independent part of decoding ``features``, computed once per image."""
+        if self._terms is None or self._terms[0] is not features:
+            encoder = self.sam.prompt_encoder
+            dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            self._terms = (features, self.fast.prepare(features, dense, encoder.get_dense_pe()))
+        return self._terms[1]

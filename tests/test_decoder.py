@@ -1,0 +1,64 @@
+"""The low-rank decoder equals SAM's own mask decoder, for every kind of prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from geosam.models import ModelSpec, load_model
+
+
+def _prompts(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batches of (coords (B, N, 2) in model input pixels, labels (B, N)): points, negatives, boxes."""
+    single = rng.uniform(0, 1024, (6, 1, 2))
+    mixed = rng.uniform(0, 1024, (4, 3, 2))
+    corners = np.sort(rng.uniform(0, 1024, (5, 2, 2)), axis=1)
+    padded = np.concatenate([single[:, :1], np.zeros((6, 1, 2))], 1)
+    return [
+        (single, np.ones((6, 1))),
+        (mixed, np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]])),
+        (corners, np.tile([2, 3], (5, 1))),  # boxes, as their two corners
+        (padded, np.tile([1, -1], (6, 1))),  # a point with a padding point, as SAM's export pads
+    ]
+
+
+def _check(runtime, features: torch.Tensor, seed: int) -> None:
+    for coords, labels in _prompts(np.random.default_rng(seed)):
+        coords, labels = torch.tensor(coords, dtype=torch.float32), torch.tensor(labels, dtype=torch.float32)
+        expected_masks, expected_iou = runtime.decoder(features, coords, labels)  # SAM's own decoder graph
+        for multimask, pick in ((True, slice(1, None)), (False, slice(0, 1))):
+            masks, iou = runtime.decode(features, coords, labels, multimask)
+            reference = expected_masks[:, pick]
+            scale = reference.abs().max()
+            assert (masks - reference).abs().max() <= 1e-5 * scale + 1e-4
+            assert torch.allclose(iou, expected_iou[:, pick], atol=1e-5)
+            agree = ((masks > 0) == (reference > 0)).float().mean()
+            assert agree >= 0.9999
+
+
+def test_low_rank_decoder_equals_sam_on_real_imagery(model_installed, data):
+    model = load_model(ModelSpec("mobile_sam", backend="torch"))
+    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
+        image = src.read([1, 2, 3], window=Window(0, 0, 1024, 1024)).transpose(1, 2, 0)
+    _check(model.runtime, model.embed(image).features, seed=0)
+
+
+def test_low_rank_decoder_equals_sam_with_other_weights(random_vit_b):
+    """Randomly initialised ViT-B weights: nothing in the algebra depends on MobileSAM's values."""
+    model = load_model(ModelSpec(checkpoint=random_vit_b, backend="torch"))
+    torch.manual_seed(1)
+    _check(model.runtime, torch.randn(1, 256, 64, 64), seed=1)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_image_terms_are_reused_and_renewed(model_installed, batch):
+    runtime = load_model(ModelSpec("mobile_sam", backend="torch")).runtime
+    first, second = torch.randn(1, 256, 64, 64), torch.randn(1, 256, 64, 64)
+    coords, labels = torch.full((batch, 1, 2), 500.0), torch.ones(batch, 1)
+    assert runtime.terms(first) is runtime.terms(first)
+    after_other = runtime.decode(second, coords, labels, True)[0]
+    expected = runtime.decoder(second, coords, labels)[0][:, 1:]
+    assert torch.allclose(after_other, expected, atol=1e-3)
