@@ -141,7 +141,7 @@ def fresh(function: str, *args) -> dict:
     """Run one measurement in a new Python process (its own peak memory)."""
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import plan; " \
            f"print(json.dumps(plan.{function}(*{args!r})))"  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     if done.returncode:
         raise RuntimeError(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])

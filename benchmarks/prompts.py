@@ -29,8 +29,8 @@ from rasterio.features import rasterize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geosam.cache import EmbeddingCache  # noqa: E402
-from geosam.session import Session  # noqa: E402
+from geosam.cache import EmbeddingCache
+from geosam.session import Session
 
 SCENE = ROOT / ".." / "shared" / "data" / "pix4d_alpha_nodata.tif"
 BOXES = [(413, 275, 443, 300), (232, 420, 300, 490), (335, 268, 370, 302)]  # pixel boxes on pix4d
@@ -73,19 +73,19 @@ def main() -> None:
         results = {"point (1 positive)": [], "points (2 pos + 1 neg)": [], "box": [], "box + point": []}
         for i in range(args.repeats):
             k = i % 3
-            results["point (1 positive)"].append(timed(lambda: session.predict(points=[t @ POINTS[k]])))
+            results["point (1 positive)"].append(timed(lambda k=k: session.predict(points=[t @ POINTS[k]])))
             results["points (2 pos + 1 neg)"].append(
                 timed(
-                    lambda: session.predict(
+                    lambda k=k: session.predict(
                         points=[t @ POINTS[k], t @ POINTS[k], t @ POINTS[k - 1]], labels=[1, 1, 0]
                     )
                 )
             )
-            results["box"].append(timed(lambda: session.predict(boxes=[box(BOXES[k])])))
+            results["box"].append(timed(lambda k=k: session.predict(boxes=[box(BOXES[k])])))
             results["box + point"].append(
-                timed(lambda: session.predict(points=[t @ POINTS[k]], boxes=[box(BOXES[k])]))
+                timed(lambda k=k: session.predict(points=[t @ POINTS[k]], boxes=[box(BOXES[k])]))
             )
-        embedding, pixels = next(iter(session._embeddings.values()))
+        embedding, _ = next(iter(session._embeddings.values()))
         point = np.array([[POINTS[0][0] - 0.5, POINTS[0][1] - 0.5]], np.float32)
         torch.set_num_threads(1)  # as the session decodes
         results["model.prompt only (point)"] = [

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import psutil
 import rasterio
@@ -53,7 +54,7 @@ class PeakMemory:
                 pass
             time.sleep(self.interval)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -77,7 +78,11 @@ def run_cli(scene: Path, out: Path, points: int, workers: int) -> dict:
         raise RuntimeError(f"geosam failed: {err}")
     import geopandas as gpd
 
-    return {"wall_s": wall, "peak_rss_mb": memory.peak / 2**20, "objects": len(gpd.read_file(out, layer="objects"))}
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": memory.peak / 2**20,
+        "objects": len(gpd.read_file(out, layer="objects")),
+    }
 
 
 def model_only(scene: Path, points: int, tile_size: int = 1024, overlap: int = 128) -> dict:

@@ -295,8 +295,8 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
         points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
         stability_score_thresh=stability_thresh,
     )  # fmt: skip
-    reads = dict(bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
-                 pixel_coordinates=pixel_coordinates)  # fmt: skip
+    reads = {"bands": bands, "percentiles": percentiles, "stretch_8bit": stretch_8bit,
+             "resolution": resolution, "pixel_coordinates": pixel_coordinates}  # fmt: skip
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
     with tqdm(

@@ -73,10 +73,11 @@ def write_labels(
     tree = shapely.STRtree(geometries)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as folder:
         plain, cog = Path(folder) / "plain.tif", Path(folder) / path.name
-        profile = dict(
-            driver="GTiff", width=scene.width, height=scene.height, count=1, dtype="uint32", nodata=0,
-            crs=scene.crs, transform=scene.transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
-        )  # fmt: skip
+        profile = {
+            "driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1, "dtype": "uint32",
+            "nodata": 0, "crs": scene.crs, "transform": scene.transform, "tiled": True, "blockxsize": BLOCK,
+            "blockysize": BLOCK,
+        }  # fmt: skip
         with rasterio.open(plain, "w", **profile) as ds:
             for y in range(0, scene.height, BLOCK):
                 window = Window(0, y, scene.width, min(BLOCK, scene.height - y))

@@ -76,7 +76,7 @@ def parse_crs(text: str) -> CRS:
     """A CRS from 'EPSG:4326', a WKT or PROJ string; PromptError when it is none."""
     try:
         return CRS.from_user_input(text)
-    except Exception as exc:  # rasterio raises CRSError; any failure means the same to the user
+    except Exception as exc:  # noqa: BLE001 - CRSError or not, any failure means the same to the user
         raise PromptError(f"{text!r} is not a CRS ({reason(exc)}); give e.g. EPSG:4326") from None
 
 
@@ -171,7 +171,7 @@ def read_prompts(
         raise PromptError(f"{path}: no such prompt file; check the path")
     try:
         frame = pyogrio.read_dataframe(path, layer=layer)
-    except Exception as exc:  # pyogrio's DataSourceError, DataLayerError, ...: all mean "cannot read it"
+    except Exception as exc:  # noqa: BLE001 - DataSourceError, DataLayerError, ...: all mean "cannot read it"
         raise PromptError(
             f"{path}: not a readable vector file ({reason(exc)}); give a GeoPackage, GeoJSON or Shapefile"
         ) from None

@@ -104,11 +104,16 @@ class RunReport:
         speed = "" if self.km2_per_hour is None else f", {self.km2_per_hour:.2f} km²/h"
         peak = max(self.peak_rss_bytes.values(), default=0)
         lines = [
-            f"tiles: {self.tiles_planned} planned, {self.tiles_skipped} reused, {self.tiles_done} done, "
-            f"{self.tiles_failed} failed ({self.tiles_empty} without valid pixels)",
+            (
+                f"tiles: {self.tiles_planned} planned, {self.tiles_skipped} reused, {self.tiles_done} done, "
+                f"{self.tiles_failed} failed ({self.tiles_empty} without valid pixels)"
+            ),
             f"objects: {self.objects} over {area}; {self.wall_s:.1f} s{speed}",
-            f"memory: peak {peak / 2**20:.0f} MiB per worker ({self.workers} worker{'s' if self.workers != 1 else ''}), "
-            f"client {self.client_peak_rss_bytes / 2**20:.0f} MiB",
+            (
+                f"memory: peak {peak / 2**20:.0f} MiB per worker "
+                f"({self.workers} worker{'s' if self.workers != 1 else ''}), "
+                f"client {self.client_peak_rss_bytes / 2**20:.0f} MiB"
+            ),
             f"model: {self.model} sha256 {(self.model_sha256 or 'n/a')[:12]}; geosam {self.versions.get('geosam')}",
         ]
         for failure in self.failed[:5]:

@@ -134,7 +134,7 @@ class WorkDir:
             return set()
         done = set()
         for entry in os.scandir(self.tiles_dir):
-            stem, dot, ext = entry.name.partition(".")
+            stem, _, ext = entry.name.partition(".")
             if ext != "tile":
                 continue  # temporary files of a write that was interrupted
             row, _, col = stem.partition("_")

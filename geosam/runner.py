@@ -220,7 +220,7 @@ def _stac_item(path: Path, entry: Input, origin: str, problems: list[str]) -> li
         problems.append(f"{origin}.asset: {path} has no asset {key!r}; assets: {', '.join(assets)}")
         return []
     href = str(assets[key].get("href", ""))
-    href = href[len("file://") :] if href.startswith("file://") else href
+    href = href.removeprefix("file://")
     remote = "://" in href or href.startswith("/vsi")
     scene = href if remote or Path(href).is_absolute() else str(path.parent / href)
     if not remote and not Path(scene).exists():
@@ -245,8 +245,8 @@ def _record_path(output: Path) -> Path:
 
 def _read_options(pipeline: Pipeline) -> dict[str, Any]:
     r = pipeline.read
-    return dict(bands=r.bands, percentiles=r.percentiles, stretch_8bit=r.stretch_8bit, resolution=r.resolution,
-                pixel_coordinates=r.pixel_coordinates)  # fmt: skip
+    return {"bands": r.bands, "percentiles": r.percentiles, "stretch_8bit": r.stretch_8bit,
+            "resolution": r.resolution, "pixel_coordinates": r.pixel_coordinates}  # fmt: skip
 
 
 def open_scenes(plan: Plan) -> dict[str, Scene]:
@@ -476,8 +476,11 @@ def dry_run(
         f"{_n(len(rows), 'scene')}: {todo} to run, {len(rows) - todo - stale} finished earlier"
         + (f", {stale} with outputs from other settings (pass --overwrite to replace them)" if stale else ""),
         f"estimated time: {duration(todo_total)} (all scenes: {duration(total)})",
-        f"(estimates: {ENCODE_S:g} s per 1024-px tile or prompt window for the image encoder and {DECODE_S:g} s per "
-        "decoded prompt, measured with MobileSAM on one worker of a 2-core CPU; tiles all nodata take no time)",
+        (
+            f"(estimates: {ENCODE_S:g} s per 1024-px tile or prompt window for the image encoder and "
+            f"{DECODE_S:g} s per decoded prompt, measured with MobileSAM on one worker of a 2-core CPU; "
+            "tiles all nodata take no time)"
+        ),
     ]
     return "\n".join(lines)
 

@@ -116,7 +116,7 @@ class Session:
                 stretch_8bit=stretch_8bit,
                 resolution=resolution,
                 pixel_coordinates=pixel_coordinates,
-            )  # fmt: skip
+            )
         )
         if isinstance(model, (str, ModelSpec)):
             from geosam.models import load_model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -25,7 +26,7 @@ def classes(scores: np.ndarray, n: int = len(PALETTE)) -> list[tuple[float, floa
     if high <= low:
         high = low + 0.01
     edges = np.linspace(low, high, n + 1)
-    return [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(float(a), float(b)) for a, b in pairwise(edges)]
 
 
 def class_of(scores: np.ndarray, ranges: list[tuple[float, float]]) -> np.ndarray:
@@ -65,7 +66,7 @@ def qml(scores: np.ndarray, field: str = FIELD) -> str:
  <featureBlendMode>0</featureBlendMode>
  <layerGeometryType>2</layerGeometryType>
 </qgis>
-"""  # noqa: E501
+"""
 
 
 def _symbol(index: int, colour: tuple[int, int, int]) -> str:

@@ -204,10 +204,10 @@ def mosaic(path: Path, size: int, sources: list[Path]) -> Path:
     with rasterio.open(sources[0]) as ds:
         crs, transform = ds.crs, ds.transform
     h, w = min(c.shape[1] for c in cells), min(c.shape[2] for c in cells)
-    profile = dict(
-        driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=crs, transform=transform,
-        tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-    )  # fmt: skip
+    profile = {
+        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": crs,
+        "transform": transform, "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate",
+    }  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         for i, y in enumerate(range(0, size, h)):
             for j, x in enumerate(range(0, size, w)):

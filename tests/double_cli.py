@@ -8,7 +8,7 @@ from .doubles import from_environment
 
 geosam.models.ModelSpec = from_environment  # the CLI looks ModelSpec up when a command runs
 
-from geosam.cli import main  # noqa: E402
+from geosam.cli import main
 
 if __name__ == "__main__":  # Dask's worker processes import this module again
     main(prog_name="geosam")

@@ -23,7 +23,7 @@ def geosam(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default")
     return subprocess.run(
         [sys.executable, "-m", "geosam", "segment", *args, "--points-per-side", "4", "-w", "1"],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
 

@@ -20,7 +20,12 @@ QGIS_PYTHON = "/usr/bin/python3"
 
 def geosam(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "geosam", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+        [sys.executable, "-m", "geosam", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
     )
 
 
@@ -100,7 +105,9 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
     assert report["model_sha256"].startswith("6dbb9052") and report["objects"] == len(frame)
     # ogrinfo and QGIS read the file the way GDAL 3.6 / QGIS 3.22 LTR do
     if shutil.which("ogrinfo"):
-        info = subprocess.run(["ogrinfo", "-so", str(out), "objects"], capture_output=True, text=True)
+        info = subprocess.run(
+            ["ogrinfo", "-so", str(out), "objects"], capture_output=True, text=True, check=False
+        )
         assert info.returncode == 0 and "Warning" not in info.stderr + info.stdout, info.stderr
         assert f"Feature Count: {len(frame)}" in info.stdout
     qgis = qgis_load(out, "objects")
@@ -147,7 +154,8 @@ def test_qgis_opens_every_geopackage_with_its_style(tmp_path):
 def qgis_load(path: Path, layer: str) -> dict:
     """What real QGIS (Debian's python3-qgis, headless) makes of a layer."""
     probe = (
-        Path(QGIS_PYTHON).exists() and subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"]).returncode == 0
+        Path(QGIS_PYTHON).exists()
+        and subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], check=False).returncode == 0
     )
     if not probe:
         pytest.skip(
@@ -159,7 +167,7 @@ def qgis_load(path: Path, layer: str) -> dict:
     env.pop("PYTHONPATH", None)
     script = Path(__file__).with_name("qgis_load.py")
     done = subprocess.run(
-        [QGIS_PYTHON, str(script), str(path), layer], capture_output=True, text=True, env=env
+        [QGIS_PYTHON, str(script), str(path), layer], capture_output=True, text=True, env=env, check=False
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -87,7 +87,7 @@ def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
     peaks = report["peak_rss_bytes"]  # the killed worker is there if it finished a tile before
     assert 1 <= len(peaks) <= 2 and min(peaks.values()) > 10 * 2**20
     # the full output: what a run in this process, without Dask, writes
-    frame, here = pipeline.run(scene.path, model=scene.model, tile_size=128, overlap=16, workers=0)
+    frame, _ = pipeline.run(scene.path, model=scene.model, tile_size=128, overlap=16, workers=0)
     io.write(frame, tmp_path / "here.gpkg")
     assert_same_output(out, tmp_path / "here.gpkg")
 

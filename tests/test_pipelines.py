@@ -249,7 +249,7 @@ def test_second_run_skips_finished_scenes(tmp_path, scenes):
             tmp_path,
             "inputs: [scenes/*.tif]\ntiling: {tile_size: 256, overlap: 64}\noutput: {path: out}\n"
             "cluster: {workers: 0}\nfilters: {min_score: 0.9}\n",
-        )  # fmt: skip
+        )
     )
     first = runner.run(config, model=Double())
     assert [(o.job.name, o.status) for o in first.outcomes] == [("a", "done"), ("b", "done")]
@@ -337,7 +337,7 @@ def test_failed_scene_is_reported_and_others_go_on(tmp_path, scenes):
             tmp_path,
             "inputs: [scenes/*.tif]\ntiling: {tile_size: 256, overlap: 64}\n"
             "cluster: {workers: 0}\noutput: {path: out}\n",
-        )  # fmt: skip
+        )
     )
 
     @dataclasses.dataclass(frozen=True)

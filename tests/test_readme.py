@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from geosam.cli import main
 
 README = Path(__file__).parents[1] / "README.md"
-HEADING = re.compile(r"^### `geosam((?: [a-z][a-z-]*)*)(?: [^`]*)?`", re.M)
+HEADING = re.compile(r"^### `geosam((?: [a-z][a-z-]*)*)(?: [^`]*)?`", re.MULTILINE)
 HELP_OPTION = re.compile(r"^  ((?:-[a-zA-Z], )?--[a-z0-9][a-z0-9-]*)")
 TABLE_OPTION = re.compile(r"^\| `((?:-[a-zA-Z], )?--[a-z0-9][a-z0-9-]*)")
 

@@ -357,7 +357,7 @@ def http_data(monkeypatch):
     """A threaded HTTP server with Range support on 127.0.0.1, serving ../shared/data."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-    handler = lambda *a, **k: RangeHandler(*a, directory=str(DATA), **k)  # noqa: E731
+    handler = lambda *a, **k: RangeHandler(*a, directory=str(DATA), **k)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.requests = 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -26,8 +28,8 @@ def test_cores_cover_the_scene_exactly_once(width, height, size, overlap_fractio
     ys = [grid.tile(r, 0).core for r in range(rows)]
     assert xs[0].x0 == 0 and xs[-1].x1 == width
     assert ys[0].y0 == 0 and ys[-1].y1 == height
-    assert all(a.x1 == b.x0 for a, b in zip(xs, xs[1:]))
-    assert all(a.y1 == b.y0 for a, b in zip(ys, ys[1:]))
+    assert all(a.x1 == b.x0 for a, b in pairwise(xs))
+    assert all(a.y1 == b.y0 for a, b in pairwise(ys))
     for tile in grid:
         assert tile.read.width <= size and tile.read.height <= size
         assert tile.read.x0 <= tile.core.x0 < tile.core.x1 <= tile.read.x1

