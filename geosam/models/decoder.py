@@ -134,7 +134,9 @@ class LowRankDecoder:
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse], 1)
         empty = tokens.new_zeros(batch, n, 0)
-        keys = _Keys(terms.stage, tokens.new_ones(batch, n), empty, tokens.new_zeros(batch, 0, tokens.shape[-1]))
+        keys = _Keys(
+            terms.stage, tokens.new_ones(batch, n), empty, tokens.new_zeros(batch, 0, tokens.shape[-1])
+        )
         queries = tokens
         for layer in self.transformer.layers:
             if layer.skip_first_layer_pe:
@@ -143,12 +145,16 @@ class LowRankDecoder:
                 q = queries + tokens
                 queries = queries + layer.self_attn(q=q, k=q, v=queries)
             queries = layer.norm1(queries)
-            queries = layer.norm2(queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + tokens, keys, terms))
+            queries = layer.norm2(
+                queries + _tokens_to_image(layer.cross_attn_token_to_image, queries + tokens, keys, terms)
+            )
             queries = layer.norm3(queries + layer.mlp(queries))
             keys = _image_to_tokens(layer.cross_attn_image_to_token, keys, queries + tokens, queries, terms)
             keys = keys.layer_norm(layer.norm4)
         final = self.transformer.final_attn_token_to_image
-        queries = self.transformer.norm_final_attn(queries + _tokens_to_image(final, queries + tokens, keys, terms))
+        queries = self.transformer.norm_final_attn(
+            queries + _tokens_to_image(final, queries + tokens, keys, terms)
+        )
         return queries, keys
 
     def iou(self, queries: Tensor) -> Tensor:
