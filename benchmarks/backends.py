@@ -66,6 +66,7 @@ def sam_decoder(model):
     """``model`` (torch backend) decoding with SAM's own decoder graph, for comparison."""
     runtime = model.runtime
 
+    @torch.inference_mode()
     def decode(features, coords, labels, multimask):
         low_res, iou = runtime.decoder(features, coords, labels)
         pick = slice(1, None) if multimask else slice(0, 1)

@@ -107,24 +107,31 @@ def model_options(command):
 
 
 def _model_spec(model: str, device: str, checkpoint: Path | None, architecture: str | None,
-                backend: str | None, **params):  # fmt: skip
+                backend: str | None, precision: str, **params):  # fmt: skip
     from geosam.models import AutomaticParams, ModelSpec
 
     if architecture is not None and checkpoint is None:
         raise click.UsageError("--architecture applies to --checkpoint PATH only")
     return ModelSpec(
         model, device, AutomaticParams(**params), checkpoint=checkpoint, architecture=architecture,
-        backend=backend,
+        backend=backend, precision=precision,
     )  # fmt: skip
 
 
 def backend_option(command):
-    """``--backend``, shared by ``segment`` and ``prompt``."""
+    """``--backend`` and ``--precision``, shared by ``segment`` and ``prompt``."""
+    command = click.option(
+        "--precision",
+        type=click.Choice(["fp32", "fp16", "bf16"]),
+        default="fp32",
+        show_default=True,
+        help="Image encoder precision; fp16/bf16 (GPUs; bf16 also recent CPUs) run on torch.",
+    )(command)
     return click.option(
         "--backend",
         type=click.Choice(["torch", "onnx"]),
         help="Runtime of the network: torch, or onnx (ONNX Runtime, the model exported once beside its"
-        " checkpoint) [default: onnx, measured faster on CPU; ONNX-only models: onnx].",
+        " checkpoint) [default: torch, measured faster on CPU; ONNX-only models: onnx].",
     )(command)
 
 
@@ -237,6 +244,11 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, mps.")
 @backend_option
 @click.option(
+    "--tiles-per-task",
+    type=click.IntRange(min=1),
+    help="Tiles per task, embedded in one encoder call [default: 4 on a GPU, 1 on CPU].",
+)
+@click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder keeping finished tiles, so that a rerun resumes [default: OUT.geosam-work beside the output].",
@@ -262,7 +274,8 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, checkpoint, architecture,
             bands, percentiles, stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
             points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, scheduler,
-            device, backend, work_dir, keep_work, retries, allow_partial, report_path) -> None:  # fmt: skip
+            device, backend, precision, tiles_per_task, work_dir, keep_work, retries, allow_partial,
+            report_path) -> None:  # fmt: skip
     """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp).
 
     Finished tiles are kept in a work folder: if the run is interrupted, the same command again
@@ -291,7 +304,7 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
     work_dir = work_dir or default_work_dir(output)
     report_path = report_path or output.with_name(f"{output.stem}.report.json")
     spec = _model_spec(
-        model, device, checkpoint, architecture, backend, points_per_side=points_per_side,
+        model, device, checkpoint, architecture, backend, precision, points_per_side=points_per_side,
         points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
         stability_score_thresh=stability_thresh,
     )  # fmt: skip
@@ -312,6 +325,7 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
                 scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
                 workers=workers, scheduler=scheduler, on_tile=lambda result: bar.update(1), work_dir=work_dir,
                 retries=retries, allow_partial=allow_partial, parameters=dict(ctx.params), **reads,
+                tiles_per_task=tiles_per_task,
             )  # fmt: skip
         except TileError as exc:
             if exc.report is not None:
@@ -413,7 +427,7 @@ def _crs_option(ctx, param, value: str | None):
 @click.pass_context
 def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_field, points, negative_points,
            boxes, prompt_crs, model, checkpoint, architecture, bands, percentiles, stretch_8bit, resolution,
-           pixel_coordinates, device, backend, cache_dir, no_cache) -> None:  # fmt: skip
+           pixel_coordinates, device, backend, precision, cache_dir, no_cache) -> None:  # fmt: skip
     """Segment the objects at point and box prompts in SCENE and write them to a GeoPackage.
 
     Prompts come from a vector file (--prompts) or the command line (--point, --box), in map
@@ -444,7 +458,7 @@ def prompt(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_fi
     io.check_output(output, overwrite)
     cache = False if no_cache else EmbeddingCache(cache_dir)
     session = Session(
-        scene, _model_spec(model, device, checkpoint, architecture, backend), cache=cache, bands=bands,
+        scene, _model_spec(model, device, checkpoint, architecture, backend, precision), cache=cache, bands=bands,
         percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution, pixel_coordinates=pixel_coordinates,
     )  # fmt: skip
     frame = session.predict(prompts=groups, crs=crs)

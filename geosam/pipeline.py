@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ["id", "score", "stability", "area_m2", "tiles"]
+GPU_TILES_PER_TASK = 4  # tiles per encoder call on a GPU: keeps it busy; 4 ViT-H inputs fit in 16 GB
 
 
 class ModelSource(Protocol):
@@ -67,24 +68,31 @@ def _worker_model(source: ModelSource, threads: int | None) -> Segmenter:
     return source.load()
 
 
-def segment_tile(scene: Scene, grid: TileGrid, tile: Tile, model: Segmenter) -> TileResult:
-    """Read the tile's window, segment it, return its pieces (polygons only)."""
-    image = read_tile(scene, tile, grid.size)
-    if not image.valid.any():
-        return TileResult(tile, [], False)
-    masks = model.automatic(image)
-    masks = Masks(
-        masks.masks & image.valid, masks.scores, masks.stability
-    )  # invalid pixels are never objects
-    return TileResult(tile, pieces_from_masks(tile, masks, grid), True)
+def segment_tiles(scene: Scene, grid: TileGrid, tiles: Sequence[Tile], model: Segmenter) -> list[TileResult]:
+    """Read the tiles' windows, segment them (in one encoder call where the model can), return pieces."""
+    images = [read_tile(scene, tile, grid.size) for tile in tiles]
+    todo = [image for image in images if image.valid.any()]
+    many = getattr(model, "automatic_many", None)
+    found = iter(many(todo) if many is not None and len(todo) > 1 else [model.automatic(i) for i in todo])
+    results = []
+    for tile, image in zip(tiles, images, strict=True):
+        if not image.valid.any():
+            results.append(TileResult(tile, [], False))
+            continue
+        masks = next(found)
+        masks = Masks(
+            masks.masks & image.valid, masks.scores, masks.stability
+        )  # invalid pixels are never objects
+        results.append(TileResult(tile, pieces_from_masks(tile, masks, grid), True))
+    return results
 
 
 def _segment_task(
-    scene: Scene, grid: TileGrid, tile: Tile, source: ModelSource, threads: int | None
-) -> tuple[TileResult, str, int]:
-    """One Dask task: ``segment_tile`` with the worker's cached model; with the worker's peak memory."""
-    result = segment_tile(scene, grid, tile, _worker_model(source, threads))
-    return result, _worker_name(), peak_rss()
+    scene: Scene, grid: TileGrid, tiles: tuple[Tile, ...], source: ModelSource, threads: int | None
+) -> tuple[list[TileResult], str, int]:
+    """One Dask task: ``segment_tiles`` with the worker's cached model; with the worker's peak memory."""
+    results = segment_tiles(scene, grid, tiles, _worker_model(source, threads))
+    return results, _worker_name(), peak_rss()
 
 
 def _worker_name() -> str:
@@ -169,6 +177,7 @@ def run_tiles(
     retries: int = 2,
     threads: int | None = 0,
     peaks: dict[str, int] | None = None,
+    tiles_per_task: int = 1,
 ) -> Iterator[TileResult]:
     """Segment ``tiles`` (default: all) on the cluster, with a bounded number of tasks in flight.
 
@@ -177,7 +186,7 @@ def run_tiles(
     retried ``retries`` times by the scheduler; a task whose worker dies is moved to another
     worker by the scheduler. A tile that still fails comes back with ``error`` set, not raised.
     ``threads`` is torch's threads per worker (0: cores / local workers; None: leave as the worker
-    has it). ``peaks`` collects each worker's peak resident memory in bytes. Yields tiles' results
+    has it). ``tiles_per_task`` tiles go to each task, embedded in one encoder call (for GPUs). ``peaks`` collects each worker's peak resident memory in bytes. Yields tiles' results
     as they come, in no fixed order.
     """
     if threads == 0:
@@ -187,31 +196,35 @@ def run_tiles(
     slots = _Slots(client)
     in_flight = as_completed()
     run = uuid.uuid4().hex[:8]
-    tile_of: dict[str, Tile] = {}
+    tiles_of: dict[str, tuple[Tile, ...]] = {}
 
     def submit(n: int) -> None:
-        for tile in _take(pending, n):
+        for _ in range(n):
+            group = tuple(_take(pending, tiles_per_task))
+            if not group:
+                return
             future = client.submit(
-                _segment_task, scene, grid, tile, source, threads, retries=retries,
-                key=f"geosam-tile-{tile.row}-{tile.col}-{run}",
+                _segment_task, scene, grid, group, source, threads, retries=retries,
+                key=f"geosam-tile-{group[0].row}-{group[0].col}-{run}",
             )  # fmt: skip
-            tile_of[future.key] = tile
+            tiles_of[future.key] = group
             in_flight.add(future)
 
     submit(slots())
     for future in in_flight:
-        tile = tile_of.pop(future.key)
+        group = tiles_of.pop(future.key)
         if future.status == "finished":
-            result, worker, peak = future.result()
+            results, worker, peak = future.result()
             if peaks is not None:
                 peaks[worker] = max(peaks.get(worker, 0), peak)
         else:
             error, bad_input = _failure(future)
-            result = TileResult(tile, [], False, error=error, input_error=bad_input)
-            log.warning("tile %d,%d failed: %s", tile.row, tile.col, result.error)
+            results = [TileResult(tile, [], False, error=error, input_error=bad_input) for tile in group]
+            for tile in group:
+                log.warning("tile %d,%d failed: %s", tile.row, tile.col, error)
         future.release()
         submit(max(0, slots() - in_flight.count()))
-        yield result
+        yield from results
 
 
 def _failure(future) -> tuple[str, bool]:
@@ -233,7 +246,7 @@ def run_tiles_here(
     for tile in grid if tiles is None else tiles:
         for attempt in range(retries + 1):
             try:
-                yield segment_tile(scene, grid, tile, model)
+                yield from segment_tiles(scene, grid, [tile], model)
                 break
             except Exception as exc:  # noqa: BLE001 - reported as a failed tile, like a Dask task's error
                 if attempt == retries:
@@ -315,6 +328,7 @@ def run(
     retries: int = 2,
     allow_partial: bool = False,
     parameters: dict | None = None,
+    tiles_per_task: int | None = None,
 ) -> tuple[gpd.GeoDataFrame, RunReport]:
     """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
@@ -330,6 +344,7 @@ def run(
     ``retries`` more times; tiles that still fail raise ``TileError`` (its ``report`` lists them)
     after every other tile has run, unless ``allow_partial``, which leaves their objects out.
     ``parameters`` are recorded in the report as the run's settings (default: these keywords).
+    ``tiles_per_task`` tiles are embedded in one encoder call (default: 4 on a GPU, else 1).
     """
     started = time.monotonic()
     if parameters is None:
@@ -402,7 +417,9 @@ def run(
             report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
             threads = None if scheduler else 0
             peaks = report.peak_rss_bytes
-            for result in run_tiles(client, scene, grid, source, remaining, retries, threads, peaks):
+            batch = tiles_per_task or (1 if getattr(source, "device", "cpu") == "cpu" else GPU_TILES_PER_TASK)
+            results = run_tiles(client, scene, grid, source, remaining, retries, threads, peaks, batch)
+            for result in results:
                 take(result)
     stitcher.close()
     objects = drop_duplicates(objects)

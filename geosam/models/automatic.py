@@ -16,7 +16,7 @@ from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
 
 if TYPE_CHECKING:
-    from geosam.models.sam import SamModel
+    from geosam.models.sam import Embedding, SamModel
 
 
 def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
@@ -56,14 +56,21 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torc
     return order[keep]
 
 
-def generate(model: SamModel, image: np.ndarray, valid: np.ndarray, params: AutomaticParams) -> Masks:
-    """Every object the model finds in ``image``, as masks restricted to ``valid`` pixels."""
+def generate(
+    model: SamModel,
+    image: np.ndarray,
+    valid: np.ndarray,
+    params: AutomaticParams,
+    embedding: Embedding | None = None,
+) -> Masks:
+    """Every object the model finds in ``image`` (embedded now unless ``embedding`` is given), as masks
+    restricted to ``valid`` pixels."""
     _, amg = import_mobile_sam()
     h, w = valid.shape
     points = grid_points(params.points_per_side, valid)
     if len(points) == 0:
         return Masks.empty(h, w)
-    embedding = model.embed(image)
+    embedding = embedding or model.embed(image)
     logits, scores, stability = [], [], []
     covered = None
     for start in range(0, len(points), params.points_per_batch):

@@ -149,9 +149,11 @@ class OnnxRuntime:
         self.multimask = self.batched
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Image features (1, 256, 64, 64) of a normalised, padded image (1, 3, S, S)."""
-        (features,) = self.encoder.run(None, {self.encoder.get_inputs()[0].name: x.numpy()})
-        return torch.from_numpy(features)
+        """Image features (B, 256, 64, 64) of normalised, padded images (B, 3, S, S), one run each."""
+        name = self.encoder.get_inputs()[0].name
+        return torch.cat(
+            [torch.from_numpy(self.encoder.run(None, {name: x[i : i + 1].numpy()})[0]) for i in range(len(x))]
+        )
 
     def decode(
         self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool

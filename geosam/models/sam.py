@@ -75,12 +75,12 @@ class SamModel:
     @classmethod
     def load(
         cls, name: str, architecture: str, checkpoint: Path, device: str = "cpu",
-        params: AutomaticParams | None = None, checksum: str | None = None,
+        params: AutomaticParams | None = None, checksum: str | None = None, precision: str = "fp32",
     ) -> SamModel:  # fmt: skip
         """A torch checkpoint of ``architecture``, run by torch."""
         from geosam.models.torch import TorchRuntime
 
-        return cls(name, TorchRuntime.load(architecture, checkpoint, device), params, checksum)
+        return cls(name, TorchRuntime.load(architecture, checkpoint, device, precision), params, checksum)
 
     @property
     def image_size(self) -> int:
@@ -89,16 +89,28 @@ class SamModel:
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> Embedding:
         """Embed a uint8 H×W×3 image: resize longest side to the model input, normalise, pad."""
+        return self.embed_many([image])[0]
+
+    @torch.inference_mode()
+    def embed_many(self, images: list[np.ndarray]) -> list[Embedding]:
+        """``embed`` for several images in one encoder call (a GPU's throughput needs batches)."""
+        inputs = [self._input(image) for image in images]
+        features = self.runtime.encode(torch.cat([x for x, _ in inputs]))
+        return [
+            Embedding(f[None], image.shape[:2], size)
+            for f, image, (_, size) in zip(features, images, inputs, strict=True)
+        ]
+
+    def _input(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The model input (1, 3, S, S) of a uint8 H×W×3 image, and the size the image takes in it."""
         h, w = image.shape[:2]
         scale = self.image_size / max(h, w)
-        input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
+        size = (int(h * scale + 0.5), int(w * scale + 0.5))
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-        x = F.interpolate(x, input_size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x[0].clamp(0, 255) - torch.tensor(PIXEL_MEAN).view(-1, 1, 1)) / torch.tensor(PIXEL_STD).view(
-            -1, 1, 1
-        )
-        x = F.pad(x, (0, self.image_size - input_size[1], 0, self.image_size - input_size[0]))[None]
-        return Embedding(self.runtime.encode(x), (h, w), input_size)
+        x = F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)
+        mean, std = torch.tensor(PIXEL_MEAN).view(-1, 1, 1), torch.tensor(PIXEL_STD).view(-1, 1, 1)
+        x = (x[0].clamp(0, 255) - mean) / std
+        return F.pad(x, (0, self.image_size - size[1], 0, self.image_size - size[0]))[None], size
 
     def decode(
         self,
@@ -194,3 +206,11 @@ class SamModel:
 
     def automatic(self, tile: TileImage) -> Masks:
         return generate(self, tile.image, tile.valid, self.params)
+
+    def automatic_many(self, tiles: list[TileImage]) -> list[Masks]:
+        """``automatic`` for several tiles, embedded in one encoder call."""
+        embeddings = self.embed_many([tile.image for tile in tiles])
+        return [
+            generate(self, tile.image, tile.valid, self.params, embedding)
+            for tile, embedding in zip(tiles, embeddings, strict=True)
+        ]

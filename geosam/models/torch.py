@@ -11,6 +11,7 @@ from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
 from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.models.decoder import ImageTerms, LowRankDecoder
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BUILDERS = {
     "vit_t": "build_sam_vit_t",
     "vit_b": "build_sam_vit_b",
@@ -53,14 +54,17 @@ class TorchRuntime:
     multimask = True  # answers with three masks per prompt where asked
     batched = True  # decodes many prompts per call
 
-    def __init__(self, sam: torch.nn.Module) -> None:
+    def __init__(self, sam: torch.nn.Module, precision: str = "fp32") -> None:
         self.sam = sam.eval()
+        self.dtype = PRECISIONS[precision]  # of the image encoder; the decoder runs in float32
         self.decoder = prompt_decoder(self.sam)  # the reference graph, exported for ONNX Runtime
         self.fast = LowRankDecoder(self.sam.mask_decoder)
         self._terms: tuple[torch.Tensor, ImageTerms] | None = None  # of the last image decoded
 
     @classmethod
-    def load(cls, architecture: str, checkpoint: Path, device: str = "cpu") -> TorchRuntime:
+    def load(
+        cls, architecture: str, checkpoint: Path, device: str = "cpu", precision: str = "fp32"
+    ) -> TorchRuntime:
         """Build ``architecture`` and load its state dict (never unpickling code)."""
         state = read_state_dict(checkpoint)
         check_architecture(checkpoint, state, architecture)
@@ -71,7 +75,7 @@ class TorchRuntime:
         except (RuntimeError, KeyError, EOFError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{checkpoint} is not a SAM {architecture} checkpoint ({first})") from exc
-        return cls(sam.to(device))
+        return cls(sam.to(device), precision)
 
     @property
     def device(self) -> torch.device:
@@ -83,8 +87,9 @@ class TorchRuntime:
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Image features (1, 256, 64, 64) of a normalised, padded image (1, 3, S, S)."""
-        return self.sam.image_encoder(x.to(self.device))
+        """Image features (B, 256, 64, 64) of normalised, padded images (B, 3, S, S), in one call."""
+        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+            return self.sam.image_encoder(x.to(self.device)).float()
 
     @torch.inference_mode()
     def decode(
