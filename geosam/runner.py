@@ -40,9 +40,10 @@ log = logging.getLogger(__name__)
 
 # Estimated time, from MobileSAM on this project's 2-core development CPU (one single-threaded worker):
 # the image encoder takes about 2.5 s per 1024-px model input (a tile or a prompt window), the mask
-# decoder about 0.06 s per decoded prompt (automatic mode decodes up to points_per_side² per tile).
+# decoder (geosam's low-rank form) about 0.03 s per decoded prompt (automatic mode decodes up to
+# points_per_side² per tile).
 ENCODE_S = 2.5
-DECODE_S = 0.06
+DECODE_S = 0.03
 
 _UNSAFE = re.compile(r"[^\w.-]|^\.")  # scene names become file names
 STATUS_TEXT = {"todo": "to run", "done": "done, skipped", "stale": "exists, other settings"}

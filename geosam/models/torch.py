@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
 from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.models.decoder import ImageTerms, LowRankDecoder
 
+TERMS_KEPT = 2  # images whose decoding terms stay in memory (about 40 MB each): prompts may alternate windows
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BUILDERS = {
     "vit_t": "build_sam_vit_t",
@@ -59,7 +61,7 @@ class TorchRuntime:
         self.dtype = PRECISIONS[precision]  # of the image encoder; the decoder runs in float32
         self.decoder = prompt_decoder(self.sam)  # the reference graph, exported for ONNX Runtime
         self.fast = LowRankDecoder(self.sam.mask_decoder)
-        self._terms: tuple[torch.Tensor, ImageTerms] | None = None  # of the last image decoded
+        self._terms: OrderedDict[int, tuple[torch.Tensor, ImageTerms]] = OrderedDict()  # recent images
 
     @classmethod
     def load(
@@ -100,9 +102,14 @@ class TorchRuntime:
         return self.fast(self.terms(features), sparse, multimask)
 
     def terms(self, features: torch.Tensor) -> ImageTerms:
-        """The prompt-independent part of decoding ``features``, computed once per image."""
-        if self._terms is None or self._terms[0] is not features:
-            encoder = self.sam.prompt_encoder
-            dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            self._terms = (features, self.fast.prepare(features, dense, encoder.get_dense_pe()))
-        return self._terms[1]
+        """The prompt-independent part of decoding ``features``, kept for the last few images."""
+        key = id(features)
+        if key in self._terms and self._terms[key][0] is features:
+            self._terms.move_to_end(key)
+            return self._terms[key][1]
+        encoder = self.sam.prompt_encoder
+        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        self._terms[key] = (features, self.fast.prepare(features, dense, encoder.get_dense_pe()))
+        while len(self._terms) > TERMS_KEPT:
+            self._terms.popitem(last=False)
+        return self._terms[key][1]
