@@ -234,13 +234,15 @@ def compare(args: argparse.Namespace) -> None:
     runs = report["runs"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         scene = mosaic(Path(tmp) / f"scene_{args.size}.tif", args.size, SOURCES)
-        for workers in args.workers:
-            run = replace(settings, workers=workers)
-            out = Path(tmp) / f"geosam_{workers}.gpkg"
-            runs[f"geosam -w {workers}"] = measure("geosam", Path(sys.executable), scene, out, weights, run)
-        runs["samgeo"] = measure(
-            "samgeo", args.samgeo_python, scene, Path(tmp) / "samgeo.gpkg", weights, settings
-        )
+        plan = [
+            (f"geosam -w {w}", "geosam", Path(sys.executable), replace(settings, workers=w))
+            for w in args.workers
+        ]
+        for name, tool, python, run in [*plan, ("samgeo", "samgeo", args.samgeo_python, settings)]:
+            out = Path(tmp) / f"{name.replace(' ', '')}.gpkg"
+            runs[name] = measure(tool, python, scene, out, weights, run)
+            args.json.write_text(json.dumps(report, indent=2))  # what is done so far, should a later run fail
+            print(f"{name}: {runs[name]}", file=sys.stderr, flush=True)
     samgeo = runs["samgeo"]
     report["ratios"] = {
         name: {"wall": r["wall_s"] / samgeo["wall_s"], "peak_memory": r["peak_rss_gb"] / samgeo["peak_rss_gb"]}
