@@ -19,10 +19,10 @@ process tree (``PeakMemory`` of benchmarks/run.py: the summed RSS of the process
   weights  SAM ViT-B, randomly initialised (seeded) and saved once as a state dict; both tools
            load the same file, so both spend the same compute without a 375 MB download
   geosam   ``geosam.pipeline.run`` on a local Dask cluster (``--workers`` processes sharing
-           ``--threads`` torch threads), then ``geosam.write`` to a GeoPackage
+           one torch thread per core), then ``geosam.write`` to a GeoPackage
   samgeo   its documented path for a large GeoTIFF: ``SamGeo(model_type="vit_b", checkpoint=...)``,
            ``generate(scene, mask_tif, batch=True)`` (tile by tile into a mask GeoTIFF), then
-           ``tiff_to_vector(mask_tif, out.gpkg)``; one process with ``--threads`` torch threads
+           ``tiff_to_vector(mask_tif, out.gpkg)``; one process, one torch thread per core
 Both see the same tiles: samgeo's batch mode reads windows of ``batch_sample_size + 2 × bound`` px
 at a stride of ``batch_sample_size``, so ``batch_sample_size = tile size − overlap`` and
 ``bound = overlap / 2`` give geosam's grid (1024 px windows overlapping by 128 px: 25 tiles on
@@ -67,8 +67,8 @@ class Settings:
     stability_score_thresh: float = 0.0
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
-    threads: int = 2
-    workers: int = 2  # geosam's Dask workers, sharing ``threads``
+    threads: int = os.cpu_count() or 1  # torch threads of each tool (geosam: cores / workers per worker)
+    workers: int = os.cpu_count() or 1  # geosam's Dask workers
 
 
 @dataclass(frozen=True)
@@ -213,9 +213,9 @@ def compare(args: argparse.Namespace) -> None:
     from geosam.testing import mosaic
 
     settings = Settings(
-        points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+        tile_size=args.tile_size, overlap=args.overlap, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
         pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-        threads=args.threads, workers=args.workers[0],
+        workers=args.workers[0],
     )  # fmt: skip
     weights = random_vit_b(args.weights)
     report: dict = {
@@ -274,13 +274,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", type=int, default=4096, help="scene size in pixels (square)")
+    parser.add_argument(
+        "--tile-size", type=int, default=Settings.tile_size, help="tile (window) size in pixels"
+    )
+    parser.add_argument("--overlap", type=int, default=Settings.overlap, help="overlap in pixels (even)")
     parser.add_argument("--points-per-side", type=int, default=Settings.points_per_side)
     parser.add_argument("--points-per-batch", type=int, default=Settings.points_per_batch)
     parser.add_argument("--pred-iou-thresh", type=float, default=Settings.pred_iou_thresh)
     parser.add_argument("--stability-thresh", type=float, default=Settings.stability_score_thresh)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each tool")
     parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1],
-                        help="geosam's Dask workers (several: one geosam run each), sharing --threads")  # fmt: skip
+                        help="geosam's Dask workers (several: one geosam run each)")  # fmt: skip
     parser.add_argument(
         "--weights", type=Path, default=WEIGHTS, help="the random ViT-B state dict (made once)"
     )
