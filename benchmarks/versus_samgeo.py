@@ -163,9 +163,9 @@ def run_samgeo(scene: str, out: str, weights: str, settings: Settings) -> dict:
 def versions(python: Path, packages: list[str]) -> dict:
     """Versions of ``packages`` in the environment of ``python``, and its Python's."""
     code = (
-        "import json, platform, importlib.metadata as m\n"
+        "import json, platform, importlib.metadata as m, torch\n"
         f"v = {{p: m.version(p) for p in {packages!r}}}\n"
-        "v['python'] = platform.python_version()\n"
+        "v['torch'], v['python'] = torch.__version__, platform.python_version()\n"
         "print(json.dumps(v))"
     )
     return json.loads(
@@ -174,8 +174,12 @@ def versions(python: Path, packages: list[str]) -> dict:
 
 
 def import_rss_mb(python: Path) -> float:
-    """Resident memory of a fresh interpreter of ``python`` after ``import torch`` (MiB)."""
-    code = "import resource, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak resident memory of a fresh interpreter of ``python`` after ``import torch`` (MiB).
+
+    Read from /proc (VmHWM starts afresh with the new program), not from ``ru_maxrss``, which
+    keeps the peak of the forked parent across ``exec``.
+    """
+    code = "import re, torch; print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])"
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout
     return int(out) / 1024
 
