@@ -1,7 +1,8 @@
 """geosam side by side with segment-geospatial (samgeo): one scene, the same weights, the same settings.
 
     python benchmarks/versus_samgeo.py --size 4096                  # table + versus_samgeo.json
-    python benchmarks/versus_samgeo.py --size 2048 --points-per-side 8 --json small.json
+    python benchmarks/versus_samgeo.py --size 4096 --tile-size 2048 # 9 tiles instead of 25
+    python benchmarks/versus_samgeo.py --size 2048 --workers 2 1    # geosam with 2 workers, then 1
 
 samgeo lives in a virtual environment of its own (never a geosam dependency). Its torchvision must
 match its torch: PyPI's Linux torchvision wheels link the CUDA build of torch, so that environment
