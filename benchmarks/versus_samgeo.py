@@ -135,8 +135,11 @@ def run_geosam(scene: str, out: str, weights: str, settings: Settings) -> dict:
 
 def run_samgeo(scene: str, out: str, weights: str, settings: Settings) -> dict:
     """samgeo on the scene, as its documentation does for a large GeoTIFF (in samgeo's environment)."""
+    import pyogrio
+    import rasterio
     import torch
     from samgeo import SamGeo
+    from samgeo.common import calculate_sample_grid
 
     torch.set_num_threads(settings.threads)
     s = settings
@@ -152,10 +155,6 @@ def run_samgeo(scene: str, out: str, weights: str, settings: Settings) -> dict:
     sample = s.tile_size - s.overlap
     sam.generate(scene, mask, batch=True, batch_sample_size=(sample, sample), bound=s.overlap // 2)
     sam.tiff_to_vector(mask, out)
-    import pyogrio
-    import rasterio
-    from samgeo.common import calculate_sample_grid
-
     with rasterio.open(scene) as ds:
         tiles = len(calculate_sample_grid(ds.height, ds.width, sample, sample, s.overlap // 2))
     return {"tiles": tiles, "objects": pyogrio.read_info(out)["features"]}
@@ -257,7 +256,7 @@ def compare(args: argparse.Namespace) -> None:
     print(f"{args.size}² px scene, SAM ViT-B (random weights), {settings.points_per_side}² points per tile, "
           f"{settings.threads} torch threads per tool")  # fmt: skip
     print(
-        f"{'':12} {'wall s':>8} {'peak GB':>8} {'tiles':>6} {'objects':>8} {'wall ratio':>11} {'memory ratio':>13}"
+        f"{'':12} {'wall s':>8} {'peak GiB':>8} {'tiles':>6} {'objects':>8} {'wall ratio':>11} {'memory ratio':>13}"
     )
     for name, r in runs.items():
         ratio = report["ratios"].get(name)
