@@ -72,33 +72,6 @@ class Settings:
     workers: int = os.cpu_count() or 1  # geosam's Dask workers
 
 
-@dataclass(frozen=True)
-class CheckpointSource:
-    """A SAM checkpoint file as a geosam model source (``geosam segment --checkpoint PATH
-    --architecture vit_b`` does the same from the command line once available)."""
-
-    checkpoint: str
-    architecture: str
-    settings: Settings
-    name: str = "sam_vit_b_random"
-
-    def check(self) -> None:
-        if not Path(self.checkpoint).is_file():
-            raise FileNotFoundError(self.checkpoint)
-
-    def load(self):
-        from geosam.models import AutomaticParams
-        from geosam.models.sam import SamModel
-
-        s = self.settings
-        params = AutomaticParams(
-            points_per_side=s.points_per_side, points_per_batch=s.points_per_batch,
-            pred_iou_thresh=s.pred_iou_thresh, stability_score_thresh=s.stability_score_thresh,
-            stability_score_offset=s.stability_score_offset, box_nms_thresh=s.box_nms_thresh,
-        )  # fmt: skip
-        return SamModel.load(self.name, self.architecture, Path(self.checkpoint), "cpu", params)
-
-
 def random_vit_b(path: Path) -> Path:
     """SAM ViT-B with seeded random weights, saved once as a state dict at ``path``."""
     if path.exists():
@@ -119,12 +92,18 @@ def random_vit_b(path: Path) -> Path:
 def run_geosam(scene: str, out: str, weights: str, settings: Settings) -> dict:
     """geosam on the scene (in a subprocess of the comparison)."""
     # imported by module name, so that Dask workers load the class instead of a pickled copy
-    from versus_samgeo import CheckpointSource
-
     import geosam
+    from geosam.models import AutomaticParams, ModelSpec
     from geosam.pipeline import run
 
-    source = CheckpointSource(weights, "vit_b", settings)
+    params = AutomaticParams(
+        points_per_side=settings.points_per_side, points_per_batch=settings.points_per_batch,
+        pred_iou_thresh=settings.pred_iou_thresh, stability_score_thresh=settings.stability_score_thresh,
+        stability_score_offset=settings.stability_score_offset, box_nms_thresh=settings.box_nms_thresh,
+    )  # fmt: skip
+    # what `geosam segment --checkpoint PATH --architecture vit_b --backend torch` runs
+    source = ModelSpec("sam_vit_b_random", params=params, checkpoint=Path(weights), architecture="vit_b",
+                       backend="torch")  # fmt: skip
     frame, report = run(
         scene, model=source, tile_size=settings.tile_size, overlap=settings.overlap,
         workers=settings.workers,
