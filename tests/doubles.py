@@ -64,9 +64,7 @@ def from_environment(
     name: str,
     device: str = "cpu",
     params: object = None,
-    checkpoint: object = None,
-    architecture: object = None,
-    backend: object = None,
+    **_model_options: object,  # checkpoint, backend, precision ...: not used by the reference
 ) -> SlowReference:
     """Stands in for ``ModelSpec`` in tests/double_cli.py: ``-m LABELS.tif``; delay and failing tiles
     from $GEOSAM_TEST_DELAY and $GEOSAM_TEST_FAIL (``row,col;row,col``), $GEOSAM_TEST_TRIES and $GEOSAM_TEST_TRACE (folders)."""
