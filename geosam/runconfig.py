@@ -93,8 +93,18 @@ class Read:
 class Model:
     """The model and its automatic-mode settings."""
 
-    name: str = _opt("mobile_sam", "Installed model name (`geosam models list`).")
+    name: str = _opt("mobile_sam", "Installed model name (`geosam models list`); a label with checkpoint.")
+    checkpoint: str | None = _opt(None, "A SAM state dict (.pt/.pth) to load instead of an installed model.")
+    architecture: Literal["vit_t", "vit_b", "vit_l", "vit_h"] | None = _opt(
+        None, "Architecture of checkpoint [default: detected from its weights]."
+    )
     device: str = _opt("cpu", "Torch device: cpu, cuda, cuda:1, mps.")
+    backend: Literal["torch", "onnx"] | None = _opt(
+        None, "Runtime of the network: torch or onnx [default: torch; ONNX-only models: onnx]."
+    )
+    precision: Literal["fp32", "fp16", "bf16"] = _opt(
+        "fp32", "Image encoder precision; fp16/bf16 run on torch."
+    )
     points_per_side: int = _opt(
         32, "Automatic mode: N×N prompt grid per tile (fewer is faster).", minimum=1, maximum=256
     )

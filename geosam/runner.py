@@ -499,7 +499,10 @@ def _model_spec(pipeline: Pipeline):
         pred_iou_thresh=m.pred_iou_thresh,
         stability_score_thresh=m.stability_thresh,
     )
-    return ModelSpec(m.name, m.device, params)
+    return ModelSpec(
+        m.name, m.device, params, checkpoint=m.checkpoint and pipeline.base / m.checkpoint, architecture=m.architecture,
+        backend=m.backend, precision=m.precision,
+    )  # fmt: skip
 
 
 def run(

@@ -391,3 +391,19 @@ def test_drone_fields_example_runs_with_the_real_model(tmp_path, data, model_ins
     record = json.loads((tmp_path / "out" / "pix4d_alpha_nodata.run.json").read_text())
     assert record["objects"] == len(frame)
     assert [o.status for o in runner.run(config, workers=1).outcomes] == ["skipped"]
+
+
+def test_model_section_takes_a_checkpoint_backend_and_precision(tmp_path, model_installed):
+    raw = {
+        "inputs": ["a.tif"],
+        "output": {"path": "out"},
+        "model": {"checkpoint": "weights/mine.pt", "architecture": "vit_t", "backend": "onnx"},
+    }
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "mine.pt").symlink_to(model_installed)
+    spec = runner._model_spec(runconfig.parse(raw, base=tmp_path, source="job.yaml"))
+    assert spec.checkpoint == tmp_path / "weights" / "mine.pt"  # relative to the pipeline file
+    assert (spec.name, spec.architecture, spec.backend, spec.precision) == ("mine", "vit_t", "onnx", "fp32")
+    raw["model"] = {"backend": "tensorrt", "precision": "fp8"}
+    message = problems(raw)
+    assert "model.backend" in message and "model.precision" in message
