@@ -336,13 +336,10 @@ def _raster(geometries: list[shapely.Geometry], box: Box) -> np.ndarray:
     """Pixel polygons (scene pixels) burnt into a bool array over ``box``."""
     if not geometries:
         return np.zeros((box.height, box.width), bool)
-    # one pixel of x offset on both sides: a box at (0, 0) would otherwise be an identity transform,
-    # which rasterio reports as "not georeferenced" (and warnings filters are not thread-safe)
-    shifted = shapely.transform(geometries, lambda xy: xy + (1.0, 0.0))
     return rasterio.features.rasterize(
-        [(g, 1) for g in shifted],
+        [(g, 1) for g in geometries],
         out_shape=(box.height, box.width),
-        transform=Affine.translation(box.x0 + 1, box.y0),
+        transform=Affine.translation(box.x0, box.y0),
         dtype=np.uint8,
     ).astype(bool)
 
