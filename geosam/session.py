@@ -84,8 +84,8 @@ class Session:
 
     ``model`` is an installed model's name, a ``ModelSpec`` or a loaded model; ``cache`` an
     ``EmbeddingCache``, a folder, True (the default folder) or False (memory only).
-    ``decode_threads`` is the torch threads the mask decoder runs on (None: torch's setting): one
-    thread answers a single prompt fastest on a busy CPU, where more threads wait on each other.
+    ``decode_threads`` is the torch threads the mask decoder runs on (None, the default: torch's
+    setting, all cores; 1 keeps a prompt off the other cores of a busy machine).
     The other keywords plan how the scene is read, as in ``geosam.open_scene``.
     """
 
@@ -100,7 +100,7 @@ class Session:
         stretch_8bit: bool = False,
         resolution: float | None = None,
         pixel_coordinates: bool = False,
-        decode_threads: int | None = 1,
+        decode_threads: int | None = None,
     ) -> None:
         self.decode_threads = decode_threads
         if isinstance(model, (str, ModelSpec)):
