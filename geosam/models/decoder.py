@@ -51,15 +51,8 @@ class ImageTerms:
     """The prompt-independent part of decoding one image embedding."""
 
     stage: _Stage  # the embedding plus the dense (no-mask) prompt, as (N, C)
-    pe: Tensor  # (N, C) positional encoding
+    pe: _Stage  # (N, C) positional encoding: the model's, shared by every image
     size: tuple[int, int]  # (h, w) of the embedding grid
-    _pe_maps: dict[int, Tensor] = field(default_factory=dict)
-
-    def pe_map(self, param: Tensor, matrix: Tensor) -> Tensor:
-        key = id(param)
-        if key not in self._pe_maps:
-            self._pe_maps[key] = self.pe @ matrix
-        return self._pe_maps[key]
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ class _Keys:
     def project(self, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:
         """``linear(state + pe if pe else state)`` as (B, N, out)."""
         weight = linear.weight.T
-        const = terms.pe_map(linear.weight, weight) + linear.bias if pe else linear.bias
+        const = terms.pe.map(linear.weight, weight) + linear.bias if pe else linear.bias
         return self.linear(linear.weight, weight, const)
 
     def linear(self, param: Tensor, matrix: Tensor, const: Tensor) -> Tensor:
@@ -106,17 +99,22 @@ class _Keys:
 class LowRankDecoder:
     """SAM's prompt-to-mask decoder (``sam.mask_decoder``), restructured for many prompts per image."""
 
-    def __init__(self, mask_decoder: nn.Module) -> None:
+    @torch.inference_mode()
+    def __init__(self, mask_decoder: nn.Module, prompt_encoder: nn.Module) -> None:
         self.decoder = mask_decoder
         self.transformer = mask_decoder.transformer
+        self.dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the no-mask prompt
+        pe = prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous()
+        self.pe = _Stage(pe, torch.ones(pe.shape[1], dtype=pe.dtype, device=pe.device))  # its maps: once
 
     @torch.inference_mode()
-    def prepare(self, features: Tensor, dense: Tensor, image_pe: Tensor) -> ImageTerms:
-        """Terms for one embedding: ``features`` (1, C, h, w), ``dense`` the no-mask prompt, ``image_pe``."""
+    def prepare(self, features: Tensor) -> ImageTerms:
+        """Terms for one embedding ``features`` (1, C, h, w)."""
         _, channels, h, w = features.shape
-        src = (features + dense).flatten(2)[0].T.contiguous()
-        pe = image_pe.flatten(2)[0].T.contiguous()
-        return ImageTerms(_Stage(src, torch.ones(channels, dtype=src.dtype, device=src.device)), pe, (h, w))
+        src = (features + self.dense).flatten(2)[0].T.contiguous()
+        return ImageTerms(
+            _Stage(src, torch.ones(channels, dtype=src.dtype, device=src.device)), self.pe, (h, w)
+        )
 
     @torch.inference_mode()
     def __call__(self, terms: ImageTerms, sparse: Tensor, multimask: bool) -> tuple[Tensor, Tensor]:
@@ -130,7 +128,7 @@ class LowRankDecoder:
     def transform(self, terms: ImageTerms, sparse: Tensor) -> tuple[Tensor, _Keys]:
         """The two-way transformer: output token states (B, T, C) and the image side in low-rank form."""
         decoder = self.decoder
-        batch, n = len(sparse), len(terms.pe)
+        batch, n = len(sparse), len(terms.pe.base)
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse], 1)
         empty = tokens.new_zeros(batch, n, 0)

@@ -12,7 +12,7 @@ from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
 from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.models.decoder import ImageTerms, LowRankDecoder
 
-TERMS_KEPT = 2  # images whose decoding terms stay in memory (about 40 MB each): prompts may alternate windows
+TERMS_KEPT = 2  # images whose decoding terms stay in memory (about 30 MB each): prompts may alternate windows
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BUILDERS = {
     "vit_t": "build_sam_vit_t",
@@ -60,7 +60,7 @@ class TorchRuntime:
         self.sam = sam.eval()
         self.dtype = PRECISIONS[precision]  # of the image encoder; the decoder runs in float32
         self.decoder = prompt_decoder(self.sam)  # the reference graph, exported for ONNX Runtime
-        self.fast = LowRankDecoder(self.sam.mask_decoder)
+        self.fast = LowRankDecoder(self.sam.mask_decoder, self.sam.prompt_encoder)
         self._terms: OrderedDict[int, tuple[torch.Tensor, ImageTerms]] = OrderedDict()  # recent images
 
     @classmethod
@@ -107,9 +107,7 @@ class TorchRuntime:
         if key in self._terms and self._terms[key][0] is features:
             self._terms.move_to_end(key)
             return self._terms[key][1]
-        encoder = self.sam.prompt_encoder
-        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        self._terms[key] = (features, self.fast.prepare(features, dense, encoder.get_dense_pe()))
+        self._terms[key] = (features, self.fast.prepare(features))
         while len(self._terms) > TERMS_KEPT:
             self._terms.popitem(last=False)
         return self._terms[key][1]
