@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,18 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@contextlib.contextmanager
+def _serving(handler) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 with ``handler``, in a thread; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def server(tmp_path):
     """A static file server on 127.0.0.1 serving tmp_path/www."""
@@ -26,12 +40,8 @@ def server(tmp_path):
     root.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(handler) as url:
+        yield root, url
 
 
 @pytest.fixture
@@ -173,12 +183,8 @@ class Flaky(http.server.BaseHTTPRequestHandler):
 def flaky():
     """A server on 127.0.0.1 whose handler class the test configures (failures, how)."""
     handler = type("Handler", (Flaky,), {"requests": 0})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}/fake.pt"
-    httpd.shutdown()
-    httpd.server_close()
+    with _serving(handler) as url:
+        yield handler, f"{url}/fake.pt"
 
 
 @pytest.mark.parametrize("how", ["503", "cut"])
