@@ -56,43 +56,102 @@ class ImageTerms:
 
 
 @dataclass(frozen=True)
+class _Block:
+    """Vectors ``vecs[start:stop]`` an attention added: ``(value @ weightᵀ) ⊙ gain``, one per head and token."""
+
+    start: int
+    stop: int
+    value: Tensor  # (B, H, T, d)
+    param: Tensor  # (C, H·d): the attention's output projection weight
+    gain: Tensor  # (C,): the LayerNorm weights applied since
+
+
+@dataclass(frozen=True)
 class _Keys:
-    """Image-side state of B prompts: ``a[..., None] * stage.base + coef @ vecs``."""
+    """Image-side state of B prompts: ``a[..., None] * stage.base + coef.mT @ vecs``.
+
+    Nothing of size (B, N, C) is formed until the masks need it: attention scores and mixes, and
+    LayerNorm statistics, are computed from the terms of this sum.
+    """
 
     stage: _Stage
     a: Tensor  # (B, N)
-    coef: Tensor  # (B, N, M)
+    coef: Tensor  # (B, M, N): each vector's weight at each position
     vecs: Tensor  # (B, M, C)
-
-    def project(self, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:
-        """``linear(state + pe if pe else state)`` as (B, N, out)."""
-        weight = linear.weight.T
-        const = terms.pe.map(linear.weight, weight) + linear.bias if pe else linear.bias
-        return self.linear(linear.weight, weight, const)
+    blocks: tuple[_Block, ...] = ()
 
     def linear(self, param: Tensor, matrix: Tensor, const: Tensor) -> Tensor:
         """``state @ matrix + const`` as (B, N, out); ``param`` names the matrix for the per-image cache."""
         out = torch.addcmul(const, self.a[..., None], self.stage.map(param, matrix))
-        return out.baddbmm_(self.coef, self.vecs @ matrix)
+        return out.baddbmm_(self.coef.mT, self.vecs @ matrix)
 
-    def plus(self, coef: Tensor, vecs: Tensor) -> _Keys:
-        return _Keys(self.stage, self.a, torch.cat([self.coef, coef], -1), torch.cat([self.vecs, vecs], 1))
+    def attend(self, query: Tensor, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:
+        """Dot products (B, H, T, N) of per-head ``query`` (B, H, T, d) with ``linear(state [+ pe])``."""
+        heads, dim = query.shape[1], query.shape[-1]
+        weight = linear.weight.T
+        mapped = self.stage.map(linear.weight, weight).view(-1, heads, dim)
+        const = (terms.pe.map(linear.weight, weight) + linear.bias if pe else linear.bias[None]).view(
+            -1, heads, dim
+        )
+        scores = torch.einsum("bhtd,nhd->bhtn", query, mapped).mul_(self.a[:, None, None])
+        scores += torch.einsum("bhtd,nhd->bhtn", query, const)
+        if self.vecs.shape[1]:
+            per_vec = torch.einsum("bhtd,bmhd->bhtm", query, (self.vecs @ weight).unflatten(-1, (heads, dim)))
+            scores += (per_vec.flatten(1, 2) @ self.coef).view_as(scores)
+        return scores
+
+    def mix(self, weights: Tensor, linear: nn.Linear) -> Tensor:
+        """``weights`` (B, H, T, N), summing to 1 over N, applied to ``linear(state)``: (B, H, T, d)."""
+        batch, heads, tokens, _ = weights.shape
+        weight = linear.weight.T
+        mapped = self.stage.map(linear.weight, weight).view(-1, heads, weight.shape[1] // heads)
+        out = torch.einsum("bhtn,nhd->bhtd", weights * self.a[:, None, None], mapped)
+        out += linear.bias.view(heads, 1, -1)
+        if self.vecs.shape[1]:
+            per_vec = (weights.flatten(1, 2) @ self.coef.mT).view(batch, heads, tokens, -1)
+            out += torch.einsum("bhtm,bmhd->bhtd", per_vec, (self.vecs @ weight).unflatten(-1, (heads, -1)))
+        return out
+
+    def plus(self, coef: Tensor, vecs: Tensor, value: Tensor, param: Tensor) -> _Keys:
+        """The state plus an attention's output: ``value`` (B, H, T, d) through ``param``, then constants."""
+        start = self.vecs.shape[1]
+        stop = start + value.shape[1] * value.shape[2]
+        block = _Block(start, stop, value, param, torch.ones_like(self.stage.gain))
+        return _Keys(
+            self.stage, self.a, torch.cat([self.coef, coef], 1), torch.cat([self.vecs, vecs], 1),
+            (*self.blocks, block),
+        )  # fmt: skip
+
+    def cross(self) -> Tensor:
+        """``Σ_m coef[..., m] · (stage.base · vecs[m])`` as (B, N): attention vectors through their values."""
+        out = torch.zeros_like(self.a)
+        constant = torch.ones(self.vecs.shape[1], dtype=torch.bool)
+        for block in self.blocks:
+            heads, dim = block.value.shape[1], block.value.shape[3]
+            mapped = self.stage.map(block.param, block.param * block.gain[:, None]).view(-1, heads, dim)
+            per_vec = torch.einsum("nhd,bhtd->bhtn", mapped, block.value).flatten(1, 2)
+            out += (self.coef[:, block.start : block.stop] * per_vec).sum(1)
+            constant[block.start : block.stop] = False
+        if constant.any():  # biases and LayerNorm shifts: the same vectors for every prompt
+            out += (self.coef[:, constant] * (self.vecs[0, constant] @ self.stage.base.T)).sum(1)
+        return out
 
     def layer_norm(self, norm: nn.LayerNorm) -> _Keys:
         channels = self.vecs.shape[-1]
-        mean = self.a * self.stage.mean + (self.coef @ self.vecs.mean(-1)[..., None])[..., 0]
-        cross = (self.coef * (self.stage.base @ self.vecs.transpose(1, 2))).sum(-1)
-        gram = ((self.coef @ (self.vecs @ self.vecs.transpose(1, 2))) * self.coef).sum(-1)
-        square = self.a.square() * self.stage.square + 2 * self.a * cross + gram
+        mean = self.a * self.stage.mean + (self.vecs.mean(-1)[:, None] @ self.coef)[:, 0]
+        gram = (((self.vecs @ self.vecs.mT) @ self.coef) * self.coef).sum(1)
+        square = self.a.square() * self.stage.square + 2 * self.a * self.cross() + gram
         rstd = torch.rsqrt((square / channels - mean.square()).clamp_min(0) + norm.eps)
-        ones = torch.ones_like(mean)[..., None]
+        ones = torch.ones_like(mean)[:, None]
         batch = len(self.vecs)
         shifts = torch.stack([norm.weight, norm.bias]).expand(batch, 2, channels)
+        blocks = tuple(_Block(b.start, b.stop, b.value, b.param, b.gain * norm.weight) for b in self.blocks)
         return _Keys(
             self.stage.scaled(norm.weight),
             self.a * rstd,
-            torch.cat([self.coef * rstd[..., None], (-mean * rstd)[..., None], ones], -1),
+            torch.cat([self.coef * rstd[:, None], (-mean * rstd)[:, None], ones], 1),
             torch.cat([self.vecs * norm.weight, shifts], 1),
+            blocks,
         )
 
 
@@ -131,7 +190,7 @@ class LowRankDecoder:
         batch, n = len(sparse), len(terms.pe.base)
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse], 1)
-        empty = tokens.new_zeros(batch, n, 0)
+        empty = tokens.new_zeros(batch, 0, n)
         keys = _Keys(
             terms.stage, tokens.new_ones(batch, n), empty, tokens.new_zeros(batch, 0, tokens.shape[-1])
         )
@@ -189,24 +248,25 @@ def _heads(x: Tensor, heads: int) -> Tensor:
 
 def _tokens_to_image(attn: nn.Module, q: Tensor, keys: _Keys, terms: ImageTerms) -> Tensor:
     """SAM's token-to-image attention: tokens ``q`` (B, T, C) attend to the image positions."""
-    heads = attn.num_heads
-    query = _heads(attn.q_proj(q), heads)
-    key = _heads(keys.project(attn.k_proj, terms, pe=True), heads)
-    value = _heads(keys.project(attn.v_proj, terms, pe=False), heads)
-    out = F.scaled_dot_product_attention(query, key, value)
-    return attn.out_proj(out.transpose(1, 2).flatten(2))
+    query = _heads(attn.q_proj(q), attn.num_heads)
+    weights = torch.softmax(keys.attend(query / math.sqrt(query.shape[-1]), attn.k_proj, terms, pe=True), -1)
+    return attn.out_proj(keys.mix(weights, attn.v_proj).transpose(1, 2).flatten(2))
 
 
 def _image_to_tokens(attn: nn.Module, keys: _Keys, k: Tensor, v: Tensor, terms: ImageTerms) -> _Keys:
     """``keys + attention(image -> tokens)``: each position gains a softmax mix of per-head token vectors."""
     heads = attn.num_heads
-    query = _heads(keys.project(attn.q_proj, terms, pe=True), heads)  # (B, H, N, d)
     key = _heads(attn.k_proj(k), heads)  # (B, H, T, d)
+    scores = keys.attend(key / math.sqrt(key.shape[-1]), attn.q_proj, terms, pe=True)  # (B, H, T, N)
+    weights = torch.softmax(scores, 2)  # over the tokens
     value = _heads(attn.v_proj(v), heads)
-    weights = torch.softmax(query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1]), -1)  # (B, H, N, T)
     out_weight = attn.out_proj.weight.unflatten(1, (heads, -1))  # (C, H, d)
     vecs = torch.einsum("bhtd,chd->bhtc", value, out_weight).flatten(1, 2)  # (B, H·T, C)
-    batch, _, n, _ = weights.shape
-    coef = weights.permute(0, 2, 1, 3).reshape(batch, n, -1)
+    batch, n = len(weights), weights.shape[-1]
     bias = attn.out_proj.bias.expand(batch, 1, -1)
-    return keys.plus(torch.cat([coef, coef.new_ones(batch, n, 1)], -1), torch.cat([vecs, bias], 1))
+    return keys.plus(
+        torch.cat([weights.flatten(1, 2), weights.new_ones(batch, 1, n)], 1),
+        torch.cat([vecs, bias], 1),
+        value,
+        attn.out_proj.weight,
+    )
