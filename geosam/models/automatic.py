@@ -1,8 +1,9 @@
 """Automatic ("segment everything") mask generation from a grid of point prompts.
 
 Stages follow segment-anything's generator: grid -> batched decoding -> filtering by predicted IoU
-and stability -> non-maximum suppression -> masks at image resolution. Filtering and suppression
-run on the decoder's low-resolution logits, so only the masks that are kept are upsampled.
+and stability -> non-maximum suppression -> masks at image resolution. Stability is scored as SAM
+scores it, on the logits upsampled to the model input, but only over each mask's bounding box;
+suppression runs on the low-resolution masks, so only the masks that are kept are upsampled whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
@@ -36,6 +38,30 @@ def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
     cols = np.minimum(points[:, 0].astype(int), w - 1)
     rows = np.minimum(points[:, 1].astype(int), h - 1)
     return points[valid[rows, cols]].astype(np.float32)
+
+
+def stability_scores(
+    low_res: torch.Tensor, rows: int, cols: int, offset: float, scale: int = 4
+) -> torch.Tensor:
+    """SAM's stability score of each low-resolution mask (K, 256, 256), at model input resolution.
+
+    The area above ``+offset`` over the area above ``-offset`` of the logits upsampled ``scale``×,
+    within the ``rows`` × ``cols`` low-resolution pixels that cover the image. The upsampling runs only
+    on the bounding box of the area above ``-offset`` plus one pixel: outside it the upsampled logits
+    stay below ``-offset``. Scoring the low-resolution logits instead changes which masks pass.
+    """
+    above = low_res[:, :rows, :cols] > -offset
+    any_rows, any_cols = above.any(2), above.any(1)
+    scores = torch.zeros(len(low_res))
+    for i in torch.nonzero(any_rows.any(1))[:, 0].tolist():
+        ys, xs = torch.nonzero(any_rows[i])[:, 0], torch.nonzero(any_cols[i])[:, 0]
+        y0, x0 = max(int(ys[0]) - 1, 0), max(int(xs[0]) - 1, 0)
+        y1, x1 = int(ys[-1]) + 2, int(xs[-1]) + 2
+        crop = low_res[i, y0:y1, x0:x1].float()[None, None]
+        up = F.interpolate(crop, scale_factor=scale, mode="bilinear", align_corners=False)[0, 0]
+        up = up[: (rows - y0) * scale, : (cols - x0) * scale]
+        scores[i] = (up > offset).sum() / (up > -offset).sum().clamp(min=1)
+    return scores
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -85,8 +111,12 @@ def generate(
         per_point = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten()
         rows, cols = model.low_res_extent(embedding)
-        stable = amg.calculate_stability_score(low_res[:, :rows, :cols], 0.0, params.stability_score_offset)
-        keep = (iou >= params.pred_iou_thresh) & (stable >= params.stability_score_thresh)
+        keep = iou >= params.pred_iou_thresh
+        stable = torch.zeros_like(iou)
+        stable[keep] = stability_scores(
+            low_res[keep], rows, cols, params.stability_score_offset, round(1 / model.low_res_scale)
+        )
+        keep &= stable >= params.stability_score_thresh
         if not keep.any():
             continue
         logits.append(low_res[keep].half())

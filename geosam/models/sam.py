@@ -16,8 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.automatic import AutomaticParams, generate
+from geosam.models.automatic import AutomaticParams, generate, stability_scores
 from geosam.models.base import Masks
 from geosam.tiling import TileImage
 
@@ -168,7 +167,6 @@ class SamModel:
         point is ambiguous, so the best of the model's three masks is taken (as SAM does); several
         points or a box ask for one mask.
         """
-        _, amg = import_mobile_sam()
         multimask = box is None and (points is None or len(points) == 1)
         low_res, iou = self.decode(
             embedding,
@@ -180,8 +178,8 @@ class SamModel:
         best = int(iou[0].argmax())
         logits = low_res[0, best : best + 1]
         rows, cols = self.low_res_extent(embedding)
-        stability = amg.calculate_stability_score(
-            logits[:, :rows, :cols], 0.0, self.params.stability_score_offset
+        stability = stability_scores(
+            logits, rows, cols, self.params.stability_score_offset, round(1 / self.low_res_scale)
         )
         mask = (self.upscale(embedding, logits) > 0)[0].cpu().numpy()
         return mask, float(iou[0, best]), float(stability[0])
