@@ -2,8 +2,8 @@
 
 Stages follow segment-anything's generator: grid -> batched decoding -> filtering by predicted IoU
 and stability -> non-maximum suppression -> masks at image resolution. Stability is scored as SAM
-scores it, on the logits upsampled to the model input, but only over each mask's bounding box;
-suppression runs on the low-resolution masks, so only the masks that are kept are upsampled whole.
+scores it, on the logits upsampled to the model input, without upsampling them; suppression runs
+on the low-resolution masks, so only the masks that are kept are upsampled.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
@@ -45,23 +44,60 @@ def stability_scores(
 ) -> torch.Tensor:
     """SAM's stability score of each low-resolution mask (K, 256, 256), at model input resolution.
 
-    The area above ``+offset`` over the area above ``-offset`` of the logits upsampled ``scale``×,
-    within the ``rows`` × ``cols`` low-resolution pixels that cover the image. The upsampling runs only
-    on the bounding box of the area above ``-offset`` plus one pixel: outside it the upsampled logits
-    stay below ``-offset``. Scoring the low-resolution logits instead changes which masks pass.
+    The area above ``+offset`` over the area above ``-offset`` of the logits upsampled ``scale``×
+    (bilinear, as ``F.interpolate``), within the ``rows`` × ``cols`` low-resolution pixels that cover the
+    image. Counted without upsampling: an upsampled pixel lies in the cell between four low-resolution
+    pixels and is their convex combination, so a cell whose four corners are all above (or none above) a
+    threshold counts whole (or not at all); only cells the threshold crosses are interpolated. Scoring the
+    low-resolution logits directly instead changes which masks pass.
     """
-    above = low_res[:, :rows, :cols] > -offset
-    any_rows, any_cols = above.any(2), above.any(1)
-    scores = torch.zeros(len(low_res))
-    for i in torch.nonzero(any_rows.any(1))[:, 0].tolist():
-        ys, xs = torch.nonzero(any_rows[i])[:, 0], torch.nonzero(any_cols[i])[:, 0]
-        y0, x0 = max(int(ys[0]) - 1, 0), max(int(xs[0]) - 1, 0)
-        y1, x1 = int(ys[-1]) + 2, int(xs[-1]) + 2
-        crop = low_res[i, y0:y1, x0:x1].float()[None, None]
-        up = F.interpolate(crop, scale_factor=scale, mode="bilinear", align_corners=False)[0, 0]
-        up = up[: (rows - y0) * scale, : (cols - x0) * scale]
-        scores[i] = (up > offset).sum() / (up > -offset).sum().clamp(min=1)
-    return scores
+    above_lower = _count_above(low_res, rows, cols, -offset, scale)
+    return _count_above(low_res, rows, cols, offset, scale) / above_lower.clamp(min=1)
+
+
+def _count_above(low_res: torch.Tensor, rows: int, cols: int, threshold: float, scale: int) -> torch.Tensor:
+    """Pixels (K,) above ``threshold`` in the top-left ``rows·scale`` × ``cols·scale`` of each upsampled mask."""
+    # Edge pixels repeat, as the interpolation clamps there: cell (i, j) lies between pixels (i - 1, j - 1)
+    # and (i, j), clamped, and holds output rows scale·i - scale/2 + phase, for phase 0 .. scale - 1.
+    logits = low_res[:, : rows + 1, : cols + 1]
+    r = (torch.arange(logits.shape[1] + 2) - 1).clamp(0, logits.shape[1] - 1)
+    c = (torch.arange(logits.shape[2] + 2) - 1).clamp(0, logits.shape[2] - 1)
+    above = logits > threshold
+    above = torch.cat([above[:, :1], above, above[:, -1:]], 1)
+    above = torch.cat([above[:, :, :1], above, above[:, :, -1:]], 2)
+    corners = (above[:, :-1, :-1], above[:, :-1, 1:], above[:, 1:, :-1], above[:, 1:, 1:])
+    every = corners[0] & corners[1] & corners[2] & corners[3]
+    some = corners[0] | corners[1] | corners[2] | corners[3]
+    phase_rows = _phases_inside(len(r) - 1, rows, scale)  # (cells, scale): output row inside?
+    phase_cols = _phases_inside(len(c) - 1, cols, scale)
+    per_row, per_col = phase_rows.sum(1), phase_cols.sum(1)  # output pixels of a cell: their product
+    edge = torch.nonzero(per_col < scale)[:, 0]  # columns of cells not wholly inside
+    whole = scale * every.sum(2) - (every[:, :, edge] * (scale - per_col[edge])).sum(2)
+    counts = (whole * per_row).sum(1)
+    k, i, j = torch.nonzero(some & ~every, as_tuple=True)  # cells the threshold crosses
+    if len(k):
+        lam = (torch.arange(scale) + 0.5) / scale  # each phase's position in its cell
+        y0, y1, x0, x1 = r[i], r[i + 1], c[j], c[j + 1]
+        w = lam.view(1, 1, -1)
+        top = (1 - w) * logits[k, y0, x0].float().view(-1, 1, 1) + w * logits[k, y0, x1].float().view(
+            -1, 1, 1
+        )
+        bottom = (1 - w) * logits[k, y1, x0].float().view(-1, 1, 1) + w * logits[k, y1, x1].float().view(
+            -1, 1, 1
+        )
+        h = lam.view(1, -1, 1)
+        values = (
+            1 - h
+        ) * top + h * bottom  # (cells, row phase, column phase), as F.interpolate computes them
+        hits = (values > threshold) & phase_rows[i][:, :, None] & phase_cols[j][:, None, :]
+        counts += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(low_res)).long()
+    return counts.float()
+
+
+def _phases_inside(cells: int, extent: int, scale: int) -> torch.Tensor:
+    """(cells, scale) bools: whether each cell's output row (or column) falls in ``[0, extent·scale)``."""
+    out = scale * torch.arange(cells)[:, None] - scale // 2 + torch.arange(scale)[None, :]
+    return (out >= 0) & (out < extent * scale)
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
