@@ -26,6 +26,7 @@ import shapely
 from geosam.metrics import duplicates, seam_line_fraction, truth_scores
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.pipeline import run, segment
+from geosam.reprompt import ROUNDS
 from geosam.testing import make_scene, mosaic
 from geosam.tiling import TileGrid
 from geosam.vectorize import to_pixels
@@ -55,7 +56,9 @@ def reference_table(folder: Path, seeds: int) -> None:
                   f"{seconds:>7.1f}")  # fmt: skip
 
 
-def model_table(folder: Path, size: int, points: int, workers: int, cache: Path | None = None) -> None:
+def model_table(
+    folder: Path, size: int, points: int, workers: int, cache: Path | None = None, rounds: int = ROUNDS
+) -> None:
     path = (cache or folder) / f"mosaic-{size}.tif"
     if cache is None or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +67,15 @@ def model_table(folder: Path, size: int, points: int, workers: int, cache: Path 
     spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
     work_dir = cache / f"work-{size}-{points}" if cache else None
     start = time.perf_counter()
-    frame, report = run(path, model=spec, tile_size=tile, overlap=overlap, workers=workers, work_dir=work_dir)
+    frame, report = run(
+        path,
+        model=spec,
+        tile_size=tile,
+        overlap=overlap,
+        workers=workers,
+        work_dir=work_dir,
+        prompt_rounds=rounds,
+    )
     seconds = time.perf_counter() - start
     with rasterio.open(path) as ds:
         transform = ds.transform
@@ -72,7 +83,7 @@ def model_table(folder: Path, size: int, points: int, workers: int, cache: Path 
     grid = TileGrid(size, size, tile, overlap)
     nested = _nested(pixels)
     print(f"\nmobile_sam on a {size}×{size} px NAIP mosaic, {len(grid)} tiles of {tile} px, overlap {overlap}, "
-          f"{points}² points per tile, {workers} workers: {seconds:.0f} s "
+          f"{points}² points per tile, {rounds} prompt rounds, {workers} workers: {seconds:.0f} s "
           f"({report.tiles_skipped} tiles from the cache)")  # fmt: skip
     print(f"  objects:                              {len(frame)}")
     print(f"  covered area (union of objects):      {shapely.union_all(pixels).area / size**2:.2%}")
@@ -104,6 +115,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096, help="mosaic side in pixels")
     parser.add_argument("--points-per-side", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--prompt-rounds", type=int, default=ROUNDS, help="rounds of prompts to neighbours")
     parser.add_argument("--skip-model", action="store_true", help="only the reference segmenter")
     parser.add_argument("--skip-reference", action="store_true", help="only the real model")
     parser.add_argument(
@@ -114,7 +126,9 @@ def main() -> None:
         if not args.skip_reference:
             reference_table(Path(folder), args.seeds)
         if not args.skip_model:
-            model_table(Path(folder), args.size, args.points_per_side, args.workers, args.cache)
+            model_table(
+                Path(folder), args.size, args.points_per_side, args.workers, args.cache, args.prompt_rounds
+            )
 
 
 if __name__ == "__main__":
