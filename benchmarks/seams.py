@@ -27,7 +27,7 @@ from geosam.metrics import duplicates, seam_line_fraction, truth_scores
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.pipeline import run, segment
 from geosam.reprompt import ROUNDS
-from geosam.testing import make_scene, mosaic
+from geosam.testing import ReferenceModel, make_scene, mosaic
 from geosam.tiling import TileGrid
 from geosam.vectorize import to_pixels
 
@@ -37,23 +37,30 @@ SETTINGS = [(256, 32), (192, 64), (128, 16), (160, 2)]  # tile size, overlap (px
 
 
 def reference_table(folder: Path, seeds: int) -> None:
+    """Rows for the reference segmenter, then for one that misses objects cut by its tile in every
+    other tile (misses_cut), without prompts to neighbours and with them."""
     print("reference segmenter, synthetic scenes 1024×768 px, objects up to 3 tiles across")
-    print(f"{'tile':>5} {'overlap':>7} {'seed':>4} {'objects':>7} {'split':>6} {'dup':>6} {'merge':>6} "
-          f"{'mean IoU':>8} {'seconds':>7}")  # fmt: skip
-    for size, overlap in SETTINGS:
-        for seed in range(seeds):
-            scene = make_scene(
-                folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}"
-            )
-            start = time.perf_counter()
-            frame = segment(scene.path, model=scene.model, tile_size=size, overlap=overlap, workers=0)
-            seconds = time.perf_counter() - start
-            scores = truth_scores(
-                to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values())
-            )
-            print(f"{size:>5} {overlap:>7} {seed:>4} {scores.objects:>7} {scores.split_rate:>6.3f} "
-                  f"{scores.duplicate_rate:>6.3f} {scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} "
-                  f"{seconds:>7.1f}")  # fmt: skip
+    print(f"{'tile':>5} {'overlap':>7} {'seed':>4} {'misses':>6} {'rounds':>6} {'objects':>7} {'split':>6} "
+          f"{'dup':>6} {'merge':>6} {'mean IoU':>8} {'seconds':>7}")  # fmt: skip
+    runs = [(False, ROUNDS), (True, 0), (True, ROUNDS)]
+    for misses, rounds in runs:
+        for size, overlap in SETTINGS:
+            for seed in range(seeds):
+                scene = make_scene(
+                    folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}"
+                )
+                model = ReferenceModel(str(scene.labels), misses_cut=misses)
+                start = time.perf_counter()
+                frame = segment(
+                    scene.path, model=model, tile_size=size, overlap=overlap, workers=0, prompt_rounds=rounds
+                )
+                seconds = time.perf_counter() - start
+                scores = truth_scores(
+                    to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values())
+                )
+                print(f"{size:>5} {overlap:>7} {seed:>4} {'yes' if misses else 'no':>6} {rounds:>6} "
+                      f"{scores.objects:>7} {scores.split_rate:>6.3f} {scores.duplicate_rate:>6.3f} "
+                      f"{scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} {seconds:>7.1f}")  # fmt: skip
 
 
 def model_table(
