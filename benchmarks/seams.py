@@ -91,7 +91,8 @@ def model_table(
     nested = _nested(pixels)
     print(f"\nmobile_sam on a {size}×{size} px NAIP mosaic, {len(grid)} tiles of {tile} px, overlap {overlap}, "
           f"{points}² points per tile, {rounds} prompt rounds, {workers} workers: {seconds:.0f} s "
-          f"({report.tiles_skipped} tiles from the cache)")  # fmt: skip
+          f"({report.tiles_skipped} tiles from the cache); {report.prompts} prompts to neighbours found "
+          f"{report.prompt_pieces} pieces")  # fmt: skip
     print(f"  objects:                              {len(frame)}")
     print(f"  covered area (union of objects):      {shapely.union_all(pixels).area / size**2:.2%}")
     print(f"  seam-line fraction (tile-core edges): {seam_line_fraction(pixels, grid, 'core'):.4%}")

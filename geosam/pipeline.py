@@ -444,7 +444,9 @@ def run(
 
     def feed(tile: Tile, round: int, pieces: list[Piece], segmented: bool = True) -> None:
         ready, final = reprompter.add(tile, round, pieces, segmented)
+        report.prompt_pieces += len(pieces) if round else 0
         for job in ready:
+            report.prompts += len(job.prompts)
             stored = work.load(job.tile, job.round) if work is not None else None
             if stored is None:
                 jobs.append(job)

@@ -215,3 +215,13 @@ def test_reference_answers_the_object_under_the_first_point(scene):
     )
     assert len(on) == 1 and (on.masks[0][:192] == (labels == labels.max())).all()
     assert len(off) == 0
+
+
+def test_the_report_counts_prompts_and_their_pieces(scene):
+    model = ReferenceModel(str(scene.labels), misses_cut=True)
+    _, report = geosam.pipeline.run(scene.path, model=model, tile_size=64, overlap=8, workers=0)
+    assert report.prompts >= report.prompt_pieces > 0
+    _, none = geosam.pipeline.run(
+        scene.path, model=model, tile_size=64, overlap=8, workers=0, prompt_rounds=0
+    )
+    assert none.prompts == none.prompt_pieces == 0
