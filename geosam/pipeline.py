@@ -438,6 +438,7 @@ def run(
     stitcher = Stitcher(grid)
     reprompter = Reprompter(grid, prompt_rounds)
     jobs: deque[PromptJob] = deque()
+    asked: dict[tuple[int, int, int], str] = {}  # digests of the jobs out, by tile and round
     objects: list[StitchedObject] = []
     inputs: list[bool] = []  # of failed tiles: failed on their input
     pixels = {"all": 0, "now": 0}  # core pixels of tiles with valid pixels: all, this run's
@@ -447,9 +448,10 @@ def run(
         report.prompt_pieces += len(pieces) if round else 0
         for job in ready:
             report.prompts += len(job.prompts)
-            stored = work.load(job.tile, job.round) if work is not None else None
+            stored = work.load(job.tile, job.round, job.digest) if work is not None else None
             if stored is None:
                 jobs.append(job)
+                asked[(job.tile.row, job.tile.col, job.round)] = job.digest
             else:
                 feed(job.tile, job.round, stored[0])
         for done, found in final:
@@ -457,8 +459,9 @@ def run(
 
     def take(result: TileResult) -> None:
         if result.round:  # answers to prompts; a failure there only leaves the seam as it was
+            digest = asked.pop((result.tile.row, result.tile.col, result.round))
             if work is not None and result.error is None:
-                work.store(result.tile, result.pieces, True, result.round)
+                work.store(result.tile, result.pieces, True, result.round, digest)
             feed(result.tile, result.round, result.pieces)
             return
         on_tile(result)

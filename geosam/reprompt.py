@@ -20,6 +20,7 @@ round is in; it forgets a tile's pieces once no neighbour can still ask from the
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from dataclasses import dataclass
 
@@ -51,6 +52,15 @@ class PromptJob:
     tile: Tile
     round: int
     prompts: tuple[Prompt, ...]
+
+    @property
+    def digest(self) -> str:
+        """A hash of the prompts: stored answers are reused only for the same prompts."""
+        h = hashlib.sha256()
+        for prompt in self.prompts:
+            h.update(repr((prompt.points, prompt.window)).encode())
+            h.update(shapely.to_wkb(prompt.view))
+        return h.hexdigest()[:16]
 
 
 Key = tuple[int, int]

@@ -124,8 +124,8 @@ class WorkDir:
                 "choose another --work-dir"
             )
 
-    def _path(self, row: int, col: int, round: int = 0) -> Path:
-        return self.tiles_dir / (f"{row}_{col}.tile" if round == 0 else f"{row}_{col}.r{round}.tile")
+    def _path(self, row: int, col: int, round: int = 0, asked: str = "") -> Path:
+        return self.tiles_dir / (f"{row}_{col}.tile" if round == 0 else f"{row}_{col}.r{round}-{asked}.tile")
 
     def finished(self) -> set[tuple[int, int]]:
         """(row, col) of every tile stored under this run's key (its automatic mode's pieces)."""
@@ -142,18 +142,19 @@ class WorkDir:
                 done.add((int(row), int(col)))
         return done
 
-    def store(self, tile: Tile, pieces: list, segmented: bool, round: int = 0) -> None:
-        """Keep one finished tile, or its answers to round ``round``'s prompts (see geosam.reprompt),
-        atomically: a reader sees the whole file or none."""
+    def store(self, tile: Tile, pieces: list, segmented: bool, round: int = 0, asked: str = "") -> None:
+        """Keep one finished tile, or its answers to round ``round``'s prompts (``asked``: their
+        digest, see geosam.reprompt), atomically: a reader sees the whole file or none."""
         self._prepare()
         blob = pickle.dumps(
             (FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
         )
-        write_bytes(self._path(tile.row, tile.col, round), blob)
+        write_bytes(self._path(tile.row, tile.col, round, asked), blob)
 
-    def load(self, tile: Tile, round: int = 0) -> tuple[list, bool] | None:
-        """A stored tile's (pieces, segmented) of a round, or None when it is missing or not this key's."""
-        path = self._path(tile.row, tile.col, round)
+    def load(self, tile: Tile, round: int = 0, asked: str = "") -> tuple[list, bool] | None:
+        """A stored tile's (pieces, segmented), or its answers to the prompts ``asked`` of a round; None
+        when missing or not this key's."""
+        path = self._path(tile.row, tile.col, round, asked)
         try:
             with open(path, "rb") as f:
                 fmt, key, row, col, pieces, segmented = pickle.load(f)  # our own files only (see check)

@@ -17,6 +17,7 @@ from geosam.models.automatic import objects
 from geosam.models.base import Masks, PointPromptable
 from geosam.pipeline import segment
 from geosam.reprompt import Reprompter, answer, prompts_toward
+from geosam.resume import WorkDir
 from geosam.stitch import Stitcher, pieces_from_masks
 from geosam.testing import ReferenceModel, ReferenceSegmenter, SyntheticScene, make_scene
 from geosam.tiling import TileGrid, TileImage, read_tile
@@ -67,11 +68,18 @@ def test_a_resumed_run_reuses_the_answers(scene, tmp_path, monkeypatch):
     grid = TileGrid(scene.width, scene.height, 64, 8)
     work = tmp_path / "work"
     first = _forgetful(scene, grid, work_dir=work)
-    assert list(work.glob("*/*.r1.tile")), "answers were not kept"
+    assert list(work.glob("*/*.r1-*.tile")), "answers were not kept"
     asked = []
     monkeypatch.setattr(geosam.pipeline, "prompt_tile", lambda *args: asked.append(args))
     assert _same(_forgetful(scene, grid, work_dir=work), first)
     assert not asked
+    # answers are kept under a digest of their prompts: other prompts (after a neighbour that had
+    # failed is segmented, say) are asked again
+    (stored,) = [p for p in work.iterdir() if p.is_dir()]
+    folder, tile = WorkDir(work, stored.name), grid.tile(0, 0)
+    folder.store(tile, ["piece"], True, 1, "abc")
+    assert folder.load(tile, 1, "abc") == (["piece"], True) and folder.load(tile, 1, "abd") is None
+    assert (0, 0) in folder.finished() and len(folder.finished()) == len(grid)
 
 
 def test_prompting_streams_tiles_in_any_order_and_holds_only_nearby_rows(tmp_path):
