@@ -26,7 +26,8 @@ import shapely
 from geosam.metrics import duplicates, seam_line_fraction, truth_scores
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.pipeline import run, segment
-from geosam.testing import make_scene, mosaic
+from geosam.reprompt import ROUNDS
+from geosam.testing import ReferenceModel, make_scene, mosaic
 from geosam.tiling import TileGrid
 from geosam.vectorize import to_pixels
 
@@ -36,26 +37,35 @@ SETTINGS = [(256, 32), (192, 64), (128, 16), (160, 2)]  # tile size, overlap (px
 
 
 def reference_table(folder: Path, seeds: int) -> None:
+    """Rows for the reference segmenter, then for one that misses objects cut by its tile in every
+    other tile (misses_cut), without prompts to neighbours and with them."""
     print("reference segmenter, synthetic scenes 1024×768 px, objects up to 3 tiles across")
-    print(f"{'tile':>5} {'overlap':>7} {'seed':>4} {'objects':>7} {'split':>6} {'dup':>6} {'merge':>6} "
-          f"{'mean IoU':>8} {'seconds':>7}")  # fmt: skip
-    for size, overlap in SETTINGS:
-        for seed in range(seeds):
-            scene = make_scene(
-                folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}"
-            )
-            start = time.perf_counter()
-            frame = segment(scene.path, model=scene.model, tile_size=size, overlap=overlap, workers=0)
-            seconds = time.perf_counter() - start
-            scores = truth_scores(
-                to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values())
-            )
-            print(f"{size:>5} {overlap:>7} {seed:>4} {scores.objects:>7} {scores.split_rate:>6.3f} "
-                  f"{scores.duplicate_rate:>6.3f} {scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} "
-                  f"{seconds:>7.1f}")  # fmt: skip
+    print(f"{'tile':>5} {'overlap':>7} {'seed':>4} {'misses':>6} {'rounds':>6} {'objects':>7} {'split':>6} "
+          f"{'dup':>6} {'merge':>6} {'mean IoU':>8} {'seconds':>7}")  # fmt: skip
+    runs = [(False, ROUNDS), (True, 0), (True, ROUNDS)]
+    for misses, rounds in runs:
+        for size, overlap in SETTINGS:
+            for seed in range(seeds):
+                scene = make_scene(
+                    folder, seed, 1024, 768, max_size=3 * size, objects=150, name=f"s{size}-{seed}"
+                )
+                model = ReferenceModel(str(scene.labels), misses_cut=misses)
+                start = time.perf_counter()
+                frame = segment(
+                    scene.path, model=model, tile_size=size, overlap=overlap, workers=0, prompt_rounds=rounds
+                )
+                seconds = time.perf_counter() - start
+                scores = truth_scores(
+                    to_pixels(frame.geometry.values, scene.transform), list(scene.truth.values())
+                )
+                print(f"{size:>5} {overlap:>7} {seed:>4} {'yes' if misses else 'no':>6} {rounds:>6} "
+                      f"{scores.objects:>7} {scores.split_rate:>6.3f} {scores.duplicate_rate:>6.3f} "
+                      f"{scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} {seconds:>7.1f}")  # fmt: skip
 
 
-def model_table(folder: Path, size: int, points: int, workers: int, cache: Path | None = None) -> None:
+def model_table(
+    folder: Path, size: int, points: int, workers: int, cache: Path | None = None, rounds: int = ROUNDS
+) -> None:
     path = (cache or folder) / f"mosaic-{size}.tif"
     if cache is None or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +74,15 @@ def model_table(folder: Path, size: int, points: int, workers: int, cache: Path 
     spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
     work_dir = cache / f"work-{size}-{points}" if cache else None
     start = time.perf_counter()
-    frame, report = run(path, model=spec, tile_size=tile, overlap=overlap, workers=workers, work_dir=work_dir)
+    frame, report = run(
+        path,
+        model=spec,
+        tile_size=tile,
+        overlap=overlap,
+        workers=workers,
+        work_dir=work_dir,
+        prompt_rounds=rounds,
+    )
     seconds = time.perf_counter() - start
     with rasterio.open(path) as ds:
         transform = ds.transform
@@ -72,8 +90,9 @@ def model_table(folder: Path, size: int, points: int, workers: int, cache: Path 
     grid = TileGrid(size, size, tile, overlap)
     nested = _nested(pixels)
     print(f"\nmobile_sam on a {size}×{size} px NAIP mosaic, {len(grid)} tiles of {tile} px, overlap {overlap}, "
-          f"{points}² points per tile, {workers} workers: {seconds:.0f} s "
-          f"({report.tiles_skipped} tiles from the cache)")  # fmt: skip
+          f"{points}² points per tile, {rounds} prompt rounds, {workers} workers: {seconds:.0f} s "
+          f"({report.tiles_skipped} tiles from the cache); {report.prompts} prompts to neighbours found "
+          f"{report.prompt_pieces} pieces")  # fmt: skip
     print(f"  objects:                              {len(frame)}")
     print(f"  covered area (union of objects):      {shapely.union_all(pixels).area / size**2:.2%}")
     print(f"  seam-line fraction (tile-core edges): {seam_line_fraction(pixels, grid, 'core'):.4%}")
@@ -104,6 +123,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096, help="mosaic side in pixels")
     parser.add_argument("--points-per-side", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--prompt-rounds", type=int, default=ROUNDS, help="rounds of prompts to neighbours")
     parser.add_argument("--skip-model", action="store_true", help="only the reference segmenter")
     parser.add_argument("--skip-reference", action="store_true", help="only the real model")
     parser.add_argument(
@@ -114,7 +134,9 @@ def main() -> None:
         if not args.skip_reference:
             reference_table(Path(folder), args.seeds)
         if not args.skip_model:
-            model_table(Path(folder), args.size, args.points_per_side, args.workers, args.cache)
+            model_table(
+                Path(folder), args.size, args.points_per_side, args.workers, args.cache, args.prompt_rounds
+            )
 
 
 if __name__ == "__main__":

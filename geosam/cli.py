@@ -249,6 +249,13 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     help="Tiles per task, embedded in one encoder call [default: 4 on a GPU, 1 on CPU].",
 )
 @click.option(
+    "--prompt-rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Rounds of point prompts to tiles that missed an object their neighbour saw run into them (0: none).",
+)
+@click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder keeping finished tiles, so that a rerun resumes [default: OUT.geosam-work beside the output].",
@@ -274,8 +281,8 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model, checkpoint, architecture,
             bands, percentiles, stretch_8bit, resolution, pixel_coordinates, tile_size, overlap, points_per_side,
             points_per_batch, pred_iou_thresh, stability_thresh, min_area, simplify, workers, scheduler,
-            device, backend, precision, tiles_per_task, work_dir, keep_work, retries, allow_partial,
-            report_path) -> None:  # fmt: skip
+            device, backend, precision, tiles_per_task, prompt_rounds, work_dir, keep_work, retries,
+            allow_partial, report_path) -> None:  # fmt: skip
     """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp).
 
     Finished tiles are kept in a work folder: if the run is interrupted, the same command again
@@ -325,7 +332,7 @@ def segment(ctx, scene, output, overwrite, preview, preview_size, labels, model,
                 scene, model=spec, tile_size=tile_size, overlap=overlap, min_area=min_area, simplify=simplify,
                 workers=workers, scheduler=scheduler, on_tile=lambda result: bar.update(1), work_dir=work_dir,
                 retries=retries, allow_partial=allow_partial, parameters=dict(ctx.params), **reads,
-                tiles_per_task=tiles_per_task,
+                tiles_per_task=tiles_per_task, prompt_rounds=prompt_rounds,
             )  # fmt: skip
         except TileError as exc:
             if exc.report is not None:

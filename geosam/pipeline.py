@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from geosam.errors import InputError, SchedulerError, TileError, TileInputError,
 from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import Masks, ModelSpec, Segmenter
 from geosam.report import RunReport, TileFailure, peak_rss
+from geosam.reprompt import ROUNDS, PromptJob, Reprompter, answer
 from geosam.resume import WorkDir, iter_finished, model_identity, run_key
 from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, pieces_from_masks
 from geosam.tiling import Tile, TileGrid, read_tile
@@ -56,6 +58,7 @@ class TileResult:
     reused: bool = False  # read back from the work folder of an earlier run
     error: str | None = None  # why the tile failed, after its retries
     input_error: bool = False  # it failed on its input (an InputError), not in the model or the cluster
+    round: int = 0  # 0: automatic mode; k: answers to the tile's round-k prompts (geosam.reprompt)
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,6 +96,19 @@ def _segment_task(
     """One Dask task: ``segment_tiles`` with the worker's cached model; with the worker's peak memory."""
     results = segment_tiles(scene, grid, tiles, _worker_model(source, threads))
     return results, _worker_name(), peak_rss()
+
+
+def prompt_tile(scene: Scene, grid: TileGrid, job: PromptJob, model: Segmenter) -> TileResult:
+    """Read a tile's window again and answer its prompts (``geosam.reprompt``)."""
+    image = read_tile(scene, job.tile, grid.size)
+    return TileResult(job.tile, answer(image, job.prompts, model, grid), True, round=job.round)
+
+
+def _prompt_task(
+    scene: Scene, grid: TileGrid, job: PromptJob, source: ModelSource, threads: int | None
+) -> tuple[list[TileResult], str, int]:
+    """One Dask task: ``prompt_tile`` with the worker's cached model; with the worker's peak memory."""
+    return [prompt_tile(scene, grid, job, _worker_model(source, threads))], _worker_name(), peak_rss()
 
 
 def _worker_name() -> str:
@@ -178,6 +194,7 @@ def run_tiles(
     threads: int | None = 0,
     peaks: dict[str, int] | None = None,
     tiles_per_task: int = 1,
+    jobs: deque[PromptJob] | None = None,
 ) -> Iterator[TileResult]:
     """Segment ``tiles`` (default: all) on the cluster, with a bounded number of tasks in flight.
 
@@ -186,7 +203,9 @@ def run_tiles(
     retried ``retries`` times by the scheduler; a task whose worker dies is moved to another
     worker by the scheduler. A tile that still fails comes back with ``error`` set, not raised.
     ``threads`` is torch's threads per worker (0: cores / local workers; None: leave as the worker
-    has it). ``tiles_per_task`` tiles go to each task, embedded in one encoder call (for GPUs). ``peaks`` collects each worker's peak resident memory in bytes. Yields tiles' results
+    has it). ``tiles_per_task`` tiles go to each task, embedded in one encoder call (for GPUs).
+    ``peaks`` collects each worker's peak resident memory in bytes. ``jobs``: prompt jobs that the
+    caller adds to while it takes results; they go before tiles, one per task. Yields tiles' results
     as they come, in no fixed order.
     """
     if threads == 0:
@@ -197,9 +216,19 @@ def run_tiles(
     in_flight = as_completed()
     run = uuid.uuid4().hex[:8]
     tiles_of: dict[str, tuple[Tile, ...]] = {}
+    rounds_of: dict[str, int] = {}
 
     def submit(n: int) -> None:
         for _ in range(n):
+            if jobs:
+                job = jobs.popleft()
+                future = client.submit(
+                    _prompt_task, scene, grid, job, source, threads, retries=retries,
+                    key=f"geosam-prompt-{job.tile.row}-{job.tile.col}-{job.round}-{run}",
+                )  # fmt: skip
+                tiles_of[future.key], rounds_of[future.key] = (job.tile,), job.round
+                in_flight.add(future)
+                continue
             group = tuple(_take(pending, tiles_per_task))
             if not group:
                 return
@@ -207,24 +236,30 @@ def run_tiles(
                 _segment_task, scene, grid, group, source, threads, retries=retries,
                 key=f"geosam-tile-{group[0].row}-{group[0].col}-{run}",
             )  # fmt: skip
-            tiles_of[future.key] = group
+            tiles_of[future.key], rounds_of[future.key] = group, 0
             in_flight.add(future)
 
     submit(slots())
     for future in in_flight:
-        group = tiles_of.pop(future.key)
+        group, round = tiles_of.pop(future.key), rounds_of.pop(future.key)
         if future.status == "finished":
             results, worker, peak = future.result()
             if peaks is not None:
                 peaks[worker] = max(peaks.get(worker, 0), peak)
         else:
             error, bad_input = _failure(future)
-            results = [TileResult(tile, [], False, error=error, input_error=bad_input) for tile in group]
+            results = [
+                TileResult(tile, [], False, error=error, input_error=bad_input, round=round) for tile in group
+            ]
             for tile in group:
-                log.warning("tile %d,%d failed: %s", tile.row, tile.col, error)
+                log.warning("tile %d,%d failed%s: %s", tile.row, tile.col, _round(round), error)
         future.release()
+        yield from results  # the caller may add jobs here: submitted next, so none is left behind
         submit(max(0, slots() - in_flight.count()))
-        yield from results
+
+
+def _round(round: int) -> str:
+    return f" in prompt round {round}" if round else ""
 
 
 def _failure(future) -> tuple[str, bool]:
@@ -239,20 +274,40 @@ def _failure(future) -> tuple[str, bool]:
 
 
 def run_tiles_here(
-    scene: Scene, grid: TileGrid, source: ModelSource, tiles: Iterable[Tile] | None = None, retries: int = 2
+    scene: Scene,
+    grid: TileGrid,
+    source: ModelSource,
+    tiles: Iterable[Tile] | None = None,
+    retries: int = 2,
+    jobs: deque[PromptJob] | None = None,
 ) -> Iterator[TileResult]:
-    """``run_tiles`` in this process, without Dask (tests, debugging)."""
+    """``run_tiles`` in this process, without Dask (tests, debugging); ``jobs`` go before each tile."""
     model = source.load()
-    for tile in grid if tiles is None else tiles:
+    jobs = deque() if jobs is None else jobs
+    pending = iter(grid if tiles is None else tiles)
+    while True:
+        job = jobs.popleft() if jobs else None
+        tile = next(pending, None) if job is None else job.tile
+        if tile is None:
+            return
         for attempt in range(retries + 1):
             try:
-                yield from segment_tiles(scene, grid, [tile], model)
+                if job is None:
+                    yield from segment_tiles(scene, grid, [tile], model)
+                else:
+                    yield prompt_tile(scene, grid, job, model)
                 break
             except Exception as exc:  # noqa: BLE001 - reported as a failed tile, like a Dask task's error
                 if attempt == retries:
-                    log.warning("tile %d,%d failed: %s", tile.row, tile.col, reason(exc))
+                    round = 0 if job is None else job.round
+                    log.warning("tile %d,%d failed%s: %s", tile.row, tile.col, _round(round), reason(exc))
                     yield TileResult(
-                        tile, [], False, error=reason(exc), input_error=isinstance(exc, InputError)
+                        tile,
+                        [],
+                        False,
+                        error=reason(exc),
+                        input_error=isinstance(exc, InputError),
+                        round=round,
                     )
 
 
@@ -329,6 +384,7 @@ def run(
     allow_partial: bool = False,
     parameters: dict | None = None,
     tiles_per_task: int | None = None,
+    prompt_rounds: int = ROUNDS,
 ) -> tuple[gpd.GeoDataFrame, RunReport]:
     """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
@@ -345,6 +401,8 @@ def run(
     after every other tile has run, unless ``allow_partial``, which leaves their objects out.
     ``parameters`` are recorded in the report as the run's settings (default: these keywords).
     ``tiles_per_task`` tiles are embedded in one encoder call (default: 4 on a GPU, else 1).
+    A piece that runs out of its tile into a neighbour that found nothing of it is put to the
+    neighbour's model as a prompt, for up to ``prompt_rounds`` rounds (see ``geosam.reprompt``).
     """
     started = time.monotonic()
     if parameters is None:
@@ -378,11 +436,34 @@ def run(
         work.check()
     on_tile = on_tile or (lambda result: None)
     stitcher = Stitcher(grid)
+    reprompter = Reprompter(grid, prompt_rounds)
+    jobs: deque[PromptJob] = deque()
+    asked: dict[tuple[int, int, int], str] = {}  # digests of the jobs out, by tile and round
     objects: list[StitchedObject] = []
     inputs: list[bool] = []  # of failed tiles: failed on their input
     pixels = {"all": 0, "now": 0}  # core pixels of tiles with valid pixels: all, this run's
 
+    def feed(tile: Tile, round: int, pieces: list[Piece], segmented: bool = True) -> None:
+        ready, final = reprompter.add(tile, round, pieces, segmented)
+        report.prompt_pieces += len(pieces) if round else 0
+        for job in ready:
+            report.prompts += len(job.prompts)
+            stored = work.load(job.tile, job.round, job.digest) if work is not None else None
+            if stored is None:
+                jobs.append(job)
+                asked[(job.tile.row, job.tile.col, job.round)] = job.digest
+            else:
+                feed(job.tile, job.round, stored[0])
+        for done, found in final:
+            objects.extend(stitcher.add(done, found))
+
     def take(result: TileResult) -> None:
+        if result.round:  # answers to prompts; a failure there only leaves the seam as it was
+            digest = asked.pop((result.tile.row, result.tile.col, result.round))
+            if work is not None and result.error is None:
+                work.store(result.tile, result.pieces, True, result.round, digest)
+            feed(result.tile, result.round, result.pieces)
+            return
         on_tile(result)
         if result.error is not None:
             report.failed.append(TileFailure(result.tile.row, result.tile.col, result.error))
@@ -397,7 +478,7 @@ def run(
                 core = result.tile.core.width * result.tile.core.height
                 pixels["all"] += core
                 pixels["now"] += 0 if result.reused else core
-        objects.extend(stitcher.add(result.tile, result.pieces))
+        feed(result.tile, 0, result.pieces, result.segmented and result.error is None)
 
     reused: set[tuple[int, int]] = set()
     if work is not None:
@@ -409,7 +490,7 @@ def run(
     remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
     if workers == 0 and not scheduler:
         report.workers = 1
-        for result in run_tiles_here(scene, grid, source, remaining, retries):
+        for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
             take(result)
         report.peak_rss_bytes = {"this process": peak_rss()}
     else:
@@ -418,9 +499,10 @@ def run(
             threads = None if scheduler else 0
             peaks = report.peak_rss_bytes
             batch = tiles_per_task or (1 if getattr(source, "device", "cpu") == "cpu" else GPU_TILES_PER_TASK)
-            results = run_tiles(client, scene, grid, source, remaining, retries, threads, peaks, batch)
+            results = run_tiles(client, scene, grid, source, remaining, retries, threads, peaks, batch, jobs)
             for result in results:
                 take(result)
+    reprompter.close()
     stitcher.close()
     objects = drop_duplicates(objects)
     area = _pixel_area_km2(scene)

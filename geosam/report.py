@@ -65,6 +65,8 @@ class RunReport:
     tiles_failed: int = 0
     failed: list[TileFailure] = field(default_factory=list)
     objects: int = 0
+    prompts: int = 0  # point prompts put to tiles about objects their neighbours saw (geosam.reprompt)
+    prompt_pieces: int = 0  # pieces the prompts found
     area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
     area_km2_this_run: float | None = None  # the same, for the tiles segmented in this run
     wall_s: float = 0.0

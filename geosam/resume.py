@@ -124,11 +124,11 @@ class WorkDir:
                 "choose another --work-dir"
             )
 
-    def _path(self, row: int, col: int) -> Path:
-        return self.tiles_dir / f"{row}_{col}.tile"
+    def _path(self, row: int, col: int, round: int = 0, asked: str = "") -> Path:
+        return self.tiles_dir / (f"{row}_{col}.tile" if round == 0 else f"{row}_{col}.r{round}-{asked}.tile")
 
     def finished(self) -> set[tuple[int, int]]:
-        """(row, col) of every tile stored under this run's key."""
+        """(row, col) of every tile stored under this run's key (its automatic mode's pieces)."""
         self.check()
         if not self.tiles_dir.is_dir():
             return set()
@@ -136,23 +136,25 @@ class WorkDir:
         for entry in os.scandir(self.tiles_dir):
             stem, _, ext = entry.name.partition(".")
             if ext != "tile":
-                continue  # temporary files of a write that was interrupted
+                continue  # answers to prompts, or temporary files of a write that was interrupted
             row, _, col = stem.partition("_")
             if row.isdigit() and col.isdigit():
                 done.add((int(row), int(col)))
         return done
 
-    def store(self, tile: Tile, pieces: list, segmented: bool) -> None:
-        """Keep one finished tile (atomically: a reader sees the whole file or none)."""
+    def store(self, tile: Tile, pieces: list, segmented: bool, round: int = 0, asked: str = "") -> None:
+        """Keep one finished tile, or its answers to round ``round``'s prompts (``asked``: their
+        digest, see geosam.reprompt), atomically: a reader sees the whole file or none."""
         self._prepare()
         blob = pickle.dumps(
             (FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
         )
-        write_bytes(self._path(tile.row, tile.col), blob)
+        write_bytes(self._path(tile.row, tile.col, round, asked), blob)
 
-    def load(self, tile: Tile) -> tuple[list, bool] | None:
-        """A stored tile's (pieces, segmented), or None when it is missing or not this key's."""
-        path = self._path(tile.row, tile.col)
+    def load(self, tile: Tile, round: int = 0, asked: str = "") -> tuple[list, bool] | None:
+        """A stored tile's (pieces, segmented), or its answers to the prompts ``asked`` of a round; None
+        when missing or not this key's."""
+        path = self._path(tile.row, tile.col, round, asked)
         try:
             with open(path, "rb") as f:
                 fmt, key, row, col, pieces, segmented = pickle.load(f)  # our own files only (see check)

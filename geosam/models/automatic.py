@@ -182,8 +182,18 @@ def generate(
     for chunk in torch.split(kept, params.points_per_batch):
         masks.append((model.upscale(embedding, low_res[chunk].float()) > 0).numpy() & valid)
     full = np.concatenate(masks)
-    present = full.reshape(len(full), -1).any(1)
-    return Masks(full[present], iou[kept].numpy()[present], stable[kept].numpy()[present])
+    keep = objects(full, valid, params.max_area_fraction)
+    return Masks(full[keep], iou[kept].numpy()[keep], stable[kept].numpy()[keep])
+
+
+def objects(masks: np.ndarray, valid: np.ndarray, max_fraction: float) -> np.ndarray:
+    """Which masks (N, H, W) are objects: not empty, and not (nearly) all of the image's valid pixels.
+
+    SAM answers some prompts with the whole image, most often on tiles that the scene's edge leaves
+    partly empty; such a mask is the image, not an object in it.
+    """
+    area = masks.reshape(len(masks), -1).sum(1)
+    return (area > 0) & (area <= max_fraction * max(int(valid.sum()), 1))
 
 
 def _points_covered(covered: torch.Tensor, points: np.ndarray, embedding, scale: float) -> np.ndarray:

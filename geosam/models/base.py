@@ -44,10 +44,13 @@ class AutomaticParams:
     skip_covered: bool = False  # skip grid points that already lie inside an accepted mask
     coverage: str = "all"  # which accepted masks mark points covered: "all" or "smallest" per point
     coverage_max_fraction: float = 0.25  # masks larger than this share of the tile mark nothing
+    max_area_fraction: float = 0.95  # masks of more of the tile's valid pixels are the image, not an object
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be at least 1")
+        if not 0 < self.max_area_fraction <= 1:
+            raise ValueError("max_area_fraction must be above 0 and at most 1")
 
 
 @runtime_checkable
@@ -58,4 +61,14 @@ class Segmenter(Protocol):
 
     def automatic(self, tile: TileImage) -> Masks:
         """Masks (H×W, the tile image's size) of all objects in ``tile.image``, only on ``tile.valid`` pixels."""
+        ...
+
+
+@runtime_checkable
+class PointPromptable(Protocol):
+    """A segmenter that can also be asked what object lies under given points of a tile image."""
+
+    def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:
+        """For each set of positive points (N, 2; x, y in tile image pixels), the masks the model
+        offers for the object there (any number, on ``tile.valid`` pixels only)."""
         ...

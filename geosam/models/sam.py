@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geosam.models.automatic import AutomaticParams, generate, stability_scores
+from geosam.models.automatic import AutomaticParams, generate, objects, stability_scores
 from geosam.models.base import Masks
 from geosam.tiling import TileImage
 
@@ -204,6 +204,28 @@ class SamModel:
 
     def automatic(self, tile: TileImage) -> Masks:
         return generate(self, tile.image, tile.valid, self.params)
+
+    @torch.inference_mode()
+    def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:
+        """The model's three masks for each set of positive points (N, 2; x, y in tile image pixels),
+        on valid pixels, less those that are empty or the whole image (see ``automatic``'s settings)."""
+        if not points:
+            return []
+        embedding = self.embed(tile.image)
+        rows, cols = self.low_res_extent(embedding)
+        found = []
+        for group in points:
+            group = np.asarray(group, np.float32)
+            low_res, iou = self.decode_points(
+                embedding, group[None], np.ones((1, len(group))), multimask=self.runtime.multimask
+            )
+            stability = stability_scores(
+                low_res[0], rows, cols, self.params.stability_score_offset, round(1 / self.low_res_scale)
+            )
+            masks = (self.upscale(embedding, low_res[0].float()) > 0).numpy() & tile.valid
+            keep = objects(masks, tile.valid, self.params.max_area_fraction)
+            found.append(Masks(masks[keep], iou[0].numpy()[keep], stability.numpy()[keep]))
+        return found
 
     def automatic_many(self, tiles: list[TileImage]) -> list[Masks]:
         """``automatic`` for several tiles, embedded in one encoder call."""
