@@ -15,6 +15,8 @@ import torch
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
 
+UPSCALE_BYTES = 64 * 2**20  # float32 logits at image size upsampled per call (16 masks of a 1024² tile)
+
 if TYPE_CHECKING:
     from geosam.models.sam import Embedding, SamModel
 
@@ -112,12 +114,16 @@ def generate(
     nonempty = binary.flatten(1).any(1)
     low_res, iou, stable, binary = low_res[nonempty], iou[nonempty], stable[nonempty], binary[nonempty]
     kept = box_nms(amg.batched_mask_to_box(binary), iou, params.box_nms_thresh)
-    masks = []
-    for chunk in torch.split(kept, params.points_per_batch):
-        masks.append((model.upscale(embedding, low_res[chunk].float()) > 0).numpy() & valid)
-    full = np.concatenate(masks)
+    full = np.empty((len(kept), h, w), bool)
+    step = max(1, UPSCALE_BYTES // (4 * h * w))
+    for start in range(0, len(kept), step):
+        chunk = kept[start : start + step]
+        np.logical_and((model.upscale(embedding, low_res[chunk].float()) > 0).numpy(), valid,
+                       out=full[start : start + len(chunk)])  # fmt: skip
     present = full.reshape(len(full), -1).any(1)
-    return Masks(full[present], iou[kept].numpy()[present], stable[kept].numpy()[present])
+    if not present.all():
+        full = full[present]
+    return Masks(full, iou[kept].numpy()[present], stable[kept].numpy()[present])
 
 
 def _points_covered(covered: torch.Tensor, points: np.ndarray, embedding, scale: float) -> np.ndarray:

@@ -15,6 +15,9 @@ from geosam.models.decoder import ImageTerms, LowRankDecoder
 from geosam.models.encoder import chunk_attention
 
 TERMS_KEPT = 2  # images whose decoding terms stay in memory (about 30 MB each): prompts may alternate windows
+# Prompts per low-rank decoder call: each holds about 28 MB of image-sized terms while it is decoded. Measured
+# on 16 prompts on 2 cores: 8 at a time take 9 % longer than 16 and half the memory (225 MB instead of 440).
+PROMPTS_PER_CALL = 8
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 VIT = ("vit_b", "vit_l", "vit_h")
 BUILDERS = {
@@ -112,7 +115,11 @@ class TorchRuntime:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K is 3 or 1 (``multimask``)."""
         sparse = self.decoder._embed_points(coords.to(self.device), labels.to(self.device))
-        return self.fast(self.terms(features), sparse, multimask)
+        terms = self.terms(features)
+        parts = [self.fast(terms, group, multimask) for group in sparse.split(PROMPTS_PER_CALL)]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([masks for masks, _ in parts]), torch.cat([iou for _, iou in parts])
 
     def terms(self, features: torch.Tensor) -> ImageTerms:
         """The prompt-independent part of decoding ``features``, kept for the last few images."""
