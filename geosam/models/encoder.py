@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-CHUNK = 256  # queries per call (rounded down to whole rows): the bias of a chunk is heads × CHUNK × keys
+# Queries per call (rounded down to whole rows); a chunk's bias is heads × CHUNK × keys (ViT-B: 50 MB).
+# Measured on ViT-B, 2 cores: 1024 queries made a global block about 8 % faster and the peak 450 MB higher.
+CHUNK = 256
 
 
 def _image_encoder() -> ModuleType:
