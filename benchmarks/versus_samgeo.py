@@ -19,8 +19,8 @@ process tree (``PeakMemory`` of benchmarks/run.py: the summed RSS of the process
   scene    a size × size px GeoTIFF of real imagery (``geosam.testing.mosaic`` of ../shared/data)
   weights  SAM ViT-B, randomly initialised (seeded) and saved once as a state dict; both tools
            load the same file, so both spend the same compute without a 375 MB download
-  geosam   ``geosam.pipeline.run`` on a local Dask cluster (``--workers`` processes sharing
-           one torch thread per core), then ``geosam.write`` to a GeoPackage
+  geosam   ``geosam.pipeline.run`` on a local Dask cluster (``--workers`` processes, default 1,
+           sharing one torch thread per core), then ``geosam.write`` to a GeoPackage
   samgeo   its documented path for a large GeoTIFF: ``SamGeo(model_type="vit_b", checkpoint=...)``,
            ``generate(scene, mask_tif, batch=True)`` (tile by tile into a mask GeoTIFF), then
            ``tiff_to_vector(mask_tif, out.gpkg)``; one process, one torch thread per core
@@ -69,7 +69,7 @@ class Settings:
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
     threads: int = os.cpu_count() or 1  # torch threads of each tool (geosam: cores / workers per worker)
-    workers: int = os.cpu_count() or 1  # geosam's Dask workers
+    workers: int = 1  # geosam's Dask workers (its default on the CPU: one, with a torch thread per core)
 
 
 def random_vit_b(path: Path) -> Path:
@@ -266,7 +266,7 @@ def main() -> None:
     parser.add_argument("--points-per-batch", type=int, default=Settings.points_per_batch)
     parser.add_argument("--pred-iou-thresh", type=float, default=Settings.pred_iou_thresh)
     parser.add_argument("--stability-thresh", type=float, default=Settings.stability_score_thresh)
-    parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1],
+    parser.add_argument("--workers", type=int, nargs="+", default=[Settings.workers],
                         help="geosam's Dask workers (several: one geosam run each)")  # fmt: skip
     parser.add_argument(
         "--weights", type=Path, default=WEIGHTS, help="the random ViT-B state dict (made once)"

@@ -234,7 +234,12 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     type=click.FloatRange(0),
     help="Simplify outlines by this many pixels (0 keeps exact pixel edges).",
 )
-@click.option("-w", "--workers", type=click.IntRange(1), help="Local Dask worker processes [default: cores].")
+@click.option(
+    "-w",
+    "--workers",
+    type=click.IntRange(1),
+    help="Local Dask worker processes [default: 1 on the CPU, cores with a GPU].",
+)
 @click.option(
     "--scheduler",
     metavar="ADDRESS",

@@ -120,8 +120,14 @@ def _worker_name() -> str:
         return f"pid {os.getpid()}"
 
 
-def default_workers() -> int:
+def cores() -> int:
     return os.cpu_count() or 1
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Local worker processes for a model on ``device``: on the CPU one, whose torch threads use every
+    core (one model in memory, and faster than a process per core); with a GPU, one per core."""
+    return 1 if device == "cpu" else cores()
 
 
 def scheduler_address(scheduler: str | None) -> str | None:
@@ -134,9 +140,11 @@ def scheduler_address(scheduler: str | None) -> str | None:
 
 
 @contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client]:
+def dask_client(
+    workers: int | None = None, scheduler: str | None = None, device: str = "cpu"
+) -> Iterator[Client]:
     """A client of ``scheduler`` (an address or a scheduler file), or of a local cluster of
-    ``workers`` single-threaded processes."""
+    ``workers`` processes (default: ``default_workers(device)``) that run one task at a time."""
     if scheduler:
         import dask
 
@@ -157,7 +165,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             yield client
         return
     with LocalCluster(
-        n_workers=workers or default_workers(),
+        n_workers=workers or default_workers(device),
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
@@ -210,7 +218,7 @@ def run_tiles(
     """
     if threads == 0:
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-        threads = max(1, default_workers() // workers)
+        threads = max(1, cores() // workers)
     pending = iter(grid if tiles is None else tiles)
     slots = _Slots(client)
     in_flight = as_completed()
@@ -385,6 +393,7 @@ def run(
     parameters: dict | None = None,
     tiles_per_task: int | None = None,
     prompt_rounds: int = ROUNDS,
+    threads: int | None = None,
 ) -> tuple[gpd.GeoDataFrame, RunReport]:
     """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
@@ -392,7 +401,8 @@ def run(
     ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid, ``min_area``
     in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on ``scheduler``
     (an address or scheduler file; default: Dask's ``scheduler-address`` setting when ``workers`` is
-    not given) or on a local cluster of ``workers`` processes (default: one per core); ``workers=0``
+    not given) or on a local cluster of ``workers`` processes (default: one on the CPU, using every
+    core; one per core for a GPU); ``workers=0``
     runs them in this process, without Dask (tests, debugging).
 
     With ``work_dir``, each finished tile is kept there and a run with the same scene, model and
@@ -403,6 +413,8 @@ def run(
     ``tiles_per_task`` tiles are embedded in one encoder call (default: 4 on a GPU, else 1).
     A piece that runs out of its tile into a neighbour that found nothing of it is put to the
     neighbour's model as a prompt, for up to ``prompt_rounds`` rounds (see ``geosam.reprompt``).
+    ``threads`` is torch's threads per worker (default: cores / workers on a local cluster, the
+    workers' own on ``scheduler``; 0: cores / workers).
     """
     started = time.monotonic()
     if parameters is None:
@@ -494,11 +506,12 @@ def run(
             take(result)
         report.peak_rss_bytes = {"this process": peak_rss()}
     else:
-        with dask_client(workers, scheduler) as client:
+        device = getattr(source, "device", "cpu")
+        with dask_client(workers, scheduler, device) as client:
             report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
-            threads = None if scheduler else 0
+            threads = threads if threads is not None or scheduler else 0
             peaks = report.peak_rss_bytes
-            batch = tiles_per_task or (1 if getattr(source, "device", "cpu") == "cpu" else GPU_TILES_PER_TASK)
+            batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
             results = run_tiles(client, scene, grid, source, remaining, retries, threads, peaks, batch, jobs)
             for result in results:
                 take(result)

@@ -169,7 +169,7 @@ class Cluster:
     """The Dask cluster every scene's tiles run on."""
 
     workers: int | None = _opt(
-        None, "Local worker processes [default: one per core]; 0 runs tiles in this process, without Dask.",
+        None, "Local worker processes [default: 1 on the CPU, one per core with a GPU]; 0 runs tiles in this process, without Dask.",
         minimum=0,
     )  # fmt: skip
     scheduler: str | None = _opt(

@@ -431,8 +431,8 @@ def dry_run(
     elif workers == 0:
         cluster, parallel = "this process (no Dask)", 1
     else:
-        n = workers or default_workers()
-        cluster, parallel = f"a local Dask cluster of {_n(n, 'worker')}", min(n, os.cpu_count() or 1)
+        n = workers or default_workers(getattr(source, "device", "cpu"))
+        cluster, parallel = f"a local Dask cluster of {_n(n, 'worker')}", os.cpu_count() or 1  # all cores
     rows, total, todo_total = [], 0.0, 0.0
     for job in the_plan.jobs:
         scene = scenes[job.name]
@@ -541,7 +541,7 @@ def run(
     summary = Summary(the_plan)
     loaded: list[Any] = []  # the prompt-mode model, loaded on first use
     with (
-        _client(workers, scheduler)
+        _client(workers, scheduler, getattr(source, "device", "cpu"))
         if automatic and not (workers == 0 and not scheduler)
         else nullcontext() as client
     ):
@@ -552,7 +552,7 @@ def run(
                 outcome = SceneOutcome(job, "skipped", int(record.get("objects", 0)))
             else:
                 outcome = _run_scene(the_plan, job, scenes[job.name], groups.get(job.name), source, loaded,
-                                     keys[job.name], workers, address, on_tile)  # fmt: skip
+                                     keys[job.name], scheduler is None, address, on_tile)  # fmt: skip
             summary.outcomes.append(outcome)
             if on_scene is not None:
                 on_scene(outcome)
@@ -563,10 +563,10 @@ def run(
 
 
 @contextmanager
-def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+def _client(workers: int | None, scheduler: str | None, device: str) -> Iterator[Any]:
     from geosam.pipeline import dask_client
 
-    with dask_client(workers, scheduler) as client:
+    with dask_client(workers, scheduler, device) as client:
         yield client
 
 
@@ -606,11 +606,11 @@ def _make_folder(pipeline: Pipeline, folder: Path) -> None:
         raise pipeline.fail([f"output.path: cannot create the folder {folder} ({reason(exc)})"]) from None
 
 
-def _run_scene(plan, job, scene, groups, source, loaded, key, workers, address, on_tile) -> SceneOutcome:
+def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on_tile) -> SceneOutcome:
     started = time.perf_counter()
     try:
         if job.prompts is None:
-            frame, skipped = _automatic(plan, job, scene, source, workers, address, on_tile), 0
+            frame, skipped = _automatic(plan, job, scene, source, local, address, on_tile), 0
         else:
             frame, skipped = _prompted(plan, scene, groups, source, loaded)
         frame = _filter(plan.pipeline, frame, scene, renumber=job.prompts is None)
@@ -626,7 +626,9 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, workers, address, 
     return SceneOutcome(job, "done", len(frame), seconds, skipped_prompts=skipped)
 
 
-def _automatic(plan, job, scene, source, workers, address, on_tile) -> gpd.GeoDataFrame:
+def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoDataFrame:
+    """The scene's objects, its tiles on the cluster at ``address`` (``local``: the one this run
+    started, whose workers share the cores) or in this process."""
     from geosam.pipeline import segment
 
     p = plan.pipeline
@@ -634,7 +636,7 @@ def _automatic(plan, job, scene, source, workers, address, on_tile) -> gpd.GeoDa
     return segment(
         job.path, model=source, tile_size=p.tiling.tile_size, overlap=p.tiling.overlap,
         min_area=p.filters.min_area, simplify=p.filters.simplify,
-        workers=0 if address is None else None, scheduler=address,
+        workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
         on_tile=(lambda result: on_tile(job, total)) if on_tile else None, **_read_options(p),
     )  # fmt: skip
 

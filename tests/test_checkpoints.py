@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,7 +17,7 @@ from click.testing import CliRunner
 from geosam.cli import main
 from geosam.errors import ModelError
 from geosam.models import ModelSpec, load_model
-from geosam.models.checkpoints import architecture_of, read_state_dict
+from geosam.models.checkpoints import architecture_of, read_shapes, read_state_dict
 from geosam.models.sam import SamModel
 from geosam.models.weights import sha256_file
 
@@ -45,6 +47,9 @@ def test_spec_detects_the_architecture_and_hashes_once(random_vit_b):
     )
     model = load_model(dataclasses.replace(spec, backend="torch"))
     assert model.checksum == spec.checksum and model.image_size == 1024
+    assert {k: tuple(v.shape) for k, v in model.runtime.sam.state_dict().items()} == {
+        k: v.shape for k, v in read_shapes(random_vit_b).items()
+    }
     assert model.runtime.sam.image_encoder.patch_embed.proj.out_channels == 768
 
 
@@ -142,3 +147,14 @@ def test_architecture_needs_a_checkpoint(tmp_path, data):
         main, ["segment", str(data / SMALL), "-o", str(tmp_path / "o.gpkg"), "--architecture", "vit_b"]
     )
     assert result.exit_code == 2 and "--architecture applies to --checkpoint" in result.output
+
+
+def test_the_client_reads_a_checkpoints_architecture_without_torch(random_vit_b, model_installed):
+    code = (
+        "import sys; from geosam.models import ModelSpec\n"
+        f"print(ModelSpec(checkpoint={str(random_vit_b)!r}).architecture, "
+        f"ModelSpec(checkpoint={str(model_installed)!r}).architecture, 'torch' in sys.modules)"
+    )
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["vit_b", "vit_t", "False"]

@@ -13,15 +13,15 @@ from geosam.models import ModelSpec, load_model
 
 def _prompts(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Batches of (coords (B, N, 2) in model input pixels, labels (B, N)): points, negatives, boxes."""
-    single = rng.uniform(0, 1024, (6, 1, 2))
+    single = rng.uniform(0, 1024, (11, 1, 2))  # more than one decoder call's (PROMPTS_PER_CALL)
     mixed = rng.uniform(0, 1024, (4, 3, 2))
     corners = np.sort(rng.uniform(0, 1024, (5, 2, 2)), axis=1)
-    padded = np.concatenate([single[:, :1], np.zeros((6, 1, 2))], 1)
+    padded = np.concatenate([single[:, :1], np.zeros((11, 1, 2))], 1)
     return [
-        (single, np.ones((6, 1))),
+        (single, np.ones((11, 1))),
         (mixed, np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1], [1, 1, 1]])),
         (corners, np.tile([2, 3], (5, 1))),  # boxes, as their two corners
-        (padded, np.tile([1, -1], (6, 1))),  # a point with a padding point, as SAM's export pads
+        (padded, np.tile([1, -1], (11, 1))),  # a point with a padding point, as SAM's export pads
     ]
 
 

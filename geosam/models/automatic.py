@@ -16,6 +16,8 @@ import torch
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
 
+UPSCALE_BYTES = 64 * 2**20  # float32 logits at image size upsampled per call (16 masks of a 1024² tile)
+
 if TYPE_CHECKING:
     from geosam.models.sam import Embedding, SamModel
 
@@ -178,12 +180,16 @@ def generate(
     nonempty = binary.flatten(1).any(1)
     low_res, iou, stable, binary = low_res[nonempty], iou[nonempty], stable[nonempty], binary[nonempty]
     kept = box_nms(amg.batched_mask_to_box(binary), iou, params.box_nms_thresh)
-    masks = []
-    for chunk in torch.split(kept, params.points_per_batch):
-        masks.append((model.upscale(embedding, low_res[chunk].float()) > 0).numpy() & valid)
-    full = np.concatenate(masks)
+    full = np.empty((len(kept), h, w), bool)
+    step = max(1, UPSCALE_BYTES // (4 * h * w))
+    for start in range(0, len(kept), step):
+        chunk = kept[start : start + step]
+        np.logical_and((model.upscale(embedding, low_res[chunk].float()) > 0).numpy(), valid,
+                       out=full[start : start + len(chunk)])  # fmt: skip
     keep = objects(full, valid, params.max_area_fraction)
-    return Masks(full[keep], iou[kept].numpy()[keep], stable[kept].numpy()[keep])
+    if not keep.all():
+        full = full[keep]
+    return Masks(full, iou[kept].numpy()[keep], stable[kept].numpy()[keep])
 
 
 def objects(masks: np.ndarray, valid: np.ndarray, max_fraction: float) -> np.ndarray:

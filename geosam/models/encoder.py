@@ -1,0 +1,84 @@
+"""SAM's ViT image encoder with its attention computed in query chunks, never as a full score matrix.
+
+SAM's ViT attention blocks (``mobile_sam.modeling.image_encoder.Attention``) build the scores of every
+query against every key, add the decomposed relative-position bias and take the softmax: in the global
+blocks of a 1024² image that is heads × 4096 × 4096 floats (805 MB for ViT-B), several copies alive at
+once. Here the same sum goes through ``torch.nn.functional.scaled_dot_product_attention`` a few rows of
+queries at a time, with the bias of those rows only as its additive mask: the same result up to
+floating-point rounding, the same parameters (and state dict names), a small fraction of the memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Queries per call (rounded down to whole rows); a chunk's bias is heads × CHUNK × keys (ViT-B: 50 MB).
+# Measured on ViT-B, 2 cores: 1024 queries made a global block about 8 % faster and the peak 450 MB higher.
+CHUNK = 256
+
+
+def _image_encoder() -> ModuleType:
+    """``mobile_sam.modeling.image_encoder``, whose ``get_rel_pos`` this reuses."""
+    from geosam.models._mobile_sam import import_mobile_sam
+
+    import_mobile_sam()
+    return importlib.import_module("mobile_sam.modeling.image_encoder")
+
+
+class ChunkedAttention(nn.Module):
+    """A drop-in for SAM's ViT ``Attention`` (sharing its parameters) that attends in query chunks."""
+
+    def __init__(self, attention: nn.Module, chunk: int = CHUNK) -> None:
+        super().__init__()
+        self.num_heads = attention.num_heads
+        self.scale = attention.scale
+        self.qkv, self.proj = attention.qkv, attention.proj
+        self.use_rel_pos = attention.use_rel_pos
+        if self.use_rel_pos:
+            self.rel_pos_h, self.rel_pos_w = attention.rel_pos_h, attention.rel_pos_w
+        self.chunk = chunk
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            out = self._attend_rel_pos(q, k, v, h, w)
+        out = out.transpose(1, 2).reshape(b, h, w, -1)
+        return self.proj(out)
+
+    def _attend_rel_pos(self, q: Tensor, k: Tensor, v: Tensor, h: int, w: int) -> Tensor:
+        """Attention of (B, heads, h·w, d) queries with SAM's decomposed relative-position bias."""
+        get_rel_pos = _image_encoder().get_rel_pos
+        rel_h = get_rel_pos(h, h, self.rel_pos_h)  # (h, h, d): query row × key row
+        rel_w = get_rel_pos(w, w, self.rel_pos_w)  # (w, w, d): query column × key column
+        b, heads, _, d = q.shape
+        rows = max(1, min(h, self.chunk // w))
+        out = torch.empty_like(q)
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            part = slice(top * w, bottom * w)
+            qc = q[:, :, part]
+            grid = qc.reshape(b, heads, bottom - top, w, d)
+            bias_h = torch.einsum("bnrwc,rkc->bnrwk", grid, rel_h[top:bottom])  # (.., rows, w, h)
+            bias_w = torch.einsum("bnrwc,wkc->bnrwk", grid, rel_w)  # (.., rows, w, w)
+            bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, heads, -1, h * w).to(q.dtype)
+            out[:, :, part] = F.scaled_dot_product_attention(qc, k, v, attn_mask=bias, scale=self.scale)
+        return out
+
+
+def chunk_attention(encoder: nn.Module, chunk: int = CHUNK) -> nn.Module:
+    """Swap every ViT attention block of SAM's ``ImageEncoderViT`` for a ``ChunkedAttention``, in place.
+
+    Other encoders (MobileSAM's TinyViT) are returned unchanged.
+    """
+    for block in getattr(encoder, "blocks", ()):
+        if not isinstance(block.attn, ChunkedAttention):
+            block.attn = ChunkedAttention(block.attn, chunk)
+    return encoder
