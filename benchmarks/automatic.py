@@ -114,7 +114,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = load_model(ModelSpec("mobile_sam", backend="torch"))
-    modes = {"geosam default": AutomaticParams(), "skip covered": AutomaticParams(skip_covered=True)}
+    modes = {"geosam default": AutomaticParams()}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.tiles:

@@ -23,19 +23,10 @@ if TYPE_CHECKING:
 
 
 def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
-    """The prompt grid as (N, 2) pixel coordinates (x, y), coarse to fine, without points on invalid pixels.
-
-    Coarse to fine: first every 8th point of the grid in both directions, then every 4th, 2nd, the rest,
-    so that large objects are found first and, with ``skip_covered``, their inner points are skipped.
-    """
+    """The prompt grid as (N, 2) pixel coordinates (x, y), in SAM's order, without points on invalid pixels."""
     _, amg = import_mobile_sam()
     h, w = valid.shape
     points = amg.build_point_grid(points_per_side) * np.array([w, h])
-    i, j = np.divmod(np.arange(points_per_side**2), points_per_side)
-    level = np.zeros(len(points), int)
-    for step in (2, 4, 8):
-        level += (i % step != 0) | (j % step != 0)
-    points = points[np.argsort(level, kind="stable")]
     cols = np.minimum(points[:, 0].astype(int), w - 1)
     rows = np.minimum(points[:, 1].astype(int), h - 1)
     return points[valid[rows, cols]].astype(np.float32)
@@ -136,17 +127,11 @@ def generate(
         return Masks.empty(h, w)
     embedding = embedding or model.embed(image)
     logits, scores, stability = [], [], []
-    covered = None
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
-        if covered is not None:
-            batch = batch[~_points_covered(covered, batch, embedding, model.low_res_scale)]
-            if len(batch) == 0:
-                continue
         low_res, iou = model.decode_points(  # a runtime that answers one mask: its single-mask answer
             embedding, batch[:, None, :], np.ones((len(batch), 1)), multimask=model.runtime.multimask
         )
-        per_point = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten()
         rows, cols = model.low_res_extent(embedding)
         keep = iou >= params.pred_iou_thresh
@@ -160,18 +145,6 @@ def generate(
         logits.append(low_res[keep].half())
         scores.append(iou[keep])
         stability.append(stable[keep])
-        if params.skip_covered:
-            binary = low_res[:, :rows, :cols] > 0
-            area = binary.flatten(1).sum(1).float()
-            marks = keep & (area <= params.coverage_max_fraction * rows * cols)
-            if params.coverage == "smallest":
-                area = torch.where(marks, area, torch.inf).view(-1, per_point)
-                smallest = torch.zeros_like(marks).view(-1, per_point)
-                smallest[torch.arange(len(area)), area.argmin(1)] = True
-                marks &= smallest.flatten()
-            if marks.any():
-                fresh = binary[marks].any(0)
-                covered = fresh if covered is None else covered | fresh
     if not logits:
         return Masks.empty(h, w)
     low_res, iou, stable = torch.cat(logits), torch.cat(scores), torch.cat(stability)
@@ -200,12 +173,3 @@ def objects(masks: np.ndarray, valid: np.ndarray, max_fraction: float) -> np.nda
     """
     area = masks.reshape(len(masks), -1).sum(1)
     return (area > 0) & (area <= max_fraction * max(int(valid.sum()), 1))
-
-
-def _points_covered(covered: torch.Tensor, points: np.ndarray, embedding, scale: float) -> np.ndarray:
-    """Which points (x, y) in image pixels fall inside the low-resolution coverage mask."""
-    x = points[:, 0] * embedding.input_size[1] / embedding.original_size[1] * scale
-    y = points[:, 1] * embedding.input_size[0] / embedding.original_size[0] * scale
-    cols = np.clip(x.astype(int), 0, covered.shape[1] - 1)
-    rows = np.clip(y.astype(int), 0, covered.shape[0] - 1)
-    return covered[rows, cols].numpy()

@@ -41,9 +41,6 @@ class AutomaticParams:
     stability_score_thresh: float = 0.92  # drop masks that change when the logit threshold moves
     stability_score_offset: float = 1.0  # the logit shift used for the stability score
     box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
-    skip_covered: bool = False  # skip grid points that already lie inside an accepted mask
-    coverage: str = "all"  # which accepted masks mark points covered: "all" or "smallest" per point
-    coverage_max_fraction: float = 0.25  # masks larger than this share of the tile mark nothing
     max_area_fraction: float = 0.95  # masks of more of the tile's valid pixels are the image, not an object
 
     def __post_init__(self) -> None:
