@@ -121,6 +121,10 @@ class Tiling:
 
     tile_size: int = _opt(1024, "Tile size in pixels.", minimum=64, maximum=8192)
     overlap: int = _opt(128, "Overlap between tiles in pixels; smaller than tile_size.", minimum=0)
+    prompt_rounds: int = _opt(
+        3, "Rounds of point prompts to tiles that missed an object their neighbour saw run into them (0: none).",
+        minimum=0, maximum=10,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
