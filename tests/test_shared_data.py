@@ -56,7 +56,7 @@ def test_cli_segments_a_16bit_scene(tmp_path, model_installed):
     output = tmp_path / "pan.gpkg"
     result = subprocess.run(
         [sys.executable, "-m", "geosam", "-q", "segment", str(DATA / "pan1.tif"), "-o", str(output),
-         "--points-per-side", "4", "-w", "1", "--resolution", "1", "--percentiles", "1,99"],
+         "--points-per-side", "8", "-w", "1", "--resolution", "1", "--percentiles", "1,99"],
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])), capture_output=True, text=True,
         check=False,
     )  # fmt: skip
