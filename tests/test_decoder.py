@@ -37,6 +37,14 @@ def _check(runtime, features: torch.Tensor, seed: int) -> None:
             assert torch.allclose(iou, expected_iou[:, pick], atol=1e-5)
             agree = ((masks > 0) == (reference > 0)).float().mean()
             assert agree >= 0.9999
+            threshold = float(iou.median())  # some masks of a batch kept, some not
+            confident, confident_iou = runtime.decode_confident(
+                features, coords, labels, multimask, threshold
+            )
+            keep = iou >= threshold
+            assert 0 < int(keep.sum()) == len(confident)
+            assert torch.allclose(confident_iou, iou[keep])
+            assert (confident - masks[keep]).abs().max() <= 1e-5 * scale + 1e-4
 
 
 def test_low_rank_decoder_equals_sam_on_real_imagery(model_installed, data):

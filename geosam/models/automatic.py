@@ -129,17 +129,20 @@ def generate(
     logits, scores, stability = [], [], []
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
-        low_res, iou = model.decode_points(  # a runtime that answers one mask: its single-mask answer
-            embedding, batch[:, None, :], np.ones((len(batch), 1)), multimask=model.runtime.multimask
+        low_res, iou = model.confident_points(  # a runtime that answers one mask: its single-mask answer
+            embedding,
+            batch[:, None, :],
+            np.ones((len(batch), 1)),
+            model.runtime.multimask,
+            params.pred_iou_thresh,
         )
-        low_res, iou = low_res.flatten(0, 1), iou.flatten()
-        rows, cols = model.low_res_extent(embedding)
-        keep = iou >= params.pred_iou_thresh
-        stable = torch.zeros_like(iou)
-        stable[keep] = stability_scores(
-            low_res[keep], rows, cols, params.stability_score_offset, round(1 / model.low_res_scale)
+        stable = stability_scores(
+            low_res,
+            *model.low_res_extent(embedding),
+            params.stability_score_offset,
+            round(1 / model.low_res_scale),
         )
-        keep &= stable >= params.stability_score_thresh
+        keep = stable >= params.stability_score_thresh
         if not keep.any():
             continue
         logits.append(low_res[keep].half())

@@ -12,11 +12,14 @@ The result is SAM's decoder output up to floating-point rounding, at about a thi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+UPSCALE_CHUNK = 4096  # prompt positions upscaled per step: its arrays (8 MB at most) stay in the CPU cache
 
 
 @dataclass(eq=False)
@@ -71,19 +74,33 @@ class _Keys:
     """Image-side state of B prompts: ``a[..., None] * stage.base + coef.mT @ vecs``.
 
     Nothing of size (B, N, C) is formed until the masks need it: attention scores and mixes, and
-    LayerNorm statistics, are computed from the terms of this sum.
+    LayerNorm statistics, are computed from the terms of this sum. ``coef`` is the start of ``store``,
+    where the next steps append their rows: each step consumes the state it is called on.
     """
 
     stage: _Stage
     a: Tensor  # (B, N)
     coef: Tensor  # (B, M, N): each vector's weight at each position
     vecs: Tensor  # (B, M, C)
+    store: Tensor  # (B, M + rows to come, N)
     blocks: tuple[_Block, ...] = ()
 
-    def linear(self, param: Tensor, matrix: Tensor, const: Tensor) -> Tensor:
-        """``state @ matrix + const`` as (B, N, out); ``param`` names the matrix for the per-image cache."""
-        out = torch.addcmul(const, self.a[..., None], self.stage.map(param, matrix))
-        return out.baddbmm_(self.coef.mT, self.vecs @ matrix)
+    def linear(self, param: Tensor, matrix: Tensor, const: Tensor) -> Callable[[slice], Tensor]:
+        """``state @ matrix + const`` as a function of a slice of positions, giving (B, n, out); ``param``
+        names the matrix for the per-image cache."""
+        image, vecs = self.stage.map(param, matrix), self.vecs @ matrix
+
+        def rows(positions: slice) -> Tensor:
+            out = torch.addcmul(const, self.a[:, positions, None], image[positions])
+            return out.baddbmm_(self.coef[:, :, positions].mT, vecs)
+
+        return rows
+
+    def select(self, prompts: Tensor) -> _Keys:
+        """The state of the prompts ``prompts`` (B,) selects."""
+        blocks = tuple(_Block(b.start, b.stop, b.value[prompts], b.param, b.gain) for b in self.blocks)
+        coef = self.coef[prompts]
+        return _Keys(self.stage, self.a[prompts], coef, self.vecs[prompts], coef, blocks)
 
     def attend(self, query: Tensor, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:
         """Dot products (B, H, T, N) of per-head ``query`` (B, H, T, d) with ``linear(state [+ pe])``."""
@@ -117,8 +134,10 @@ class _Keys:
         start = self.vecs.shape[1]
         stop = start + value.shape[1] * value.shape[2]
         block = _Block(start, stop, value, param, torch.ones_like(self.stage.gain))
+        end = start + coef.shape[1]
+        self.store[:, start:end] = coef
         return _Keys(
-            self.stage, self.a, torch.cat([self.coef, coef], 1), torch.cat([self.vecs, vecs], 1),
+            self.stage, self.a, self.store[:, :end], torch.cat([self.vecs, vecs], 1), self.store,
             (*self.blocks, block),
         )  # fmt: skip
 
@@ -142,15 +161,18 @@ class _Keys:
         gram = (((self.vecs @ self.vecs.mT) @ self.coef) * self.coef).sum(1)
         square = self.a.square() * self.stage.square + 2 * self.a * self.cross() + gram
         rstd = torch.rsqrt((square / channels - mean.square()).clamp_min(0) + norm.eps)
-        ones = torch.ones_like(mean)[:, None]
-        batch = len(self.vecs)
+        batch, rows = self.coef.shape[:2]
+        self.coef.mul_(rstd[:, None])
+        self.store[:, rows] = -mean * rstd
+        self.store[:, rows + 1] = 1
         shifts = torch.stack([norm.weight, norm.bias]).expand(batch, 2, channels)
         blocks = tuple(_Block(b.start, b.stop, b.value, b.param, b.gain * norm.weight) for b in self.blocks)
         return _Keys(
             self.stage.scaled(norm.weight),
             self.a * rstd,
-            torch.cat([self.coef * rstd[:, None], (-mean * rstd)[:, None], ones], 1),
+            self.store[:, : rows + 2],
             torch.cat([self.vecs * norm.weight, shifts], 1),
+            self.store,
             blocks,
         )
 
@@ -179,10 +201,22 @@ class LowRankDecoder:
     def __call__(self, terms: ImageTerms, sparse: Tensor, multimask: bool) -> tuple[Tensor, Tensor]:
         """Low-resolution mask logits (B, K, 4h, 4w) and predicted IoU (B, K) for B sparse prompts."""
         queries, keys = self.transform(terms, sparse)
-        masks = self.masks(terms, queries, keys)
-        iou = self.iou(queries)
-        pick = slice(1, None) if multimask else slice(0, 1)
-        return masks[:, pick], iou[:, pick]
+        iou = self.iou(queries)[:, _pick(multimask)]
+        masks = self.masks(terms, queries, keys, torch.ones_like(iou, dtype=torch.bool), multimask)
+        return masks.unflatten(0, iou.shape), iou
+
+    @torch.inference_mode()
+    def confident(
+        self, terms: ImageTerms, sparse: Tensor, multimask: bool, min_iou: float
+    ) -> tuple[Tensor, Tensor]:
+        """Logits (M, 4h, 4w) and IoU (M,) of the masks of B prompts predicted at least ``min_iou``.
+
+        The prediction needs only the transformer, so the masks below it are never upscaled.
+        """
+        queries, keys = self.transform(terms, sparse)
+        iou = self.iou(queries)[:, _pick(multimask)]
+        keep = iou >= min_iou
+        return self.masks(terms, queries, keys, keep, multimask), iou[keep]
 
     def transform(self, terms: ImageTerms, sparse: Tensor) -> tuple[Tensor, _Keys]:
         """The two-way transformer: output token states (B, T, C) and the image side in low-rank form."""
@@ -190,9 +224,18 @@ class LowRankDecoder:
         batch, n = len(sparse), len(terms.pe.base)
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])
         tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse], 1)
-        empty = tokens.new_zeros(batch, 0, n)
+        # Each layer adds a vector per head and token, its output bias and the two LayerNorm shifts.
+        rows = sum(
+            layer.cross_attn_image_to_token.num_heads * tokens.shape[1] + 3
+            for layer in self.transformer.layers
+        )
+        store = tokens.new_empty(batch, rows, n)
         keys = _Keys(
-            terms.stage, tokens.new_ones(batch, n), empty, tokens.new_zeros(batch, 0, tokens.shape[-1])
+            terms.stage,
+            tokens.new_ones(batch, n),
+            store[:, :0],
+            tokens.new_zeros(batch, 0, tokens.shape[-1]),
+            store,
         )
         queries = tokens
         for layer in self.transformer.layers:
@@ -217,24 +260,41 @@ class LowRankDecoder:
     def iou(self, queries: Tensor) -> Tensor:
         return self.decoder.iou_prediction_head(queries[:, 0])
 
-    def masks(self, terms: ImageTerms, queries: Tensor, keys: _Keys) -> Tensor:
-        """All mask logits (B, mask tokens, 4h, 4w) from the transformer's outputs.
+    def masks(self, terms: ImageTerms, queries: Tensor, keys: _Keys, keep: Tensor, multimask: bool) -> Tensor:
+        """Logits (M, 4h, 4w) of the masks ``keep`` (B, K) selects, from the transformer's outputs.
 
         The two stride-2 transposed convolutions are per-position linear maps, so the upscaling runs
-        channel-last on (B, h·w, sub-pixels, channels) and only the final masks are put in image order.
+        channel-last on (B, positions, sub-pixels, channels), a few positions at a time so that each
+        step's arrays stay in the CPU's cache; only the kept masks are put in image order.
         """
         decoder = self.decoder
         up, norm, act1, up2, act2 = decoder.output_upscaling
         h, w = terms.size
-        x = keys.linear(up.weight, _subpixel_matrix(up), up.bias.repeat(4))  # (B, N, 2·2·C1)
-        x = act1(F.layer_norm(x.unflatten(-1, (4, -1)), (up.out_channels,), norm.weight, norm.bias, norm.eps))
-        x = act2(torch.addmm(up2.bias.repeat(4), x.flatten(0, 2), _subpixel_matrix(up2)))  # (B·N·4, 4·C2)
-        tokens = queries[:, 1 : 1 + decoder.num_mask_tokens]
+        prompts = keep.any(1)
+        if not prompts.any():
+            return queries.new_empty(0, 4 * h, 4 * w)
+        keys, keep = keys.select(prompts), keep[prompts]
+        tokens = queries[prompts, 1 : 1 + decoder.num_mask_tokens]
         hyper = torch.stack([mlp(tokens[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
-        batch, k = hyper.shape[:2]
-        masks = x.view(batch, -1, up2.out_channels) @ hyper.transpose(1, 2)  # (B, N·2·2·2·2, K)
-        masks = masks.view(batch, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return masks.reshape(batch, k, 4 * h, 4 * w)
+        hyper = hyper[:, _pick(multimask)].mT.contiguous()  # (B, C2, K)
+        batch, k = keep.shape
+        first = keys.linear(up.weight, _subpixel_matrix(up), up.bias.repeat(4))
+        second, bias2 = _subpixel_matrix(up2), up2.bias.repeat(4)
+        out = hyper.new_empty(batch, h * w, 16, k)
+        step = max(1, UPSCALE_CHUNK // max(batch, 1))
+        for start in range(0, h * w, step):
+            rows = slice(start, min(start + step, h * w))
+            x = first(rows).unflatten(-1, (4, -1))  # (B, n, 2·2, C1)
+            x = act1(F.layer_norm(x, (up.out_channels,), norm.weight, norm.bias, norm.eps))
+            x = act2(torch.addmm(bias2, x.flatten(0, 2), second))  # (B·n·4, 2·2·C2)
+            torch.bmm(x.view(batch, -1, up2.out_channels), hyper, out=out[:, rows].view(batch, -1, k))
+        masks = out.view(batch, h, w, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)[keep]
+        return masks.reshape(-1, 4 * h, 4 * w)
+
+
+def _pick(multimask: bool) -> slice:
+    """The mask tokens answered: the three multimask ones, or the single-mask one."""
+    return slice(1, None) if multimask else slice(0, 1)
 
 
 def _subpixel_matrix(conv: nn.ConvTranspose2d) -> Tensor:

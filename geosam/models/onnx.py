@@ -192,6 +192,19 @@ class OnnxRuntime:
             torch.from_numpy(np.concatenate([a[1] for a in answers])),
         )
 
+    def decode_confident(
+        self,
+        features: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        multimask: bool,
+        min_iou: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (M, 256, 256) and IoU (M,) of the masks predicted at least ``min_iou``, prompt by prompt."""
+        low_res, iou = self.decode(features, coords, labels, multimask)
+        keep = iou >= min_iou
+        return low_res[keep], iou[keep]
+
 
 @dataclass(frozen=True)
 class Verification:

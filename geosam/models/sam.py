@@ -55,6 +55,18 @@ class Runtime(Protocol):
         """
         ...
 
+    def decode_confident(
+        self,
+        features: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        multimask: bool,
+        min_iou: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``decode``'s masks (M, 256, 256) and IoU (M,), prompt by prompt, of those predicted at least
+        ``min_iou`` (automatic mode's first filter; a runtime may skip computing the others)."""
+        ...
+
 
 class SamModel:
     """A SAM model (any of its image encoders) answering point and box prompts on embedded images."""
@@ -126,6 +138,25 @@ class SamModel:
         image pixel coordinates. K is 3 with ``multimask`` where the runtime can answer with three
         masks, else 1 (the best of three with ``multimask``).
         """
+        coords, kinds = self._prompts(embedding, points, labels, boxes)
+        return self.runtime.decode(embedding.features, coords, kinds, multimask)
+
+    def confident_points(
+        self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool, min_iou: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (M, 256, 256) and IoU (M,) of the masks that ``decode`` would answer to the point sets
+        ``points`` (B, N, 2) with ``labels`` (B, N) and that the model predicts at least ``min_iou``."""
+        coords, kinds = self._prompts(embedding, points, labels, None)
+        return self.runtime.decode_confident(embedding.features, coords, kinds, multimask, min_iou)
+
+    def _prompts(
+        self,
+        embedding: Embedding,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        boxes: np.ndarray | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts as the runtime takes them: coordinates (B, N, 2) in model input pixels and labels (B, N)."""
         if points is None and boxes is None:
             raise ValueError("decode needs points, boxes or both")
         h, w = embedding.original_size
@@ -141,12 +172,7 @@ class SamModel:
             corners = np.asarray(boxes, np.float32).reshape(-1, 2, 2) * scale
             coords.append(corners)
             kinds.append(np.tile(np.array([2, 3], np.float32), (len(corners), 1)))
-        return self.runtime.decode(
-            embedding.features,
-            torch.from_numpy(np.concatenate(coords, 1)),
-            torch.from_numpy(np.concatenate(kinds, 1)),
-            multimask,
-        )
+        return torch.from_numpy(np.concatenate(coords, 1)), torch.from_numpy(np.concatenate(kinds, 1))
 
     def decode_points(
         self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool = True
@@ -190,7 +216,9 @@ class SamModel:
         size = (self.image_size, self.image_size)
         masks = F.interpolate(low_res[:, None], size, mode="bilinear", align_corners=False)
         masks = masks[..., : embedding.input_size[0], : embedding.input_size[1]]
-        return F.interpolate(masks, embedding.original_size, mode="bilinear", align_corners=False)[:, 0]
+        if embedding.input_size != embedding.original_size:
+            masks = F.interpolate(masks, embedding.original_size, mode="bilinear", align_corners=False)
+        return masks[:, 0]
 
     @property
     def low_res_scale(self) -> float:
