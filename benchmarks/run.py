@@ -7,8 +7,11 @@ Sections:
   model   model-only time per real 1024² tile: encoder, automatic decoding (no I/O, stitching, writing)
   scene   end to end on generated scenes (real imagery, mirrored into N×N px): wall time, Mpx/s, km²/h,
           peak memory of the whole process tree (the CLI and its Dask workers, sampled every 50 ms)
-  overhead the smallest scene with 1 worker against model-only time for the same tiles in one
-          process with the same threads: pipeline / model-only is the pipeline's overhead
+  overhead the smallest scene with 1 worker and no prompt rounds against model-only time for the same
+          tiles in one process with the same threads: pipeline / model-only is the pipeline's overhead;
+          also against the seconds the run's own worker spent in the model (its report's model_s),
+          which the machine's load cannot skew between two runs
+  rounds  the same run with the default prompt rounds (seams, ``--prompt-rounds``): their extra cost
   workers the smallest scene with 1 and --workers workers
 Ratios are measured in one run: this machine is shared and noisy.
 """
@@ -63,11 +66,11 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_cli(scene: Path, out: Path, points: int, workers: int) -> dict:
+def run_cli(scene: Path, out: Path, points: int, workers: int, *options: str) -> dict:
     """geosam segment as a user runs it, timed, with the process tree's peak memory."""
     command = [
         sys.executable, "-m", "geosam", "-q", "segment", str(scene), "-o", str(out), "--overwrite",
-        "--points-per-side", str(points), "-w", str(workers),
+        "--points-per-side", str(points), "-w", str(workers), *options,
     ]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -78,8 +81,10 @@ def run_cli(scene: Path, out: Path, points: int, workers: int) -> dict:
         raise RuntimeError(f"geosam failed: {err}")
     import geopandas as gpd
 
+    report = json.loads(out.with_name(f"{out.stem}.report.json").read_text())
     return {
         "wall_s": wall,
+        "model_s": report["model_s"],
         "peak_rss_mb": memory.peak / 2**20,
         "objects": len(gpd.read_file(out, layer="objects")),
     }
@@ -165,12 +170,21 @@ def main() -> None:
         size = min(args.sizes)
         scene = tmp / f"scene_{size}.tif"
         one = run_cli(scene, tmp / "one.gpkg", args.points_per_side, 1)
+        plain = run_cli(scene, tmp / "plain.gpkg", args.points_per_side, 1, "--prompt-rounds", "0")
         alone = model_only(scene, args.points_per_side)
-        report["overhead"] = {"size": size, "pipeline_1_worker_s": one["wall_s"], "model_only_s": alone["model_only_s"],
-                              "ratio": one["wall_s"] / alone["model_only_s"]}  # fmt: skip
+        report["overhead"] = {"size": size, "pipeline_1_worker_s": plain["wall_s"], "model_only_s": alone["model_only_s"],
+                              "ratio": plain["wall_s"] / alone["model_only_s"], "in_run_model_s": plain["model_s"],
+                              "in_run_ratio": plain["wall_s"] / plain["model_s"]}  # fmt: skip
         rows.append(
-            f"overhead {size}² px: pipeline (1 worker) {one['wall_s']:.0f} s / model-only {alone['model_only_s']:.0f} s"
-            f" = {report['overhead']['ratio']:.2f}"
+            f"overhead {size}² px: pipeline (1 worker, no prompt rounds) {plain['wall_s']:.0f} s / "
+            f"model-only {alone['model_only_s']:.0f} s = {report['overhead']['ratio']:.2f}; "
+            f"/ its worker's time in the model {plain['model_s']:.0f} s = {report['overhead']['in_run_ratio']:.2f}"
+        )
+        report["rounds"] = {"size": size, "with_s": one["wall_s"], "without_s": plain["wall_s"],
+                            "ratio": one["wall_s"] / plain["wall_s"]}  # fmt: skip
+        rows.append(
+            f"rounds  {size}² px, 1 worker: default prompt rounds {one['wall_s']:.0f} s / none "
+            f"{plain['wall_s']:.0f} s = {report['rounds']['ratio']:.2f}"
         )
         many = report["scene"][str(size)]
         report["workers"] = {

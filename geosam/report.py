@@ -70,6 +70,7 @@ class RunReport:
     area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
     area_km2_this_run: float | None = None  # the same, for the tiles segmented in this run
     wall_s: float = 0.0
+    model_s: float = 0.0  # seconds workers spent in the model (tiles and prompt answers) in this run
     km2_per_hour: float | None = None  # area_km2_this_run / wall time
     workers: int = 0
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)  # per worker process (OS's ru_maxrss)
@@ -82,6 +83,7 @@ class RunReport:
 
     def finish(self, wall_s: float) -> None:
         self.wall_s = round(wall_s, 3)
+        self.model_s = round(self.model_s, 3)
         self.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.tiles_failed = len(self.failed)
         if self.area_km2_this_run is not None and wall_s > 0:
@@ -110,7 +112,7 @@ class RunReport:
                 f"tiles: {self.tiles_planned} planned, {self.tiles_skipped} reused, {self.tiles_done} done, "
                 f"{self.tiles_failed} failed ({self.tiles_empty} without valid pixels)"
             ),
-            f"objects: {self.objects} over {area}; {self.wall_s:.1f} s{speed}",
+            f"objects: {self.objects} over {area}; {self.wall_s:.1f} s ({self.model_s:.1f} s in the model){speed}",
             (
                 f"memory: peak {peak / 2**20:.0f} MiB per worker "
                 f"({self.workers} worker{'s' if self.workers != 1 else ''}), "

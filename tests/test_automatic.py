@@ -1,12 +1,17 @@
-"""Automatic mode's stability score is SAM's, computed on each mask's bounding box only."""
+"""Automatic mode: its stability score is SAM's, computed without upsampling; tiles are embedded once."""
 
 from __future__ import annotations
 
+import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.windows import Window
 
+from geosam.models import AutomaticParams, ModelSpec, load_model
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import stability_scores
+from geosam.tiling import TileGrid, TileImage
 
 
 def _logits(seed: int) -> torch.Tensor:
@@ -40,3 +45,22 @@ def test_low_resolution_score_would_differ():
     logits = _logits(7)
     low = amg.calculate_stability_score(logits, 0.0, 1.0).nan_to_num(0.0)
     assert (low - stability_scores(logits, 256, 256, offset=1.0)).abs().max() > 0.01
+
+
+def test_a_tile_prompted_after_it_was_segmented_is_not_embedded_again(model_installed, data):
+    """Neighbours' prompts (geosam.reprompt) reuse the embedding automatic mode made of the same pixels."""
+    model = load_model(ModelSpec("mobile_sam", backend="torch", params=AutomaticParams(points_per_side=4)))
+    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 256, 256)).transpose(1, 2, 0)
+    encoded = []
+    encode = model.runtime.encode
+    model.runtime.encode = lambda x: encoded.append(len(x)) or encode(x)
+    place = next(iter(TileGrid(256, 256, 256, 32)))
+    tile = TileImage(place, np.ascontiguousarray(pixels), np.ones((256, 256), bool))
+    model.automatic(tile)
+    answers = model.point_masks(tile, [np.array([[128.0, 128.0]])])
+    assert encoded == [1] and len(answers[0]) > 0
+    model.point_masks(
+        TileImage(place, np.ascontiguousarray(pixels[::-1]), tile.valid), [np.array([[9.0, 9.0]])]
+    )
+    assert encoded == [1, 1]  # other pixels: embedded

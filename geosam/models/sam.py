@@ -8,6 +8,8 @@ prompts and automatic mode the same way whatever runs the network.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +25,9 @@ from geosam.tiling import TileImage
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation of RGB in 0-255
 PIXEL_STD = (58.395, 57.12, 57.375)
 LOW_RES_SCALE = 0.25  # SAM's decoders answer with 256² masks for 1024² inputs
+# Embeddings (4 MB each) of the latest tiles segmented, kept for the prompts their neighbours send them
+# next (geosam.reprompt): a tile's first round follows it by about one row of tiles.
+EMBEDDINGS_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class SamModel:
         self.runtime = runtime
         self.params = params or AutomaticParams()
         self.checksum = checksum  # sha256 of the checkpoint: part of the embedding cache's key
+        self._recent: OrderedDict[bytes, Embedding] = OrderedDict()  # by a digest of the image
 
     @classmethod
     def load(
@@ -231,7 +237,21 @@ class SamModel:
         return max(1, int(np.ceil(h * self.low_res_scale))), max(1, int(np.ceil(w * self.low_res_scale)))
 
     def automatic(self, tile: TileImage) -> Masks:
-        return generate(self, tile.image, tile.valid, self.params)
+        return generate(self, tile.image, tile.valid, self.params, self._remember(tile.image))
+
+    def _remember(self, image: np.ndarray, embedding: Embedding | None = None) -> Embedding:
+        """The embedding of ``image``: one of the latest, else ``embedding`` or a new one, kept as the latest."""
+        key = (
+            hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+            + repr(image.shape).encode()
+        )
+        if key in self._recent:
+            self._recent.move_to_end(key)
+        else:
+            self._recent[key] = embedding or self.embed(image)
+            while len(self._recent) > EMBEDDINGS_KEPT:
+                self._recent.popitem(last=False)
+        return self._recent[key]
 
     @torch.inference_mode()
     def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:
@@ -239,7 +259,7 @@ class SamModel:
         on valid pixels, less those that are empty or the whole image (see ``automatic``'s settings)."""
         if not points:
             return []
-        embedding = self.embed(tile.image)
+        embedding = self._remember(tile.image)  # embedded already where the tile was just segmented
         rows, cols = self.low_res_extent(embedding)
         found = []
         for group in points:
@@ -259,6 +279,6 @@ class SamModel:
         """``automatic`` for several tiles, embedded in one encoder call."""
         embeddings = self.embed_many([tile.image for tile in tiles])
         return [
-            generate(self, tile.image, tile.valid, self.params, embedding)
+            generate(self, tile.image, tile.valid, self.params, self._remember(tile.image, embedding))
             for tile, embedding in zip(tiles, embeddings, strict=True)
         ]
