@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import logging
@@ -98,7 +99,17 @@ def _segment_task(
 ) -> tuple[list[TileResult], str, int]:
     """One Dask task: ``segment_tiles`` with the worker's cached model; with the worker's peak memory."""
     results = segment_tiles(scene, grid, tiles, _worker_model(source, threads))
+    _give_back_memory()
     return results, _worker_name(), peak_rss()
+
+
+def _give_back_memory() -> None:
+    """Return the heap's free pages to the OS between tasks (glibc; see ``MALLOC``): a worker's memory
+    is then what one task needs, not what the heap kept over many."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def prompt_tile(scene: Scene, grid: TileGrid, job: PromptJob, model: Segmenter) -> TileResult:
@@ -113,7 +124,9 @@ def _prompt_task(
     scene: Scene, grid: TileGrid, job: PromptJob, source: ModelSource, threads: int | None
 ) -> tuple[list[TileResult], str, int]:
     """One Dask task: ``prompt_tile`` with the worker's cached model; with the worker's peak memory."""
-    return [prompt_tile(scene, grid, job, _worker_model(source, threads))], _worker_name(), peak_rss()
+    results = [prompt_tile(scene, grid, job, _worker_model(source, threads))]
+    _give_back_memory()
+    return results, _worker_name(), peak_rss()
 
 
 def _worker_name() -> str:

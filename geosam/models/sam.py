@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geosam.models.automatic import AutomaticParams, generate, objects, stability_scores
+from geosam.models.automatic import AutomaticParams, generate, grid_points, objects, stability_scores
 from geosam.models.base import Masks
 from geosam.tiling import TileImage
 
@@ -237,6 +237,8 @@ class SamModel:
         return max(1, int(np.ceil(h * self.low_res_scale))), max(1, int(np.ceil(w * self.low_res_scale)))
 
     def automatic(self, tile: TileImage) -> Masks:
+        if not len(grid_points(self.params.points_per_side, tile.valid)):  # nothing to ask: not embedded
+            return Masks.empty(*tile.valid.shape)
         return generate(self, tile.image, tile.valid, self.params, self._remember(tile.image))
 
     def _remember(self, image: np.ndarray, embedding: Embedding | None = None) -> Embedding:
