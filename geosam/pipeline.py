@@ -170,9 +170,9 @@ def dask_client(
 ) -> Iterator[Client]:
     """A client of ``scheduler`` (an address or a scheduler file), or of a local cluster of
     ``workers`` processes (default: ``default_workers(device)``) that run one task at a time."""
-    if scheduler:
-        import dask
+    import dask
 
+    if scheduler:
         file = scheduler.endswith(".json") and Path(scheduler).is_file()
         timeout = dask.config.get("distributed.comm.timeouts.connect")
         try:
@@ -189,8 +189,6 @@ def dask_client(
         with client:
             yield client
         return
-    import dask
-
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC.items()}), LocalCluster(
         n_workers=workers or default_workers(device),
         threads_per_worker=1,

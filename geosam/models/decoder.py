@@ -198,14 +198,6 @@ class LowRankDecoder:
         )
 
     @torch.inference_mode()
-    def __call__(self, terms: ImageTerms, sparse: Tensor, multimask: bool) -> tuple[Tensor, Tensor]:
-        """Low-resolution mask logits (B, K, 4h, 4w) and predicted IoU (B, K) for B sparse prompts."""
-        queries, keys = self.transform(terms, sparse)
-        iou = self.iou(queries)[:, _pick(multimask)]
-        masks = self.masks(terms, queries, keys, torch.ones_like(iou, dtype=torch.bool), multimask)
-        return masks.unflatten(0, iou.shape), iou
-
-    @torch.inference_mode()
     def confident(
         self, terms: ImageTerms, sparse: Tensor, multimask: bool, min_iou: float
     ) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -114,12 +115,9 @@ class TorchRuntime:
         self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K is 3 or 1 (``multimask``)."""
-        sparse = self.decoder._embed_points(coords.to(self.device), labels.to(self.device))
-        terms = self.terms(features)
-        parts = [self.fast(terms, group, multimask) for group in sparse.split(PROMPTS_PER_CALL)]
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat([masks for masks, _ in parts]), torch.cat([iou for _, iou in parts])
+        masks, iou = self.decode_confident(features, coords, labels, multimask, -math.inf)
+        answers = 3 if multimask else 1
+        return masks.unflatten(0, (-1, answers)), iou.view(-1, answers)
 
     @torch.inference_mode()
     def decode_confident(
