@@ -7,12 +7,13 @@ Sections:
   model   model-only time per real 1024² tile: encoder, automatic decoding (no I/O, stitching, writing)
   scene   end to end on generated scenes (real imagery, mirrored into N×N px): wall time, Mpx/s, km²/h,
           peak memory of the whole process tree (the CLI and its Dask workers, sampled every 50 ms)
-  overhead the smallest scene with 1 worker and no prompt rounds against model-only time for the same
-          tiles in one process with the same threads: pipeline / model-only is the pipeline's overhead;
-          also against the seconds the run's own worker spent in the model (its report's model_s),
-          which the machine's load cannot skew between two runs
+  overhead the smallest scene with 1 worker, no prompt rounds and the default 32² points
+          (``--overhead-points``) against model-only time for the same tiles in one process with the
+          same threads: pipeline / model-only is the pipeline's overhead; also against the seconds
+          the run's own worker spent in the model (its report's model_s), which the machine's load
+          cannot skew between two runs
   rounds  the same run with the default prompt rounds (seams, ``--prompt-rounds``): their extra cost
-  workers the smallest scene with 1 and --workers workers
+  workers the smallest scene with 1 and --workers workers (``--points-per-side``)
 Ratios are measured in one run: this machine is shared and noisy.
 """
 
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--points-per-side", type=int, default=8)
     parser.add_argument("--model-points", type=int, nargs="+", default=[8, 16, 32],
                         help="points per side for the model-only tile timings")  # fmt: skip
+    parser.add_argument("--overhead-points", type=int, default=32,
+                        help="points per side for the overhead and prompt-round rows")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="Dask workers for the scene runs")
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"))
     args = parser.parse_args()
@@ -170,20 +173,23 @@ def main() -> None:
         size = min(args.sizes)
         scene = tmp / f"scene_{size}.tif"
         one = run_cli(scene, tmp / "one.gpkg", args.points_per_side, 1)
-        plain = run_cli(scene, tmp / "plain.gpkg", args.points_per_side, 1, "--prompt-rounds", "0")
-        alone = model_only(scene, args.points_per_side)
-        report["overhead"] = {"size": size, "pipeline_1_worker_s": plain["wall_s"], "model_only_s": alone["model_only_s"],
+        points = args.overhead_points
+        plain = run_cli(scene, tmp / "plain.gpkg", points, 1, "--prompt-rounds", "0")
+        alone = model_only(scene, points)
+        rounds = run_cli(scene, tmp / "rounds.gpkg", points, 1)
+        report["overhead"] = {"size": size, "points_per_side": points, "pipeline_1_worker_s": plain["wall_s"],
+                              "model_only_s": alone["model_only_s"],
                               "ratio": plain["wall_s"] / alone["model_only_s"], "in_run_model_s": plain["model_s"],
                               "in_run_ratio": plain["wall_s"] / plain["model_s"]}  # fmt: skip
         rows.append(
-            f"overhead {size}² px: pipeline (1 worker, no prompt rounds) {plain['wall_s']:.0f} s / "
+            f"overhead {size}² px, {points}² points: pipeline (1 worker, no prompt rounds) {plain['wall_s']:.0f} s / "
             f"model-only {alone['model_only_s']:.0f} s = {report['overhead']['ratio']:.2f}; "
             f"/ its worker's time in the model {plain['model_s']:.0f} s = {report['overhead']['in_run_ratio']:.2f}"
         )
-        report["rounds"] = {"size": size, "with_s": one["wall_s"], "without_s": plain["wall_s"],
-                            "ratio": one["wall_s"] / plain["wall_s"]}  # fmt: skip
+        report["rounds"] = {"size": size, "points_per_side": points, "with_s": rounds["wall_s"],
+                            "without_s": plain["wall_s"], "ratio": rounds["wall_s"] / plain["wall_s"]}  # fmt: skip
         rows.append(
-            f"rounds  {size}² px, 1 worker: default prompt rounds {one['wall_s']:.0f} s / none "
+            f"rounds  {size}² px, {points}² points, 1 worker: default prompt rounds {rounds['wall_s']:.0f} s / none "
             f"{plain['wall_s']:.0f} s = {report['rounds']['ratio']:.2f}"
         )
         many = report["scene"][str(size)]

@@ -110,7 +110,10 @@ def run_geosam(scene: str, out: str, weights: str, settings: Settings) -> dict:
         workers=settings.workers, prompt_rounds=0,  # samgeo asks no neighbour again
     )  # fmt: skip
     geosam.write(frame, Path(out))
-    return {"tiles": report.tiles_planned, "objects": len(frame)}
+    from geosam.report import peak_rss
+
+    return {"tiles": report.tiles_planned, "objects": len(frame), "client_peak_mib": peak_rss() / 2**20,
+            "worker_peak_mib": max(report.peak_rss_bytes.values(), default=0) / 2**20}  # fmt: skip
 
 
 def run_samgeo(scene: str, out: str, weights: str, settings: Settings) -> dict:

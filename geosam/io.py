@@ -16,12 +16,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import geopandas as gpd
-
 from geosam import style
 from geosam.errors import OutputError
 
 if TYPE_CHECKING:
+    import geopandas as gpd
+
     from geosam.report import RunReport
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".parquet": "Parquet", ".shp": "ESRI Shapefile"}

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import geopandas as gpd
 import numpy as np
 import shapely
 from dask.distributed import Client, LocalCluster, as_completed
 
 from geosam.errors import InputError, SchedulerError, TileError, TileInputError, reason
 from geosam.georef import Scene, area_m2, open_scene
-from geosam.models import Masks, ModelSpec, Segmenter
+from geosam.models import ModelSpec, Segmenter
 from geosam.report import RunReport, TileFailure, peak_rss
 from geosam.reprompt import ROUNDS, PromptJob, Reprompter, answer
 from geosam.resume import WorkDir, iter_finished, model_identity, run_key
@@ -33,6 +32,7 @@ from geosam.vectorize import tidy, to_map
 from geosam.xr import is_dataarray, scene_file
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import xarray
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ def segment_tiles(scene: Scene, grid: TileGrid, tiles: Sequence[Tile], model: Se
             results.append(TileResult(tile, [], False))
             continue
         masks = next(found)
-        masks = Masks(
-            masks.masks & image.valid, masks.scores, masks.stability
-        )  # invalid pixels are never objects
+        np.logical_and(masks.masks, image.valid, out=masks.masks)  # invalid pixels are never objects
         results.append(TileResult(tile, pieces_from_masks(tile, masks, grid), True, model_s=seconds))
     return results
 
@@ -352,6 +350,8 @@ def to_frame(
     scene: Scene, objects: list[StitchedObject], min_area: float = 0.0, simplify: float = 0.0
 ) -> gpd.GeoDataFrame:
     """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
+    import geopandas as gpd  # here: workers import this module for their tasks and never need it
+
     pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
     geometry = to_map(pixel, scene.transform)
     area = (

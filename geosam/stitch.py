@@ -336,8 +336,10 @@ def _raster(geometries: list[shapely.Geometry], box: Box) -> np.ndarray:
     """Pixel polygons (scene pixels) burnt into a bool array over ``box``."""
     if not geometries:
         return np.zeros((box.height, box.width), bool)
+    # Only the box's part is burnt: clipped first, a large outline's other vertices never reach GDAL.
+    clipped = shapely.clip_by_rect(np.array(geometries, dtype=object), box.x0, box.y0, box.x1, box.y1)
     return rasterio.features.rasterize(
-        [(g, 1) for g in geometries],
+        [(g, 1) for g in clipped if not g.is_empty],
         out_shape=(box.height, box.width),
         transform=Affine.translation(box.x0, box.y0),
         dtype=np.uint8,

@@ -6,13 +6,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
 
 from geosam.errors import InputError
 from geosam.georef import Scene
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 INSTALL = "pip install 'geosam[xarray]' (or pip install xarray rioxarray)"
 

@@ -75,3 +75,25 @@ def test_tiles_without_valid_pixels_are_not_segmented(tmp_path):
     )
     assert len(done) == len(geosam.TileGrid(600, 600, 256, 16)) == 9
     assert sum(r.segmented for r in done) == 1 == len(list(records.glob("task-*")))
+
+
+class WholeTile:
+    """Test double answering every tile with one mask of all its pixels, nodata included."""
+
+    name = "whole tile"
+
+    def automatic(self, tile: TileImage) -> Masks:
+        return Masks(np.ones((1, *tile.valid.shape), bool), np.ones(1, np.float32), np.ones(1, np.float32))
+
+
+def test_masks_leave_out_nodata_pixels(tmp_path):
+    from geosam.georef import open_scene
+    from geosam.pipeline import segment_tiles
+
+    data = np.full((3, 300, 300), 100, np.uint8)
+    data[:, :, :120] = 0  # nodata on the left
+    scene = open_scene(write(tmp_path / "scene.tif", data, nodata=0))
+    grid = geosam.TileGrid(300, 300, 256, 64)
+    results = segment_tiles(scene, grid, list(grid), WholeTile())
+    outlines = [piece.full for result in results for piece in result.pieces]
+    assert outlines and all(outline.bounds[0] >= 120 for outline in outlines)

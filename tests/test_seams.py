@@ -333,3 +333,22 @@ def test_disagreeing_views_of_four_tiles_leave_no_gap(views):
         out |= rasterio.features.rasterize([obj.geometry], out_shape=(256, 256)).astype(bool)
     assert not (np.logical_and.reduce(outlines) & ~out).any(), "a gap where all tiles hold the object"
     assert not (out & ~np.logical_or.reduce(outlines)).any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), window=st.tuples(*[st.integers(-10, 70)] * 4))
+def test_a_window_of_an_outline_burns_as_the_crop_of_the_whole(seed, window):
+    from geosam.stitch import _raster
+    from geosam.tiling import Box
+    from geosam.vectorize import mask_to_geometry
+
+    mask = np.random.default_rng(seed).random((60, 60)) < 0.5  # many parts and holes
+    outline = mask_to_geometry(mask, (0, 0))
+    x0, x1 = sorted(window[:2])
+    y0, y1 = sorted(window[2:])
+    if x1 == x0 or y1 == y0:
+        return
+    whole = np.zeros((80, 80), bool)
+    whole[10:70, 10:70] = mask  # the mask over (-10, -10) .. (70, 70)
+    expected = whole[y0 + 10 : y1 + 10, x0 + 10 : x1 + 10]
+    assert np.array_equal(_raster([outline], Box(x0, y0, x1, y1)), expected)

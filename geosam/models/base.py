@@ -57,7 +57,8 @@ class Segmenter(Protocol):
     name: str
 
     def automatic(self, tile: TileImage) -> Masks:
-        """Masks (H×W, the tile image's size) of all objects in ``tile.image``, only on ``tile.valid`` pixels."""
+        """Masks (H×W, the tile image's size) of all objects in ``tile.image``, only on ``tile.valid`` pixels;
+        new arrays, which the caller may change."""
         ...
 
 
