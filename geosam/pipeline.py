@@ -96,7 +96,11 @@ def _segment_task(
     scene: Scene, grid: TileGrid, tiles: tuple[Tile, ...], source: ModelSource, threads: int | None
 ) -> tuple[list[TileResult], str, int]:
     """One Dask task: ``segment_tiles`` with the worker's cached model; with the worker's peak memory."""
-    results = segment_tiles(scene, grid, tiles, _worker_model(source, threads))
+    return _task_done(segment_tiles(scene, grid, tiles, _worker_model(source, threads)))
+
+
+def _task_done(results: list[TileResult]) -> tuple[list[TileResult], str, int]:
+    """A task's results with the worker's name and peak memory, its heap given back first."""
     _give_back_memory()
     return results, _worker_name(), peak_rss()
 
@@ -122,9 +126,7 @@ def _prompt_task(
     scene: Scene, grid: TileGrid, job: PromptJob, source: ModelSource, threads: int | None
 ) -> tuple[list[TileResult], str, int]:
     """One Dask task: ``prompt_tile`` with the worker's cached model; with the worker's peak memory."""
-    results = [prompt_tile(scene, grid, job, _worker_model(source, threads))]
-    _give_back_memory()
-    return results, _worker_name(), peak_rss()
+    return _task_done([prompt_tile(scene, grid, job, _worker_model(source, threads))])
 
 
 def _worker_name() -> str:

@@ -111,7 +111,7 @@ def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
         pipeline.run(scene.path, model=scene.model, tile_size=64, overlap=8, scheduler="tcp://127.0.0.1:9")
 
 
-def test_local_workers_keep_glibc_mmap_threshold_adaptive():
+def test_local_workers_get_geosams_allocator_settings():
     """Dask's MALLOC_TRIM_THRESHOLD_ of 64 kB made every large array fresh pages (the model ran at half
     speed); local workers get geosam's allocator settings instead."""
     with pipeline.dask_client(workers=1) as client:
