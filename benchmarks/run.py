@@ -6,7 +6,8 @@
 Sections:
   model   model-only time per real 1024² tile: encoder, automatic decoding (no I/O, stitching, writing)
   scene   end to end on generated scenes (real imagery, mirrored into N×N px): wall time, Mpx/s, km²/h,
-          peak memory of the whole process tree (the CLI and its Dask workers, sampled every 50 ms)
+          peak memory of the whole process tree (the CLI and its Dask workers, sampled every 50 ms),
+          and in the JSON each process's own peak (the biggest worker's and the client's, from the report)
   overhead the smallest scene with 1 worker, no prompt rounds and the default 32² points
           (``--overhead-points``) against model-only time for the same tiles in one process with the
           same threads: pipeline / model-only is the pipeline's overhead; also against the seconds
@@ -87,6 +88,8 @@ def run_cli(scene: Path, out: Path, points: int, workers: int, *options: str) ->
         "wall_s": wall,
         "model_s": report["model_s"],
         "peak_rss_mb": memory.peak / 2**20,
+        "worker_peak_mb": max(report["peak_rss_bytes"].values()) / 2**20,  # each process's own, at any time
+        "client_peak_mb": report["client_peak_rss_bytes"] / 2**20,
         "objects": len(gpd.read_file(out, layer="objects")),
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import logging
@@ -20,6 +19,7 @@ import numpy as np
 import shapely
 from dask.distributed import Client, LocalCluster, as_completed
 
+from geosam import heap
 from geosam.errors import InputError, SchedulerError, TileError, TileInputError, reason
 from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import ModelSpec, Segmenter
@@ -101,17 +101,8 @@ def _segment_task(
 
 def _task_done(results: list[TileResult]) -> tuple[list[TileResult], str, int]:
     """A task's results with the worker's name and peak memory, its heap given back first."""
-    _give_back_memory()
+    heap.give_back()  # a worker then holds what one task needs, not what the heap kept over many (see MALLOC)
     return results, _worker_name(), peak_rss()
-
-
-def _give_back_memory() -> None:
-    """Return the heap's free pages to the OS between tasks (glibc; see ``MALLOC``): a worker's memory
-    is then what one task needs, not what the heap kept over many."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def prompt_tile(scene: Scene, grid: TileGrid, job: PromptJob, model: Segmenter) -> TileResult:

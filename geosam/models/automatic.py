@@ -16,7 +16,10 @@ import torch
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
 
-UPSCALE_BYTES = 64 * 2**20  # float32 logits at image size upsampled per call (16 masks of a 1024² tile)
+# Float32 logits upsampled per call, at the model input's size and at the image's: 4 masks of a 1024²
+# tile, 16 MB an array. Under glibc's mmap threshold in workers (geosam.pipeline.MALLOC), so they reuse
+# the heap the encoder and decoder just freed instead of adding fresh pages to a task's peak.
+UPSCALE_BYTES = 32 * 2**20
 
 if TYPE_CHECKING:
     from geosam.models.sam import Embedding, SamModel
@@ -157,7 +160,7 @@ def generate(
     low_res, iou, stable, binary = low_res[nonempty], iou[nonempty], stable[nonempty], binary[nonempty]
     kept = box_nms(amg.batched_mask_to_box(binary), iou, params.box_nms_thresh)
     full = np.empty((len(kept), h, w), bool)
-    step = max(1, UPSCALE_BYTES // (4 * h * w))
+    step = max(1, UPSCALE_BYTES // (4 * (model.image_size**2 + h * w)))
     for start in range(0, len(kept), step):
         chunk = kept[start : start + step]
         np.logical_and((model.upscale(embedding, low_res[chunk].float()) > 0).numpy(), valid,

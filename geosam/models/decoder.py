@@ -110,34 +110,42 @@ class _Keys:
         const = (terms.pe.map(linear.weight, weight) + linear.bias if pe else linear.bias[None]).view(
             -1, heads, dim
         )
-        scores = torch.einsum("bhtd,nhd->bhtn", query, mapped).mul_(self.a[:, None, None])
-        scores += torch.einsum("bhtd,nhd->bhtn", query, const)
+        # The image's shares come out head-major (a product per head); the prompts' vectors' share, and
+        # the softmax after, are batch-major: the scores are formed there, reading the others once.
+        image = torch.einsum("bhtd,nhd->bhtn", query, mapped)
         if self.vecs.shape[1]:
             per_vec = torch.einsum("bhtd,bmhd->bhtm", query, (self.vecs @ weight).unflatten(-1, (heads, dim)))
-            scores += (per_vec.flatten(1, 2) @ self.coef).view_as(scores)
-        return scores
+            scores = (per_vec.flatten(1, 2) @ self.coef).view_as(image).addcmul_(image, self.a[:, None, None])
+        else:
+            scores = torch.empty_like(image, memory_format=torch.contiguous_format)
+            torch.mul(image, self.a[:, None, None], out=scores)
+        return scores.add_(torch.einsum("bhtd,nhd->bhtn", query, const))
 
     def mix(self, weights: Tensor, linear: nn.Linear) -> Tensor:
         """``weights`` (B, H, T, N), summing to 1 over N, applied to ``linear(state)``: (B, H, T, d)."""
         batch, heads, tokens, _ = weights.shape
         weight = linear.weight.T
         mapped = self.stage.map(linear.weight, weight).view(-1, heads, weight.shape[1] // heads)
-        out = torch.einsum("bhtn,nhd->bhtd", weights * self.a[:, None, None], mapped)
+        # Scaled straight into the head-major layout the per-head products read.
+        scaled = weights.new_empty(heads, batch, tokens, weights.shape[-1]).transpose(0, 1)
+        out = torch.einsum("bhtn,nhd->bhtd", torch.mul(weights, self.a[:, None, None], out=scaled), mapped)
         out += linear.bias.view(heads, 1, -1)
         if self.vecs.shape[1]:
             per_vec = (weights.flatten(1, 2) @ self.coef.mT).view(batch, heads, tokens, -1)
             out += torch.einsum("bhtm,bmhd->bhtd", per_vec, (self.vecs @ weight).unflatten(-1, (heads, -1)))
         return out
 
-    def plus(self, coef: Tensor, vecs: Tensor, value: Tensor, param: Tensor) -> _Keys:
-        """The state plus an attention's output: ``value`` (B, H, T, d) through ``param``, then constants."""
+    def plus(self, scores: Tensor, vecs: Tensor, value: Tensor, param: Tensor) -> _Keys:
+        """The state plus an attention's output: the softmax over tokens of ``scores`` (B, H, T, N) weighs
+        the ``vecs`` (B, H·T + 1, C) that ``value`` (B, H, T, d) gives through ``param``; the last of
+        them, the output bias, is added whole."""
         start = self.vecs.shape[1]
-        stop = start + value.shape[1] * value.shape[2]
+        stop = start + scores.shape[1] * scores.shape[2]
         block = _Block(start, stop, value, param, torch.ones_like(self.stage.gain))
-        end = start + coef.shape[1]
-        self.store[:, start:end] = coef
+        torch.softmax(scores, 2, out=self.store[:, start:stop].view_as(scores))
+        self.store[:, stop] = 1
         return _Keys(
-            self.stage, self.a, self.store[:, :end], torch.cat([self.vecs, vecs], 1), self.store,
+            self.stage, self.a, self.store[:, : stop + 1], torch.cat([self.vecs, vecs], 1), self.store,
             (*self.blocks, block),
         )  # fmt: skip
 
@@ -148,8 +156,8 @@ class _Keys:
         for block in self.blocks:
             heads, dim = block.value.shape[1], block.value.shape[3]
             mapped = self.stage.map(block.param, block.param * block.gain[:, None]).view(-1, heads, dim)
-            per_vec = torch.einsum("nhd,bhtd->bhtn", mapped, block.value).flatten(1, 2)
-            out += (self.coef[:, block.start : block.stop] * per_vec).sum(1)
+            per_vec = torch.einsum("nhd,bhtd->bhtn", mapped, block.value)
+            out += per_vec.mul_(self.coef[:, block.start : block.stop].view_as(per_vec)).sum((1, 2))
             constant[block.start : block.stop] = False
         if constant.any():  # biases and LayerNorm shifts: the same vectors for every prompt
             out += (self.coef[:, constant] * (self.vecs[0, constant] @ self.stage.base.T)).sum(1)
@@ -158,7 +166,7 @@ class _Keys:
     def layer_norm(self, norm: nn.LayerNorm) -> _Keys:
         channels = self.vecs.shape[-1]
         mean = self.a * self.stage.mean + (self.vecs.mean(-1)[:, None] @ self.coef)[:, 0]
-        gram = (((self.vecs @ self.vecs.mT) @ self.coef) * self.coef).sum(1)
+        gram = ((self.vecs @ self.vecs.mT) @ self.coef).mul_(self.coef).sum(1)
         square = self.a.square() * self.stage.square + 2 * self.a * self.cross() + gram
         rstd = torch.rsqrt((square / channels - mean.square()).clamp_min(0) + norm.eps)
         batch, rows = self.coef.shape[:2]
@@ -265,8 +273,9 @@ class LowRankDecoder:
         prompts = keep.any(1)
         if not prompts.any():
             return queries.new_empty(0, 4 * h, 4 * w)
-        keys, keep = keys.select(prompts), keep[prompts]
-        tokens = queries[prompts, 1 : 1 + decoder.num_mask_tokens]
+        if not prompts.all():  # prompts without a confident mask are not upscaled
+            keys, keep, queries = keys.select(prompts), keep[prompts], queries[prompts]
+        tokens = queries[:, 1 : 1 + decoder.num_mask_tokens]
         hyper = torch.stack([mlp(tokens[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
         hyper = hyper[:, _pick(multimask)].mT.contiguous()  # (B, C2, K)
         batch, k = keep.shape
@@ -310,15 +319,8 @@ def _image_to_tokens(attn: nn.Module, keys: _Keys, k: Tensor, v: Tensor, terms: 
     heads = attn.num_heads
     key = _heads(attn.k_proj(k), heads)  # (B, H, T, d)
     scores = keys.attend(key / math.sqrt(key.shape[-1]), attn.q_proj, terms, pe=True)  # (B, H, T, N)
-    weights = torch.softmax(scores, 2)  # over the tokens
     value = _heads(attn.v_proj(v), heads)
     out_weight = attn.out_proj.weight.unflatten(1, (heads, -1))  # (C, H, d)
     vecs = torch.einsum("bhtd,chd->bhtc", value, out_weight).flatten(1, 2)  # (B, H·T, C)
-    batch, n = len(weights), weights.shape[-1]
-    bias = attn.out_proj.bias.expand(batch, 1, -1)
-    return keys.plus(
-        torch.cat([weights.flatten(1, 2), weights.new_ones(batch, 1, n)], 1),
-        torch.cat([vecs, bias], 1),
-        value,
-        attn.out_proj.weight,
-    )
+    bias = attn.out_proj.bias.expand(len(scores), 1, -1)
+    return keys.plus(scores, torch.cat([vecs, bias], 1), value, attn.out_proj.weight)
