@@ -11,7 +11,7 @@ Sections (each measured in a fresh process, so peak memory is its own; peak RSS 
            workers, a model that finds nothing) over scenes of N and 4N tiles: the client's peak
            RSS must not grow with the number of tiles, and at most 2 tasks per worker are in flight.
   workers  the whole pipeline on two generated scenes, the second 4× the area of the first: peak
-           RSS per worker process (ru_maxrss reported by each task) must not grow with the scene.
+           RSS per worker process (the peak each task reports) must not grow with the scene.
 Not part of the test run; ratios only mean something within one run (the machine is shared).
 """
 

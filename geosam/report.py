@@ -73,7 +73,7 @@ class RunReport:
     model_s: float = 0.0  # seconds workers spent in the model (tiles and prompt answers) in this run
     km2_per_hour: float | None = None  # area_km2_this_run / wall time
     workers: int = 0
-    peak_rss_bytes: dict[str, int] = field(default_factory=dict)  # per worker process (OS's ru_maxrss)
+    peak_rss_bytes: dict[str, int] = field(default_factory=dict)  # per worker process (see peak_rss)
     client_peak_rss_bytes: int = 0
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finished: str | None = None
@@ -128,8 +128,18 @@ class RunReport:
 
 
 def peak_rss() -> int:
-    """This process's peak resident memory in bytes, as the OS counts it."""
+    """This process's peak resident memory in bytes, as the OS counts it.
+
+    Linux's ``VmHWM``, the peak of this program's own memory: ``ru_maxrss`` there also counts the
+    process that started it (kept across exec), which a big parent (a notebook, a benchmark) inflates.
+    """
     import resource
 
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:  # not Linux
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -117,3 +117,16 @@ def test_local_workers_get_geosams_allocator_settings():
     with pipeline.dask_client(workers=1) as client:
         seen = client.run(lambda: {k: os.environ.get(k) for k in pipeline.MALLOC})
     assert list(seen.values()) == [{k: str(v) for k, v in pipeline.MALLOC.items()}]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux keeps ru_maxrss across exec")
+def test_a_process_peak_is_its_own_not_its_parents():
+    """A run's reported peaks are each process's own: a program started from a big process (a notebook,
+    a benchmark holding a model) does not report the parent's size as its peak."""
+    code = (
+        "import subprocess, sys; held = bytearray(400 * 2**20); "  # the parent holds 400 MB
+        "print(subprocess.run([sys.executable, '-c', 'from geosam.report import peak_rss; print(peak_rss())'], "
+        "capture_output=True, text=True, check=True).stdout)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) < 300 * 2**20
