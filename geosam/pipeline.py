@@ -73,8 +73,14 @@ def _worker_model(source: ModelSource, threads: int | None) -> Segmenter:
     return source.load()
 
 
-def segment_tiles(scene: Scene, grid: TileGrid, tiles: Sequence[Tile], model: Segmenter) -> list[TileResult]:
-    """Read the tiles' windows, segment them (in one encoder call where the model can), return pieces."""
+def segment_tiles(
+    scene: Scene, grid: TileGrid, tiles: Sequence[Tile], model: Segmenter, prompts_follow: bool = True
+) -> list[TileResult]:
+    """Read the tiles' windows, segment them (in one encoder call where the model can), return pieces.
+
+    Unless ``prompts_follow``, the model then drops what it keeps for prompts about them (a ViT-B
+    worker: up to 16 embeddings and 2 tiles' decoding terms, 120 MB).
+    """
     images = [read_tile(scene, tile, grid.size) for tile in tiles]
     todo = [image for image in images if image.valid.any()]
     many = getattr(model, "automatic_many", None)
@@ -89,14 +95,18 @@ def segment_tiles(scene: Scene, grid: TileGrid, tiles: Sequence[Tile], model: Se
         masks = next(found)
         np.logical_and(masks.masks, image.valid, out=masks.masks)  # invalid pixels are never objects
         results.append(TileResult(tile, pieces_from_masks(tile, masks, grid), True, model_s=seconds))
+    forget = getattr(model, "forget", None)  # SAM models keep embeddings for prompts
+    if not prompts_follow and forget is not None:
+        forget()
     return results
 
 
 def _segment_task(
-    scene: Scene, grid: TileGrid, tiles: tuple[Tile, ...], source: ModelSource, threads: int | None
-) -> tuple[list[TileResult], str, int]:
+    scene: Scene, grid: TileGrid, tiles: tuple[Tile, ...], source: ModelSource, threads: int | None,
+    prompts_follow: bool,
+) -> tuple[list[TileResult], str, int]:  # fmt: skip
     """One Dask task: ``segment_tiles`` with the worker's cached model; with the worker's peak memory."""
-    return _task_done(segment_tiles(scene, grid, tiles, _worker_model(source, threads)))
+    return _task_done(segment_tiles(scene, grid, tiles, _worker_model(source, threads), prompts_follow))
 
 
 def _task_done(results: list[TileResult]) -> tuple[list[TileResult], str, int]:
@@ -229,8 +239,9 @@ def run_tiles(
     ``threads`` is torch's threads per worker (0: cores / local workers; None: leave as the worker
     has it). ``tiles_per_task`` tiles go to each task, embedded in one encoder call (for GPUs).
     ``peaks`` collects each worker's peak resident memory in bytes. ``jobs``: prompt jobs that the
-    caller adds to while it takes results; they go before tiles, one per task. Yields tiles' results
-    as they come, in no fixed order.
+    caller adds to while it takes results; they go before tiles, one per task (None: no prompts
+    follow, and the workers' models keep nothing for them). Yields tiles' results as they come, in no
+    fixed order.
     """
     if threads == 0:
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
@@ -257,7 +268,7 @@ def run_tiles(
             if not group:
                 return
             future = client.submit(
-                _segment_task, scene, grid, group, source, threads, retries=retries,
+                _segment_task, scene, grid, group, source, threads, jobs is not None, retries=retries,
                 key=f"geosam-tile-{group[0].row}-{group[0].col}-{run}",
             )  # fmt: skip
             tiles_of[future.key], rounds_of[future.key] = group, 0
@@ -307,6 +318,7 @@ def run_tiles_here(
 ) -> Iterator[TileResult]:
     """``run_tiles`` in this process, without Dask (tests, debugging); ``jobs`` go before each tile."""
     model = source.load()
+    prompts_follow = jobs is not None
     jobs = deque() if jobs is None else jobs
     pending = iter(grid if tiles is None else tiles)
     while True:
@@ -317,7 +329,7 @@ def run_tiles_here(
         for attempt in range(retries + 1):
             try:
                 if job is None:
-                    yield from segment_tiles(scene, grid, [tile], model)
+                    yield from segment_tiles(scene, grid, [tile], model, prompts_follow)
                 else:
                     yield prompt_tile(scene, grid, job, model)
                 break
@@ -470,6 +482,7 @@ def run(
     jobs: deque[PromptJob] = deque()
     asked: dict[tuple[int, int, int], str] = {}  # digests of the jobs out, by tile and round
     objects: list[StitchedObject] = []
+    finished: deque[tuple[Tile, list[Piece]]] = deque()  # tiles whose pieces are final, not yet stitched
     inputs: list[bool] = []  # of failed tiles: failed on their input
     pixels = {"all": 0, "now": 0}  # core pixels of tiles with valid pixels: all, this run's
 
@@ -484,10 +497,17 @@ def run(
                 asked[(job.tile.row, job.tile.col, job.round)] = job.digest
             else:
                 feed(job.tile, job.round, stored[0])
-        for done, found in final:
-            objects.extend(stitcher.add(done, found))
+        finished.extend(final)
+
+    def stitch() -> None:
+        """Assemble the objects that tiles finished so far complete (a scene-wide one can take hundreds of MB)."""
+        while finished:
+            objects.extend(stitcher.add(*finished.popleft()))
 
     def take(result: TileResult) -> None:
+        # One result behind: the last tiles' objects are assembled after a local cluster has closed,
+        # so that its workers, each holding a model, are not alive as well.
+        stitch()
         report.model_s += result.model_s
         if result.round:  # answers to prompts; a failure there only leaves the seam as it was
             digest = asked.pop((result.tile.row, result.tile.col, result.round))
@@ -519,9 +539,10 @@ def run(
         if reused:
             log.info("resuming: %d of %d tiles reused from %s", len(reused), len(grid), work.folder)
     remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
+    asked_jobs = jobs if prompt_rounds else None  # None: no prompts follow, workers keep nothing for them
     if workers == 0 and not scheduler:
         report.workers = 1
-        for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
+        for result in run_tiles_here(scene, grid, source, remaining, retries, asked_jobs):
             take(result)
         report.peak_rss_bytes = {"this process": peak_rss()}
     else:
@@ -531,10 +552,13 @@ def run(
             threads = threads if threads is not None or scheduler else 0
             peaks = report.peak_rss_bytes
             batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
-            results = run_tiles(client, scene, grid, source, remaining, retries, threads, peaks, batch, jobs)
+            results = run_tiles(
+                client, scene, grid, source, remaining, retries, threads, peaks, batch, asked_jobs
+            )
             for result in results:
                 take(result)
     reprompter.close()
+    stitch()
     stitcher.close()
     objects = drop_duplicates(objects)
     area = _pixel_area_km2(scene)

@@ -158,3 +158,20 @@ def test_the_client_reads_a_checkpoints_architecture_without_torch(random_vit_b,
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.split() == ["vit_b", "vit_t", "False"]
+
+
+def test_loading_a_vit_adds_little_but_its_weights(random_vit_b):
+    # Building the whole SAM on torch's meta device imported torch's symbolic-shape machinery (75 MB
+    # resident for the process's life) for the prompt encoder's random numbers; only the ViT is built so.
+    code = (
+        "import re, torch\n"
+        "from geosam.models.torch import TorchRuntime\n"
+        "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024\n"
+        "before = rss()\n"
+        f"runtime = TorchRuntime.load('vit_b', {str(random_vit_b)!r})\n"
+        "print(rss() - before, sum(t.nbytes for t in runtime.sam.state_dict().values()))"
+    )
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    grown, weights = map(int, done.stdout.split())
+    assert grown - weights < 50 * 2**20

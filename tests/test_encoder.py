@@ -1,4 +1,4 @@
-"""Chunked attention equals SAM's own ViT attention: block by block, and as the runtime loads it."""
+"""Chunked attention and MLP equal SAM's own ViT blocks: block by block, and as the runtime loads them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.checkpoints import read_state_dict
-from geosam.models.encoder import ChunkedAttention, chunk_attention
+from geosam.models.encoder import ChunkedAttention, ChunkedMLP, chunk_attention
 from geosam.models.torch import TorchRuntime
 
 
@@ -40,7 +40,8 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
         (14, 1024, 0),  # one chunk
         (16, 48, 0),  # 3 rows a chunk, the last chunk shorter
         (16, 1, 0),  # one row a chunk
-        (18, 64, 7),  # windows, with padding
+        (18, 64, 7),  # windows, with padding: one window a call
+        (18, 100, 7),  # two windows a call, the last call one
     ],
 )
 def test_block_equals_sams(size, chunk, window):
@@ -57,6 +58,16 @@ def test_block_equals_sams(size, chunk, window):
     assert chunked.state_dict().keys() == block.state_dict().keys()
 
 
+@pytest.mark.parametrize(("tokens", "chunk"), [(6, 1024), (6, 5), (5, 7)])
+def test_mlp_in_token_chunks_equals_sams(tokens, chunk):
+    torch.manual_seed(tokens + chunk)
+    mlp = _image_encoder().MLPBlock(32, 128).eval()
+    x = torch.randn(2, tokens, tokens, 32)
+    with torch.inference_mode():
+        _assert_close(ChunkedMLP(mlp, chunk)(x), mlp(x))
+    assert ChunkedMLP(mlp, chunk).state_dict().keys() == mlp.state_dict().keys()
+
+
 def test_attention_without_rel_pos_equals_sams():
     torch.manual_seed(1)
     attention = _image_encoder().Attention(64, 4, use_rel_pos=False).eval()
@@ -69,6 +80,7 @@ def test_vit_b_runtime_attends_in_chunks_with_the_checkpoints_weights(random_vit
     runtime = TorchRuntime.load("vit_b", random_vit_b)
     encoder = runtime.sam.image_encoder
     assert all(isinstance(block.attn, ChunkedAttention) for block in encoder.blocks)
+    assert all(isinstance(block.mlp, ChunkedMLP) for block in encoder.blocks)
     state = read_state_dict(random_vit_b)
     assert runtime.sam.state_dict().keys() == state.keys()
     build_sam, _ = import_mobile_sam()
@@ -88,4 +100,4 @@ def test_tiny_vit_is_left_as_it_is(model_installed):
     runtime = TorchRuntime.load("vit_t", model_installed)
     encoder = runtime.sam.image_encoder
     assert chunk_attention(encoder) is encoder
-    assert not any(isinstance(m, ChunkedAttention) for m in encoder.modules())
+    assert not any(isinstance(m, ChunkedAttention | ChunkedMLP) for m in encoder.modules())

@@ -97,3 +97,61 @@ def test_masks_leave_out_nodata_pixels(tmp_path):
     results = segment_tiles(scene, grid, list(grid), WholeTile())
     outlines = [piece.full for result in results for piece in result.pieces]
     assert outlines and all(outline.bounds[0] >= 120 for outline in outlines)
+
+
+def test_the_last_objects_are_assembled_after_the_local_cluster_closed(tmp_path, monkeypatch):
+    import psutil
+
+    from geosam import pipeline
+
+    workers = []  # processes under this one at each tile's stitching, less multiprocessing's resource tracker
+
+    class Recording(pipeline.Stitcher):
+        def add(self, tile, pieces):
+            children = psutil.Process().children(recursive=True)
+            workers.append(sum("resource_tracker" not in " ".join(child.cmdline()) for child in children))
+            return super().add(tile, pieces)
+
+    monkeypatch.setattr(pipeline, "Stitcher", Recording)
+    data = np.zeros((3, 600, 600), np.uint8)
+    data[:, 100:500, 100:500] = 200  # one object in every tile: assembled when the last tile is in
+    scene = write(tmp_path / "scene.tif", data)
+    records = tmp_path / "records"
+    records.mkdir()
+    frame = geosam.segment(scene, model=RecordingSource(str(records)), tile_size=256, overlap=64, workers=1)
+    assert len(frame) == 1 and len(workers) == len(geosam.TileGrid(600, 600, 256, 64))
+    assert workers[0] > 0, "tiles are stitched while the cluster segments the next ones"
+    assert workers[-1] == 0, "the cluster's workers, each holding a model, are gone"
+
+
+class Forgetful(WholeTile):
+    """``WholeTile`` that counts the calls to drop what it keeps for prompts."""
+
+    def __init__(self) -> None:
+        self.forgotten = 0
+
+    def forget(self) -> None:
+        self.forgotten += 1
+
+
+def test_a_model_keeps_nothing_for_prompts_that_cannot_follow(tmp_path, model_installed):
+    from geosam.georef import open_scene
+    from geosam.models import AutomaticParams, ModelSpec, load_model
+    from geosam.pipeline import run_tiles_here, segment_tiles
+
+    data = np.full((3, 300, 300), 100, np.uint8)
+    data[:, 100:200, 100:200] = 220
+    scene = open_scene(write(tmp_path / "scene.tif", data))
+    grid = geosam.TileGrid(300, 300, 256, 64)
+    double = Forgetful()
+    segment_tiles(scene, grid, [grid.tile(0, 0)], double)
+    assert double.forgotten == 0
+    segment_tiles(scene, grid, [grid.tile(0, 0)], double, prompts_follow=False)
+    assert double.forgotten == 1
+    source = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=4))
+    model = load_model(source)
+    segment_tiles(scene, grid, [grid.tile(0, 0)], model)
+    assert model._recent and model.runtime._terms, "kept for the neighbours' prompts"
+    segment_tiles(scene, grid, [grid.tile(0, 1)], model, prompts_follow=False)
+    assert not model._recent and not model.runtime._terms
+    assert len(list(run_tiles_here(scene, grid, source, jobs=None))) == len(grid)  # no prompts: none asked

@@ -97,9 +97,14 @@ class _Keys:
         return rows
 
     def select(self, prompts: Tensor) -> _Keys:
-        """The state of the prompts ``prompts`` (B,) selects."""
+        """The state of the prompts ``prompts`` (B,) selects; their coefficients, the bulk of it, are moved
+        to the front of the store rather than copied out of it."""
+        kept = torch.nonzero(prompts)[:, 0].tolist()
+        for to, row in enumerate(kept):  # to <= row: a row is moved before anything overwrites it
+            if to != row:
+                self.coef[to] = self.coef[row]
         blocks = tuple(_Block(b.start, b.stop, b.value[prompts], b.param, b.gain) for b in self.blocks)
-        coef = self.coef[prompts]
+        coef = self.coef[: len(kept)]
         return _Keys(self.stage, self.a[prompts], coef, self.vecs[prompts], coef, blocks)
 
     def attend(self, query: Tensor, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:

@@ -205,6 +205,9 @@ class OnnxRuntime:
         keep = iou >= min_iou
         return low_res[keep], iou[keep]
 
+    def forget(self) -> None:
+        """Nothing is kept between calls."""
+
 
 @dataclass(frozen=True)
 class Verification:

@@ -72,6 +72,10 @@ class Runtime(Protocol):
         ``min_iou`` (automatic mode's first filter; a runtime may skip computing the others)."""
         ...
 
+    def forget(self) -> None:
+        """Drop what is kept to decode recent images' features again."""
+        ...
+
 
 class SamModel:
     """A SAM model (any of its image encoders) answering point and box prompts on embedded images."""
@@ -112,7 +116,9 @@ class SamModel:
     def embed_many(self, images: list[np.ndarray]) -> list[Embedding]:
         """``embed`` for several images in one encoder call (a GPU's throughput needs batches)."""
         inputs = [self._input(image) for image in images]
-        features = self.runtime.encode(torch.cat([x for x, _ in inputs]))
+        features = self.runtime.encode(
+            inputs[0][0] if len(inputs) == 1 else torch.cat([x for x, _ in inputs])
+        )
         return [
             Embedding(f[None], image.shape[:2], size)
             for f, image, (_, size) in zip(features, images, inputs, strict=True)
@@ -254,6 +260,11 @@ class SamModel:
             while len(self._recent) > EMBEDDINGS_KEPT:
                 self._recent.popitem(last=False)
         return self._recent[key]
+
+    def forget(self) -> None:
+        """Drop the embeddings and decoding terms kept for prompts about recent images."""
+        self._recent.clear()
+        self.runtime.forget()
 
     @torch.inference_mode()
     def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:

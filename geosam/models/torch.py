@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -57,6 +59,26 @@ def prompt_decoder(sam: torch.nn.Module) -> torch.nn.Module:
     return PromptDecoder(sam, return_single_mask=False).eval()
 
 
+@contextlib.contextmanager
+def _vit_without_storage(build_sam: ModuleType) -> Iterator[None]:
+    """``build_sam``'s builders make their ViT image encoder without storage (on torch's meta device), to
+    take the checkpoint's tensors as its own: no random initialisation, and no second copy of the weights
+    while loading (ViT-H's are 2.5 GB). Only the encoder: the prompt encoder and mask decoder (4 M
+    parameters) draw random numbers while they are built, which on the meta device imports torch's
+    symbolic-shape machinery (sympy, 75 MB resident for the process's life)."""
+    encoder = build_sam.ImageEncoderViT
+
+    def without_storage(*args, **kwargs) -> torch.nn.Module:
+        with torch.device("meta"):
+            return encoder(*args, **kwargs)
+
+    build_sam.ImageEncoderViT = without_storage  # the builders look the class up when they run
+    try:
+        yield
+    finally:
+        build_sam.ImageEncoderViT = encoder
+
+
 class TorchRuntime:
     """A SAM network in torch: ``encode`` normalised, padded images, ``decode`` batches of prompts.
 
@@ -83,10 +105,8 @@ class TorchRuntime:
         state = read_state_dict(checkpoint)
         check_architecture(checkpoint, state, architecture)
         build_sam, _ = import_mobile_sam()
-        # A ViT is built without storage and takes the checkpoint's tensors as its own: no random
-        # initialisation, and no second copy of the weights while loading (ViT-H's are 2.5 GB).
-        # TinyViT computes tensors while it is built, which needs real ones.
-        with torch.device("meta") if architecture in VIT else contextlib.nullcontext():
+        # TinyViT computes tensors while it is built, which needs real ones
+        with _vit_without_storage(build_sam) if architecture in VIT else contextlib.nullcontext():
             sam = getattr(build_sam, BUILDERS[architecture])()
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         try:
@@ -136,6 +156,9 @@ class TorchRuntime:
             self.fast.confident(terms, group, multimask, min_iou) for group in sparse.split(PROMPTS_PER_CALL)
         ]
         return torch.cat([masks for masks, _ in parts]), torch.cat([iou for _, iou in parts])
+
+    def forget(self) -> None:
+        self._terms.clear()
 
     def terms(self, features: torch.Tensor) -> ImageTerms:
         """The prompt-independent part of decoding ``features``, kept for the last few images."""
