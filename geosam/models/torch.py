@@ -65,7 +65,7 @@ def _vit_without_storage(build_sam: ModuleType) -> Iterator[None]:
     take the checkpoint's tensors as its own: no random initialisation, and no second copy of the weights
     while loading (ViT-H's are 2.5 GB). Only the encoder: the prompt encoder and mask decoder (4 M
     parameters) draw random numbers while they are built, which on the meta device imports torch's
-    symbolic-shape machinery (sympy, 75 MB resident for the process's life)."""
+    symbolic-shape machinery (sympy: 65-75 MB resident for the process's life)."""
     encoder = build_sam.ImageEncoderViT
 
     def without_storage(*args, **kwargs) -> torch.nn.Module:
