@@ -88,7 +88,8 @@ def run_cli(scene: Path, out: Path, points: int, workers: int, *options: str) ->
         "wall_s": wall,
         "model_s": report["model_s"],
         "peak_rss_mb": memory.peak / 2**20,
-        "worker_peak_mb": max(report["peak_rss_bytes"].values()) / 2**20,  # each process's own, at any time
+        # each process's own peak, at any time; no worker reports where a run reused every tile
+        "worker_peak_mb": max(report["peak_rss_bytes"].values(), default=0) / 2**20,
         "client_peak_mb": report["client_peak_rss_bytes"] / 2**20,
         "objects": len(gpd.read_file(out, layer="objects")),
     }
