@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,7 @@ from rasterio.windows import Window
 
 from geosam.models import AutomaticParams, ModelSpec, load_model
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.automatic import stability_scores
+from geosam.models.automatic import Upsampling, stability_scores
 from geosam.tiling import TileGrid, TileImage
 
 
@@ -28,14 +29,32 @@ def _logits(seed: int) -> torch.Tensor:
     return logits
 
 
-def test_stability_equals_sam_score_on_upsampled_logits():
+def _sam_upscaled(logits: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """SAM's ``postprocess_masks``: to the 1024² input, cropped to the image's part, to the image's size."""
+    full = F.interpolate(logits[:, None], (1024, 1024), mode="bilinear", align_corners=False)
+    full = full[..., : input_size[0], : input_size[1]]
+    return F.interpolate(full, size, mode="bilinear", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize(
+    ("input_size", "size"),
+    [
+        ((1024, 1024), (1024, 1024)),  # a default tile
+        ((724, 1024), (724, 1024)),  # an image at the model's scale: no second step
+        ((1024, 812), (405, 321)),  # a small image, upsampled to the model input
+        ((929, 1024), (718, 791)),  # the Landsat image of benchmarks/automatic.py
+        ((1024, 1024), (2048, 2048)),  # a 2048² tile
+        ((388, 1024), (1517, 4000)),  # a strip
+    ],
+)
+def test_stability_equals_sam_score_on_upsampled_logits(input_size, size):
     _, amg = import_mobile_sam()
-    for seed, (rows, cols) in enumerate([(256, 256), (181, 256), (256, 203), (97, 131)]):
+    upsampling = Upsampling.of(256, 1024, input_size, size)
+    for seed in range(3):
         logits = _logits(seed)
-        full = F.interpolate(logits[:, None], (1024, 1024), mode="bilinear", align_corners=False)[:, 0]
-        expected = amg.calculate_stability_score(full[:, : rows * 4, : cols * 4], 0.0, 1.0).nan_to_num(0.0)
-        got = stability_scores(logits, rows, cols, offset=1.0)
-        assert torch.allclose(got, expected, atol=1e-6), (seed, (got - expected).abs().max())
+        expected = amg.calculate_stability_score(_sam_upscaled(logits, input_size, size), 0.0, 1.0)
+        got = stability_scores(logits, upsampling, offset=1.0)
+        assert torch.allclose(got, expected.nan_to_num(0.0), atol=1e-6), (seed, (got - expected).abs().max())
         assert got[0] == 0 and got[1] == 1
 
 
@@ -44,7 +63,16 @@ def test_low_resolution_score_would_differ():
     _, amg = import_mobile_sam()
     logits = _logits(7)
     low = amg.calculate_stability_score(logits, 0.0, 1.0).nan_to_num(0.0)
-    assert (low - stability_scores(logits, 256, 256, offset=1.0)).abs().max() > 0.01
+    upsampling = Upsampling.of(256, 1024, (1024, 1024), (1024, 1024))
+    assert (low - stability_scores(logits, upsampling, offset=1.0)).abs().max() > 0.01
+
+
+def test_the_score_is_counted_at_the_image_size():
+    """At the model input's size instead (as before), some masks of a small image score otherwise."""
+    logits = _logits(3)
+    at_image = stability_scores(logits, Upsampling.of(256, 1024, (929, 1024), (718, 791)), offset=1.0)
+    at_input = stability_scores(logits, Upsampling.of(256, 1024, (929, 1024), (929, 1024)), offset=1.0)
+    assert (at_image - at_input).abs().max() > 1e-4
 
 
 def test_a_tile_prompted_after_it_was_segmented_is_not_embedded_again(model_installed, data):

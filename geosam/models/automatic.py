@@ -2,16 +2,19 @@
 
 Stages follow segment-anything's generator: grid -> batched decoding -> filtering by predicted IoU
 and stability -> non-maximum suppression -> masks at image resolution. Stability is scored as SAM
-scores it, on the logits upsampled to the model input, without upsampling them; suppression runs
+scores it, on the logits upsampled to the image's size, without upsampling them; suppression runs
 on the low-resolution masks, so only the masks that are kept are upsampled.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Masks
@@ -20,6 +23,7 @@ from geosam.models.base import AutomaticParams, Masks
 # tile, 16 MB an array. Under glibc's mmap threshold in workers (geosam.pipeline.MALLOC), so they reuse
 # the heap the encoder and decoder just freed instead of adding fresh pages to a task's peak.
 UPSCALE_BYTES = 32 * 2**20
+MASKS_PER_STEP = 16  # masks whose stability is counted at once: their boolean maps stay small
 
 if TYPE_CHECKING:
     from geosam.models.sam import Embedding, SamModel
@@ -35,65 +39,104 @@ def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
     return points[valid[rows, cols]].astype(np.float32)
 
 
-def stability_scores(
-    low_res: torch.Tensor, rows: int, cols: int, offset: float, scale: int = 4
-) -> torch.Tensor:
-    """SAM's stability score of each low-resolution mask (K, 256, 256), at model input resolution.
-
-    The area above ``+offset`` over the area above ``-offset`` of the logits upsampled ``scale``×
-    (bilinear, as ``F.interpolate``), within the ``rows`` × ``cols`` low-resolution pixels that cover the
-    image. Counted without upsampling: an upsampled pixel lies in the cell between four low-resolution
-    pixels and is their convex combination, so a cell whose four corners are all above (or none above) a
-    threshold counts whole (or not at all); only cells the threshold crosses are interpolated. Scoring the
-    low-resolution logits directly instead changes which masks pass.
+@dataclass(frozen=True)
+class _Axis:
+    """SAM's upsampling along one axis: the output pixels ``pixels[s]`` (where ``real``; the rest is
+    padding) are each a weighted sum ``weights[pixel] · logits[s : s + width]``, with bilinear weights
+    (non-negative, summing to 1).
     """
-    above_lower = _count_above(low_res, rows, cols, -offset, scale)
-    return _count_above(low_res, rows, cols, offset, scale) / above_lower.clamp(min=1)
+
+    weights: torch.Tensor  # (out, width)
+    pixels: torch.Tensor  # (starts, most) long
+    real: torch.Tensor  # (starts, most) bool
+
+    @property
+    def width(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def starts(self) -> int:
+        return len(self.pixels)
 
 
-def _count_above(low_res: torch.Tensor, rows: int, cols: int, threshold: float, scale: int) -> torch.Tensor:
-    """Pixels (K,) above ``threshold`` in the top-left ``rows·scale`` × ``cols·scale`` of each upsampled mask."""
-    # Edge pixels repeat, as the interpolation clamps there: cell (i, j) lies between pixels (i - 1, j - 1)
-    # and (i, j), clamped, and holds output rows scale·i - scale/2 + phase, for phase 0 .. scale - 1.
-    logits = low_res[:, : rows + 1, : cols + 1]
-    r = (torch.arange(logits.shape[1] + 2) - 1).clamp(0, logits.shape[1] - 1)
-    c = (torch.arange(logits.shape[2] + 2) - 1).clamp(0, logits.shape[2] - 1)
-    above = logits > threshold
-    above = torch.cat([above[:, :1], above, above[:, -1:]], 1)
-    above = torch.cat([above[:, :, :1], above, above[:, :, -1:]], 2)
-    corners = (above[:, :-1, :-1], above[:, :-1, 1:], above[:, 1:, :-1], above[:, 1:, 1:])
-    every = corners[0] & corners[1] & corners[2] & corners[3]
-    some = corners[0] | corners[1] | corners[2] | corners[3]
-    phase_rows = _phases_inside(len(r) - 1, rows, scale)  # (cells, scale): output row inside?
-    phase_cols = _phases_inside(len(c) - 1, cols, scale)
-    per_row, per_col = phase_rows.sum(1), phase_cols.sum(1)  # output pixels of a cell: their product
-    edge = torch.nonzero(per_col < scale)[:, 0]  # columns of cells not wholly inside
-    whole = scale * every.sum(2) - (every[:, :, edge] * (scale - per_col[edge])).sum(2)
-    counts = (whole * per_row).sum(1)
-    k, i, j = torch.nonzero(some & ~every, as_tuple=True)  # cells the threshold crosses
-    if len(k):
-        lam = (torch.arange(scale) + 0.5) / scale  # each phase's position in its cell
-        y0, y1, x0, x1 = r[i], r[i + 1], c[j], c[j + 1]
-        w = lam.view(1, 1, -1)
-        top = (1 - w) * logits[k, y0, x0].float().view(-1, 1, 1) + w * logits[k, y0, x1].float().view(
-            -1, 1, 1
-        )
-        bottom = (1 - w) * logits[k, y1, x0].float().view(-1, 1, 1) + w * logits[k, y1, x1].float().view(
-            -1, 1, 1
-        )
-        h = lam.view(1, -1, 1)
-        values = (
-            1 - h
-        ) * top + h * bottom  # (cells, row phase, column phase), as F.interpolate computes them
-        hits = (values > threshold) & phase_rows[i][:, :, None] & phase_cols[j][:, None, :]
-        counts += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(low_res)).long()
-    return counts.float()
+@lru_cache(maxsize=32)
+def _axis(low: int, model: int, crop: int, out: int) -> _Axis:
+    """One axis of SAM's mask upsampling: ``low`` logits bilinearly to ``model`` pixels, the first ``crop``
+    kept, those bilinearly to ``out`` (no second step where ``crop == out``). The weights are found by
+    upsampling the identity, so they are the interpolation's own."""
+    eye = torch.eye(low)[None]  # (1, source pixel, position)
+    up = F.interpolate(eye, model, mode="linear", align_corners=False)[..., :crop]
+    if crop != out:
+        up = F.interpolate(up, out, mode="linear", align_corners=False)
+    matrix = up[0].T  # (out, low)
+    nonzero = (matrix != 0).int()
+    first, last = nonzero.argmax(1), low - 1 - nonzero.flip(1).argmax(1)
+    width = int((last - first).max()) + 1
+    start = first.clamp(max=low - width)
+    counts = torch.bincount(start, minlength=low - width + 1)
+    slot = torch.arange(int(counts.max()))
+    real = slot < counts[:, None]
+    index = (torch.cumsum(counts, 0) - counts)[:, None] + torch.where(real, slot, 0)
+    pixels = torch.argsort(start, stable=True)[index.clamp(max=out - 1)]
+    return _Axis(matrix.gather(1, start[:, None] + torch.arange(width)), pixels, real)
 
 
-def _phases_inside(cells: int, extent: int, scale: int) -> torch.Tensor:
-    """(cells, scale) bools: whether each cell's output row (or column) falls in ``[0, extent·scale)``."""
-    out = scale * torch.arange(cells)[:, None] - scale // 2 + torch.arange(scale)[None, :]
-    return (out >= 0) & (out < extent * scale)
+@dataclass(frozen=True)
+class Upsampling:
+    """How SAM brings low-resolution mask logits to the image's pixels (``SamModel.upscale``): bilinearly
+    to the model input, cropped to the image's part of it, bilinearly to the image's size."""
+
+    rows: _Axis
+    cols: _Axis
+
+    @classmethod
+    def of(cls, low: int, model: int, input_size: tuple[int, int], size: tuple[int, int]) -> Upsampling:
+        """``low``² logits for a ``model``² input holding the image resized to ``input_size``, of ``size``."""
+        return cls(_axis(low, model, input_size[0], size[0]), _axis(low, model, input_size[1], size[1]))
+
+
+def stability_scores(low_res: torch.Tensor, upsampling: Upsampling, offset: float) -> torch.Tensor:
+    """SAM's stability score of each low-resolution mask (K, h, w), counted at the image's size.
+
+    The area above ``+offset`` over the area above ``-offset`` of the logits upsampled as SAM does, without
+    upsampling them: an upsampled pixel is a convex combination of a few neighbouring low-resolution
+    logits, so where all of them are above (or none is above) a threshold it is too; only the pixels
+    whose neighbourhood the threshold crosses are interpolated. Scoring the low-resolution logits
+    directly instead changes which masks pass.
+    """
+    above_lower = _count_above(low_res, upsampling, -offset)
+    return (_count_above(low_res, upsampling, offset) / above_lower.clamp(min=1)).float()
+
+
+def _count_above(low_res: torch.Tensor, upsampling: Upsampling, threshold: float) -> torch.Tensor:
+    """Pixels (K,) above ``threshold`` in each mask upsampled to the image, a few masks per step."""
+    rows, cols = upsampling.rows, upsampling.cols
+    per_row, per_col = rows.real.sum(1).double(), cols.real.sum(1).float()  # output pixels per start
+    dy, dx = torch.arange(rows.width)[:, None], torch.arange(cols.width)[None, :]
+    needed = low_res[:, : rows.starts + rows.width - 1, : cols.starts + cols.width - 1]
+    counts = torch.zeros(len(low_res), dtype=torch.float64)
+    for first in range(0, len(low_res), MASKS_PER_STEP):
+        logits = needed[first : first + MASKS_PER_STEP]
+        above = logits > threshold
+        every = above[:, : rows.starts, : cols.starts].clone()  # the whole neighbourhood of a start above
+        some = every.clone()
+        for r in range(rows.width):
+            for c in range(cols.width):
+                shifted = above[:, r : r + rows.starts, c : c + cols.starts]
+                every &= shifted
+                some |= shifted
+        found = counts[first : first + len(logits)]
+        found += (every.float() @ per_col).double() @ per_row
+        k, i, j = torch.nonzero(some & ~every, as_tuple=True)  # starts whose neighbourhood it crosses
+        if len(k):
+            patch = logits[k[:, None, None], i[:, None, None] + dy, j[:, None, None] + dx].float()
+            # interpolated along columns, then rows, as F.interpolate sums: (n, rows, columns) values
+            wy, wx = rows.weights[rows.pixels[i]], cols.weights[cols.pixels[j]]
+            across = sum(patch[:, :, b, None] * wx[:, None, :, b] for b in range(cols.width))
+            values = sum(wy[:, :, a, None] * across[:, None, a] for a in range(rows.width))
+            hits = (values > threshold) & rows.real[i][:, :, None] & cols.real[j][:, None, :]
+            found += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(logits))
+    return counts
 
 
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -139,12 +182,7 @@ def generate(
             model.runtime.multimask,
             params.pred_iou_thresh,
         )
-        stable = stability_scores(
-            low_res,
-            *model.low_res_extent(embedding),
-            params.stability_score_offset,
-            round(1 / model.low_res_scale),
-        )
+        stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
         keep = stable >= params.stability_score_thresh
         if not keep.any():
             continue

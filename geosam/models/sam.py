@@ -18,7 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geosam.models.automatic import AutomaticParams, generate, grid_points, objects, stability_scores
+from geosam.models.automatic import (
+    AutomaticParams,
+    Upsampling,
+    generate,
+    grid_points,
+    objects,
+    stability_scores,
+)
 from geosam.models.base import Masks
 from geosam.tiling import TileImage
 
@@ -215,10 +222,7 @@ class SamModel:
         )
         best = int(iou[0].argmax())
         logits = low_res[0, best : best + 1]
-        rows, cols = self.low_res_extent(embedding)
-        stability = stability_scores(
-            logits, rows, cols, self.params.stability_score_offset, round(1 / self.low_res_scale)
-        )
+        stability = stability_scores(logits, self.upsampling(embedding), self.params.stability_score_offset)
         mask = (self.upscale(embedding, logits) > 0)[0].cpu().numpy()
         return mask, float(iou[0, best]), float(stability[0])
 
@@ -231,6 +235,11 @@ class SamModel:
         if embedding.input_size != embedding.original_size:
             masks = F.interpolate(masks, embedding.original_size, mode="bilinear", align_corners=False)
         return masks[:, 0]
+
+    def upsampling(self, embedding: Embedding) -> Upsampling:
+        """How ``upscale`` brings low-resolution logits to the image (for counting without doing it)."""
+        low = round(self.image_size * self.low_res_scale)
+        return Upsampling.of(low, self.image_size, embedding.input_size, embedding.original_size)
 
     @property
     def low_res_scale(self) -> float:
@@ -273,16 +282,14 @@ class SamModel:
         if not points:
             return []
         embedding = self._remember(tile.image)  # embedded already where the tile was just segmented
-        rows, cols = self.low_res_extent(embedding)
+        upsampling = self.upsampling(embedding)
         found = []
         for group in points:
             group = np.asarray(group, np.float32)
             low_res, iou = self.decode_points(
                 embedding, group[None], np.ones((1, len(group))), multimask=self.runtime.multimask
             )
-            stability = stability_scores(
-                low_res[0], rows, cols, self.params.stability_score_offset, round(1 / self.low_res_scale)
-            )
+            stability = stability_scores(low_res[0], upsampling, self.params.stability_score_offset)
             masks = (self.upscale(embedding, low_res[0].float()) > 0).numpy() & tile.valid
             keep = objects(masks, tile.valid, self.params.max_area_fraction)
             found.append(Masks(masks[keep], iou[0].numpy()[keep], stability.numpy()[keep]))
