@@ -7,7 +7,8 @@ computed on. Its name is made of three hashes:
 
 The scene's state is its size, modification time and a hash of its first 64 KiB (the header), so
 an entry of a scene file that has changed is never read; it is deleted when the scene's new
-embeddings are stored. The model's part of the key is its name and checkpoint sha256. The folder is
+embeddings are stored. The model's part of the key is its name, its checkpoint's sha256 and what runs its encoder (torch
+at a precision, or ONNX Runtime): the same weights embed a little differently in each. The folder is
 ``$GEOSAM_CACHE_DIR`` or the per-user cache (``~/.cache/geosam/embeddings``); the oldest-used entries
 are deleted when it grows beyond its size limit.
 """
@@ -79,8 +80,11 @@ class CacheKey:
         return f"{self.scene}-{self.state}-{self.item}.npz"
 
 
-def cache_key(scene: Scene, window: PromptWindow, model_name: str, checksum: str | None) -> CacheKey | None:
-    """The key of a window's embedding; None when the scene cannot be cached (not a local file)."""
+def cache_key(
+    scene: Scene, window: PromptWindow, model_name: str, checksum: str | None, encoder: str
+) -> CacheKey | None:
+    """The key of a window's embedding by ``encoder`` (a runtime's ``encoder_id``); None when the scene
+    cannot be cached (not a local file)."""
     state = scene_state(scene.path)
     if state is None:
         return None
@@ -89,7 +93,7 @@ def cache_key(scene: Scene, window: PromptWindow, model_name: str, checksum: str
         "bands": list(scene.bands),
         "stretch": scene.stretch,
         "window": [window.box.x0, window.box.y0, window.box.x1, window.box.y1, window.factor],
-        "model": [model_name, checksum],
+        "model": [model_name, checksum, encoder],
         "format": FORMAT,
     }
     return CacheKey(_digest(os.path.abspath(scene.path)), _digest(state, 8), _digest(plan))

@@ -40,6 +40,7 @@ class Promptable(Protocol):
 
     name: str
     checksum: str | None
+    encoder_id: str  # what computes its embeddings: part of the cache's key
     image_size: int
 
     def embed(self, image: np.ndarray) -> Embedding: ...
@@ -270,7 +271,12 @@ class Session:
             self._embeddings.move_to_end(window)
             return self._embeddings[window]
         pixels = self.read(window)
-        key = cache_key(self.scene, window, self.model.name, self.model.checksum) if self.cache else None
+        model = self.model
+        key = (
+            cache_key(self.scene, window, model.name, model.checksum, model.encoder_id)
+            if self.cache
+            else None
+        )
         stored = self.cache.get(key) if key is not None else None
         if stored is not None:
             embedding = stored[0]

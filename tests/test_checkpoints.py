@@ -47,6 +47,7 @@ def test_spec_detects_the_architecture_and_hashes_once(random_vit_b):
     )
     model = load_model(dataclasses.replace(spec, backend="torch"))
     assert model.checksum == spec.checksum and model.image_size == 1024
+    assert model.encoder_id == "torch fp32"
     assert {k: tuple(v.shape) for k, v in model.runtime.sam.state_dict().items()} == {
         k: v.shape for k, v in read_shapes(random_vit_b).items()
     }

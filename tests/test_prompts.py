@@ -52,6 +52,7 @@ class BrightModel:
     """
 
     name = "bright"
+    encoder_id = "the image itself"
 
     def __init__(self, image_size: int = 256, checksum: str = "v1") -> None:
         self.image_size = image_size
@@ -268,6 +269,11 @@ def test_second_run_decodes_only_and_a_changed_scene_is_embedded_again(tmp_path,
     other = BrightModel(image_size=512, checksum="v2")
     Session(scene, other, cache=cache).predict(points=[centre(1, 1)])
     assert other.embedded == 1 and len(cache.entries()) == 2
+    # the same checkpoint run otherwise (another backend or precision) is another key
+    half = BrightModel(image_size=512, checksum="v2")
+    half.encoder_id = "torch fp16"
+    Session(scene, half, cache=cache).predict(points=[centre(1, 1)])
+    assert half.embedded == 1 and len(cache.entries()) == 3
 
 
 def test_cache_keeps_to_its_size_limit_least_recently_used_first(tmp_path, scene):
@@ -300,9 +306,18 @@ def test_cache_key_names_scene_window_and_model(scene):
 
     plan = open_scene(scene)
     w1, w2 = prompt_window(512, 512, (0, 0, 1, 1), 256), prompt_window(512, 512, (400, 400, 401, 401), 256)
-    assert cache_key(plan, w1, "m", "x") == cache_key(plan, w1, "m", "x")
-    assert len({cache_key(plan, w, "m", c) for w in (w1, w2) for c in ("x", "y")}) == 4
-    assert cache_key(plan, w1, "m", "x").scene == cache_key(plan, w2, "m", "y").scene
+    assert cache_key(plan, w1, "m", "x", "torch fp32") == cache_key(plan, w1, "m", "x", "torch fp32")
+    keys = {
+        cache_key(plan, w, "m", c, e)
+        for w in (w1, w2)
+        for c in ("x", "y")
+        for e in ("torch fp32", "torch fp16")
+    }
+    assert len(keys) == 8
+    assert (
+        cache_key(plan, w1, "m", "x", "torch fp32").scene
+        == cache_key(plan, w2, "m", "y", "onnxruntime").scene
+    )
 
 
 # ---- errors -------------------------------------------------------------------------------------

@@ -143,6 +143,7 @@ class OnnxRuntime:
 
     def __init__(self, encoder: Path, decoder: Path, threads: int | None = None, device: str = "cpu") -> None:
         self.encoder = _session(encoder, threads, device)
+        self.encoder_id = f"onnxruntime {encoder.name}"
         self.decoder = _session(decoder, threads, device)
         self.image_size = int(self.encoder.get_inputs()[0].shape[-1])
         self.batched = "mask_input" not in {i.name for i in self.decoder.get_inputs()}

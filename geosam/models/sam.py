@@ -52,6 +52,7 @@ class Runtime(Protocol):
     image_size: int  # side of the square model input
     multimask: bool  # whether decode can answer with all three masks of a prompt
     batched: bool  # whether one decode call runs many prompts at once (else it loops over them)
+    encoder_id: str  # what computes embeddings ("torch fp16", "onnxruntime vit_b.encoder.onnx"): cache key
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image features (1, 256, 64, 64) of a normalised, padded image (1, 3, S, S)."""
@@ -113,6 +114,10 @@ class SamModel:
     @property
     def image_size(self) -> int:
         return self.runtime.image_size
+
+    @property
+    def encoder_id(self) -> str:
+        return self.runtime.encoder_id
 
     @torch.inference_mode()
     def embed(self, image: np.ndarray) -> Embedding:

@@ -93,6 +93,7 @@ class TorchRuntime:
         self.sam = sam.eval()
         chunk_attention(self.sam.image_encoder)
         self.dtype = PRECISIONS[precision]  # of the image encoder; the decoder runs in float32
+        self.encoder_id = f"torch {precision}"
         self.decoder = prompt_decoder(self.sam)  # the reference graph, exported for ONNX Runtime
         self.fast = LowRankDecoder(self.sam.mask_decoder, self.sam.prompt_encoder)
         self._terms: OrderedDict[int, tuple[torch.Tensor, ImageTerms]] = OrderedDict()  # recent images
