@@ -7,10 +7,10 @@ computed on. Its name is made of three hashes:
 
 The scene's state is its size, modification time and a hash of its first 64 KiB (the header), so
 an entry of a scene file that has changed is never read; it is deleted when the scene's new
-embeddings are stored. The model's part of the key is its name, its checkpoint's sha256 and what runs its encoder (torch
-at a precision, or ONNX Runtime): the same weights embed a little differently in each. The folder is
-``$GEOSAM_CACHE_DIR`` or the per-user cache (``~/.cache/geosam/embeddings``); the oldest-used entries
-are deleted when it grows beyond its size limit.
+embeddings are stored. The model's part of the key is its name, its checkpoint's sha256 and what
+runs its encoder (torch at a precision, or ONNX Runtime): the same weights embed a little differently
+in each. The folder is ``$GEOSAM_CACHE_DIR`` or the per-user cache (``~/.cache/geosam/embeddings``);
+the oldest-used entries are deleted when it grows beyond its size limit.
 """
 
 from __future__ import annotations
