@@ -70,3 +70,21 @@ def test_image_terms_are_reused_and_renewed(model_installed, batch):
     after_other = runtime.decode(second, coords, labels, True)[0]
     expected = runtime.decoder(second, coords, labels)[0][:, 1:]
     assert torch.allclose(after_other, expected, atol=1e-3)
+
+
+def test_prompt_batches_reuse_the_decoders_arrays(model_installed):
+    """The decoder's large arrays (B × 4096 positions) are made once, not at every prompt batch, and hold
+    nothing a later call reads: the same prompts give the same masks; ``forget`` drops them."""
+    runtime = load_model(ModelSpec("mobile_sam", backend="torch")).runtime
+    torch.manual_seed(2)
+    features, coords, labels = torch.randn(1, 256, 64, 64), torch.rand(16, 1, 2) * 1024, torch.ones(16, 1)
+    first = runtime.decode(features, coords, labels, True)
+    scratch = runtime.fast.scratch._arrays
+    made = {name: array.data_ptr() for name, array in scratch.items()}
+    runtime.decode(features, coords[:5], labels[:5], False)  # fewer prompts, one mask each: the same arrays
+    second = runtime.decode(features, coords, labels, True)
+    assert set(made) == {"store", "products", "scores"}
+    assert {name: array.data_ptr() for name, array in scratch.items()} == made
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    runtime.forget()
+    assert not scratch

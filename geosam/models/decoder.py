@@ -19,7 +19,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-UPSCALE_CHUNK = 4096  # prompt positions upscaled per step: its arrays (8 MB at most) stay in the CPU cache
+# Prompt positions upscaled per step: its arrays (2 MB at most for 16 prompts) stay in the CPU's cache.
+UPSCALE_CHUNK = 1024
+
+
+class _Scratch:
+    """Arrays that every decoder call of a batch size overwrites, allocated once and kept for the next call.
+
+    Each call makes the same few arrays of B × 4096 positions (15-31 MB for 16 prompts); made anew each
+    time, they either leave holes in the heap that outgrow what is in use, or (above glibc's mmap
+    threshold) are fresh pages from the OS, zeroed at every one of a tile's batches. Three are kept:
+    ``store`` (the image side's coefficients), ``products`` (per-head products with the image: attention
+    terms, softmax weights scaled for their mix) and ``scores`` (attention scores and their softmax,
+    LayerNorm statistics, the upscaled masks); an array is taken again only once what it held is spent.
+    Not for concurrent calls: one decoder runs one call at a time.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """The array ``name``, of ``shape`` and ``like``'s dtype and device, with whatever it last held."""
+        size = math.prod(shape)
+        array = self._arrays.get(name)
+        if array is None or array.numel() < size or array.dtype != like.dtype or array.device != like.device:
+            self._arrays.pop(name, None)  # freed before its successor is made
+            array = self._arrays[name] = like.new_empty(size)
+        return array[:size].view(shape)
+
+    def clear(self) -> None:
+        self._arrays.clear()
 
 
 @dataclass(eq=False)
@@ -83,6 +112,7 @@ class _Keys:
     coef: Tensor  # (B, M, N): each vector's weight at each position
     vecs: Tensor  # (B, M, C)
     store: Tensor  # (B, M + rows to come, N)
+    scratch: _Scratch
     blocks: tuple[_Block, ...] = ()
 
     def linear(self, param: Tensor, matrix: Tensor, const: Tensor) -> Callable[[slice], Tensor]:
@@ -105,7 +135,7 @@ class _Keys:
                 self.coef[to] = self.coef[row]
         blocks = tuple(_Block(b.start, b.stop, b.value[prompts], b.param, b.gain) for b in self.blocks)
         coef = self.coef[: len(kept)]
-        return _Keys(self.stage, self.a[prompts], coef, self.vecs[prompts], coef, blocks)
+        return _Keys(self.stage, self.a[prompts], coef, self.vecs[prompts], coef, self.scratch, blocks)
 
     def attend(self, query: Tensor, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:
         """Dot products (B, H, T, N) of per-head ``query`` (B, H, T, d) with ``linear(state [+ pe])``."""
@@ -117,14 +147,22 @@ class _Keys:
         )
         # The image's shares come out head-major (a product per head); the prompts' vectors' share, and
         # the softmax after, are batch-major: the scores are formed there, reading the others once.
-        image = torch.einsum("bhtd,nhd->bhtn", query, mapped)
+        image = self._per_head(query, mapped)
+        scores = self.scratch.take("scores", image.shape, query)
         if self.vecs.shape[1]:
             per_vec = torch.einsum("bhtd,bmhd->bhtm", query, (self.vecs @ weight).unflatten(-1, (heads, dim)))
-            scores = (per_vec.flatten(1, 2) @ self.coef).view_as(image).addcmul_(image, self.a[:, None, None])
+            torch.matmul(per_vec.flatten(1, 2), self.coef, out=scores.flatten(1, 2))
+            scores.addcmul_(image, self.a[:, None, None])
         else:
-            scores = torch.empty_like(image, memory_format=torch.contiguous_format)
             torch.mul(image, self.a[:, None, None], out=scores)
-        return scores.add_(torch.einsum("bhtd,nhd->bhtn", query, const))
+        return scores.add_(self._per_head(query, const))
+
+    def _per_head(self, query: Tensor, mapped: Tensor) -> Tensor:
+        """``einsum("bhtd,nhd->bhtn", query, mapped)`` in the scratch array ``products``, laid out head-major."""
+        batch, heads, tokens, _ = query.shape
+        out = self.scratch.take("products", (heads, batch * tokens, len(mapped)), query)
+        torch.bmm(query.transpose(0, 1).flatten(1, 2), mapped.permute(1, 2, 0), out=out)
+        return out.view(heads, batch, tokens, -1).transpose(0, 1)
 
     def mix(self, weights: Tensor, linear: nn.Linear) -> Tensor:
         """``weights`` (B, H, T, N), summing to 1 over N, applied to ``linear(state)``: (B, H, T, d)."""
@@ -132,7 +170,8 @@ class _Keys:
         weight = linear.weight.T
         mapped = self.stage.map(linear.weight, weight).view(-1, heads, weight.shape[1] // heads)
         # Scaled straight into the head-major layout the per-head products read.
-        scaled = weights.new_empty(heads, batch, tokens, weights.shape[-1]).transpose(0, 1)
+        scaled = self.scratch.take("products", (heads, batch, tokens, weights.shape[-1]), weights)
+        scaled = scaled.transpose(0, 1)
         out = torch.einsum("bhtn,nhd->bhtd", torch.mul(weights, self.a[:, None, None], out=scaled), mapped)
         out += linear.bias.view(heads, 1, -1)
         if self.vecs.shape[1]:
@@ -151,7 +190,7 @@ class _Keys:
         self.store[:, stop] = 1
         return _Keys(
             self.stage, self.a, self.store[:, : stop + 1], torch.cat([self.vecs, vecs], 1), self.store,
-            (*self.blocks, block),
+            self.scratch, (*self.blocks, block),
         )  # fmt: skip
 
     def cross(self) -> Tensor:
@@ -161,7 +200,7 @@ class _Keys:
         for block in self.blocks:
             heads, dim = block.value.shape[1], block.value.shape[3]
             mapped = self.stage.map(block.param, block.param * block.gain[:, None]).view(-1, heads, dim)
-            per_vec = torch.einsum("nhd,bhtd->bhtn", mapped, block.value)
+            per_vec = self._per_head(block.value, mapped)
             out += per_vec.mul_(self.coef[:, block.start : block.stop].view_as(per_vec)).sum((1, 2))
             constant[block.start : block.stop] = False
         if constant.any():  # biases and LayerNorm shifts: the same vectors for every prompt
@@ -171,7 +210,9 @@ class _Keys:
     def layer_norm(self, norm: nn.LayerNorm) -> _Keys:
         channels = self.vecs.shape[-1]
         mean = self.a * self.stage.mean + (self.vecs.mean(-1)[:, None] @ self.coef)[:, 0]
-        gram = ((self.vecs @ self.vecs.mT) @ self.coef).mul_(self.coef).sum(1)
+        gram = self.scratch.take("scores", self.coef.shape, self.coef)
+        torch.matmul(self.vecs @ self.vecs.mT, self.coef, out=gram)
+        gram = gram.mul_(self.coef).sum(1)
         square = self.a.square() * self.stage.square + 2 * self.a * self.cross() + gram
         rstd = torch.rsqrt((square / channels - mean.square()).clamp_min(0) + norm.eps)
         batch, rows = self.coef.shape[:2]
@@ -186,6 +227,7 @@ class _Keys:
             self.store[:, : rows + 2],
             torch.cat([self.vecs * norm.weight, shifts], 1),
             self.store,
+            self.scratch,
             blocks,
         )
 
@@ -200,6 +242,11 @@ class LowRankDecoder:
         self.dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the no-mask prompt
         pe = prompt_encoder.get_dense_pe().flatten(2)[0].T.contiguous()
         self.pe = _Stage(pe, torch.ones(pe.shape[1], dtype=pe.dtype, device=pe.device))  # its maps: once
+        self.scratch = _Scratch()
+
+    def forget(self) -> None:
+        """Drop the scratch arrays kept between calls."""
+        self.scratch.clear()
 
     @torch.inference_mode()
     def prepare(self, features: Tensor) -> ImageTerms:
@@ -234,13 +281,14 @@ class LowRankDecoder:
             layer.cross_attn_image_to_token.num_heads * tokens.shape[1] + 3
             for layer in self.transformer.layers
         )
-        store = tokens.new_empty(batch, rows, n)
+        store = self.scratch.take("store", (batch, rows, n), tokens)
         keys = _Keys(
             terms.stage,
             tokens.new_ones(batch, n),
             store[:, :0],
             tokens.new_zeros(batch, 0, tokens.shape[-1]),
             store,
+            self.scratch,
         )
         queries = tokens
         for layer in self.transformer.layers:
@@ -286,7 +334,7 @@ class LowRankDecoder:
         batch, k = keep.shape
         first = keys.linear(up.weight, _subpixel_matrix(up), up.bias.repeat(4))
         second, bias2 = _subpixel_matrix(up2), up2.bias.repeat(4)
-        out = hyper.new_empty(batch, h * w, 16, k)
+        out = self.scratch.take("scores", (batch, h * w, 16, k), hyper)
         step = max(1, UPSCALE_CHUNK // max(batch, 1))
         for start in range(0, h * w, step):
             rows = slice(start, min(start + step, h * w))
@@ -315,7 +363,8 @@ def _heads(x: Tensor, heads: int) -> Tensor:
 def _tokens_to_image(attn: nn.Module, q: Tensor, keys: _Keys, terms: ImageTerms) -> Tensor:
     """SAM's token-to-image attention: tokens ``q`` (B, T, C) attend to the image positions."""
     query = _heads(attn.q_proj(q), attn.num_heads)
-    weights = torch.softmax(keys.attend(query / math.sqrt(query.shape[-1]), attn.k_proj, terms, pe=True), -1)
+    scores = keys.attend(query / math.sqrt(query.shape[-1]), attn.k_proj, terms, pe=True)
+    weights = torch.softmax(scores, -1, out=scores)
     return attn.out_proj(keys.mix(weights, attn.v_proj).transpose(1, 2).flatten(2))
 
 

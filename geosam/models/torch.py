@@ -11,6 +11,7 @@ from types import ModuleType
 
 import torch
 
+from geosam import heap
 from geosam.errors import ModelError
 from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
 from geosam.models.checkpoints import check_architecture, read_state_dict
@@ -18,9 +19,12 @@ from geosam.models.decoder import ImageTerms, LowRankDecoder
 from geosam.models.encoder import chunk_attention
 
 TERMS_KEPT = 2  # images whose decoding terms stay in memory (about 30 MB each): prompts may alternate windows
-# Prompts per low-rank decoder call: each holds about 8 MB of image-sized terms in the transformer (the masks
-# are upscaled a few positions at a time). Measured on 2 cores: 16 at a time take 8 % less time than 8.
+# Prompts per low-rank decoder call: each needs about 5 MB of the arrays the decoder keeps between calls (the
+# masks are upscaled a few positions at a time). Measured on 2 cores: 16 at a time take 8 % less time than 8.
 PROMPTS_PER_CALL = 16
+# The image encoder's arrays of this size and more (ViT-B's 12.6 MB activations) are mapped afresh rather
+# than taken from the heap, where their holes outlast the pass (geosam.heap.mapped_above).
+ENCODER_MAPPED_BYTES = 8 * 2**20
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 VIT = ("vit_b", "vit_l", "vit_h")
 BUILDERS = {
@@ -128,7 +132,10 @@ class TorchRuntime:
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image features (B, 256, 64, 64) of normalised, padded images (B, 3, S, S), in one call."""
-        with torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32):
+        with (
+            heap.mapped_above(ENCODER_MAPPED_BYTES),
+            torch.autocast(self.device.type, self.dtype, enabled=self.dtype != torch.float32),
+        ):
             return self.sam.image_encoder(x.to(self.device)).float()
 
     @torch.inference_mode()
@@ -160,6 +167,7 @@ class TorchRuntime:
 
     def forget(self) -> None:
         self._terms.clear()
+        self.fast.forget()
 
     def terms(self, features: torch.Tensor) -> ImageTerms:
         """The prompt-independent part of decoding ``features``, kept for the last few images."""
