@@ -11,7 +11,7 @@ from rasterio.windows import Window
 
 from geosam.models import AutomaticParams, ModelSpec, load_model
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.automatic import Upsampling, stability_scores
+from geosam.models.automatic import BOXES_PER_STEP, Upsampling, _boxes, _Found, stability_scores
 from geosam.tiling import TileGrid, TileImage
 
 
@@ -92,3 +92,32 @@ def test_a_tile_prompted_after_it_was_segmented_is_not_embedded_again(model_inst
         TileImage(place, np.ascontiguousarray(pixels[::-1]), tile.valid), [np.array([[9.0, 9.0]])]
     )
     assert encoded == [1, 1]  # other pixels: embedded
+
+
+def test_kept_masks_are_joined_in_prompt_order_and_boxed_a_few_at_a_time():
+    """What the prompt batches keep, joined without copies, is what concatenating them gives; their
+    boxes, taken a few masks at a time, are segment-anything's for all of them at once."""
+    batches = [_logits(seed) for seed in range(40)]  # 320 masks: more than one boxing step
+    batches[3] = batches[3][:0]  # a batch that keeps nothing
+    found = _Found(sum(len(b) for b in batches) + 5)
+    for i, batch in enumerate(batches):
+        found.add(batch, torch.full((len(batch),), float(i)), torch.arange(len(batch)).float())
+    logits, iou, stability = found.arrays()
+    assert torch.equal(logits, torch.cat(batches).half())
+    assert torch.equal(iou, torch.cat([torch.full((len(b),), float(i)) for i, b in enumerate(batches)]))
+    assert torch.equal(stability, torch.cat([torch.arange(len(b)).float() for b in batches]))
+    _, amg = import_mobile_sam()
+    assert len(logits) > BOXES_PER_STEP
+    boxes, nonempty = _boxes(logits)
+    assert torch.equal(boxes, amg.batched_mask_to_box(logits > 0))
+    assert torch.equal(nonempty, (logits > 0).flatten(1).any(1)) and not nonempty.all()
+
+
+def test_a_tile_where_no_mask_passes_the_filters_has_no_objects(model_installed, data):
+    strict = AutomaticParams(points_per_side=4, pred_iou_thresh=1.5)  # no predicted IoU reaches it
+    model = load_model(ModelSpec("mobile_sam", backend="torch", params=strict))
+    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 256, 256)).transpose(1, 2, 0)
+    place = next(iter(TileGrid(256, 256, 256, 32)))
+    masks = model.automatic(TileImage(place, np.ascontiguousarray(pixels), np.ones((256, 256), bool)))
+    assert masks.masks.shape == (0, 256, 256) and len(masks.scores) == 0

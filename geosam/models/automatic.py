@@ -24,6 +24,7 @@ from geosam.models.base import AutomaticParams, Masks
 # the heap the encoder and decoder just freed instead of adding fresh pages to a task's peak.
 UPSCALE_BYTES = 32 * 2**20
 MASKS_PER_STEP = 16  # masks whose stability is counted at once: their boolean maps stay small
+BOXES_PER_STEP = 256  # masks boxed at once: 16 MB of boolean maps at 256² logits
 
 if TYPE_CHECKING:
     from geosam.models.sam import Embedding, SamModel
@@ -166,13 +167,12 @@ def generate(
 ) -> Masks:
     """Every object the model finds in ``image`` (embedded now unless ``embedding`` is given), as masks
     restricted to ``valid`` pixels."""
-    _, amg = import_mobile_sam()
     h, w = valid.shape
     points = grid_points(params.points_per_side, valid)
     if len(points) == 0:
         return Masks.empty(h, w)
     embedding = embedding or model.embed(image)
-    logits, scores, stability = [], [], []
+    found = _Found(len(points) * (3 if model.runtime.multimask else 1))
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
         low_res, iou = model.confident_points(  # a runtime that answers one mask: its single-mask answer
@@ -184,19 +184,16 @@ def generate(
         )
         stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
         keep = stable >= params.stability_score_thresh
-        if not keep.any():
-            continue
-        logits.append(low_res[keep].half())
-        scores.append(iou[keep])
-        stability.append(stable[keep])
-    if not logits:
+        found.add(low_res[keep], iou[keep], stable[keep])
+    if not found.count:
         return Masks.empty(h, w)
-    low_res, iou, stable = torch.cat(logits), torch.cat(scores), torch.cat(stability)
+    low_res, iou, stable = found.arrays()
     rows, cols = model.low_res_extent(embedding)
-    binary = low_res[:, :rows, :cols] > 0
-    nonempty = binary.flatten(1).any(1)
-    low_res, iou, stable, binary = low_res[nonempty], iou[nonempty], stable[nonempty], binary[nonempty]
-    kept = box_nms(amg.batched_mask_to_box(binary), iou, params.box_nms_thresh)
+    boxes, nonempty = _boxes(low_res[:, :rows, :cols])
+    candidates = torch.nonzero(nonempty)[:, 0]
+    if not len(candidates):
+        return Masks.empty(h, w)
+    kept = candidates[box_nms(boxes[candidates], iou[candidates], params.box_nms_thresh)]
     full = np.empty((len(kept), h, w), bool)
     step = max(1, UPSCALE_BYTES // (4 * (model.image_size**2 + h * w)))
     for start in range(0, len(kept), step):
@@ -207,6 +204,44 @@ def generate(
     if not keep.all():
         full = full[keep]
     return Masks(full, iou[kept].numpy()[keep], stable[kept].numpy()[keep])
+
+
+class _Found:
+    """The masks a tile's prompt batches keep, in prompt order: low-resolution logits (as float16), predicted
+    IoU and stability, in arrays sized for every mask the prompts could answer. Those are allocated, not
+    written: the OS commits only the pages the kept masks fill, and nothing is copied to join batches.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most, self.count = most, 0
+        self._logits = self._iou = self._stability = torch.empty(0)
+
+    def add(self, logits: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor) -> None:
+        if not len(logits):
+            return
+        if not len(self._logits):
+            self._logits = torch.empty(self.most, *logits.shape[1:], dtype=torch.half)
+            self._iou, self._stability = torch.empty(self.most), torch.empty(self.most)
+        end = self.count + len(logits)
+        self._logits[self.count : end], self._iou[self.count : end] = logits, iou
+        self._stability[self.count : end] = stability
+        self.count = end
+
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (N, h, w), IoU (N,) and stability (N,) of the N masks kept."""
+        return self._logits[: self.count], self._iou[: self.count], self._stability[: self.count]
+
+
+def _boxes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (N, 4) around the masks ``logits > 0`` (N, h, w), and which are not empty, a few at a time."""
+    _, amg = import_mobile_sam()
+    boxes = torch.zeros(len(logits), 4, dtype=torch.long)
+    nonempty = torch.zeros(len(logits), dtype=torch.bool)
+    for start in range(0, len(logits), BOXES_PER_STEP):
+        binary = logits[start : start + BOXES_PER_STEP] > 0
+        boxes[start : start + len(binary)] = amg.batched_mask_to_box(binary)
+        nonempty[start : start + len(binary)] = binary.flatten(1).any(1)
+    return boxes, nonempty
 
 
 def objects(masks: np.ndarray, valid: np.ndarray, max_fraction: float) -> np.ndarray:
