@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import shapely
-from scipy import ndimage
 
 from geosam.models.base import Masks, PointPromptable, Segmenter
 from geosam.stitch import MATCH_IOU, Piece, _continuations, _matches, _raster, _runs_out, pieces_from_masks
@@ -106,6 +105,9 @@ def _reaches(piece: Piece, core: shapely.Geometry) -> bool:
 
 def _deepest(mask: np.ndarray, count: int) -> list[tuple[float, float]]:
     """Up to ``count`` pixel centres (x, y) farthest inside ``mask``, each outside the others' reach."""
+    # imported here: scipy.ndimage is 16 MiB in every process that imports this module, Dask workers too
+    from scipy import ndimage
+
     depth = ndimage.distance_transform_edt(mask)
     rows, cols = np.ogrid[: mask.shape[0], : mask.shape[1]]
     found = []
