@@ -67,9 +67,10 @@ class Nothing:
 
 def plan(size: int, folder: str) -> dict:
     """Everything before the first task, for a size² scene."""
+    from geosam.fingerprint import run_key
     from geosam.georef import open_scene
     from geosam.report import peak_rss
-    from geosam.resume import WorkDir, run_key
+    from geosam.resume import WorkDir
     from geosam.tiling import TileGrid
 
     folder = Path(folder)
@@ -91,8 +92,8 @@ def plan(size: int, folder: str) -> dict:
 
 def submit(size: int, folder: str) -> dict:
     """The real submission loop over every tile of a size² sparse scene on 2 local workers."""
+    from geosam.cluster import dask_client, run_tiles
     from geosam.georef import open_scene
-    from geosam.pipeline import dask_client, run_tiles
     from geosam.report import peak_rss
     from geosam.tiling import TileGrid
 
@@ -114,7 +115,7 @@ def submit(size: int, folder: str) -> dict:
 
 def workers(size: int, folder: str, model: str, points: int, tile_size: int) -> dict:
     """The whole pipeline on a generated size² scene; peak RSS of each worker process."""
-    from geosam import pipeline
+    from geosam import scene_run
 
     folder = Path(folder)
     if model == "reference":
@@ -129,7 +130,7 @@ def workers(size: int, folder: str, model: str, points: int, tile_size: int) -> 
 
         path = mosaic(folder / f"mosaic-{size}.tif", size)
         source, n = ModelSpec(model, params=AutomaticParams(points_per_side=points)), 1
-    frame, report = pipeline.run(path, model=source, tile_size=tile_size, overlap=128, workers=n)
+    frame, report = scene_run.segment_scene(path, model=source, tile_size=tile_size, overlap=128, workers=n)
     peaks = sorted(report.peak_rss_bytes.values())
     return {"px": f"{size} × {size}", "tiles": report.tiles_planned, "objects": len(frame),
             "wall_s": round(report.wall_s, 1), "km2": round(report.area_km2 or 0, 3),

@@ -29,8 +29,8 @@ from rasterio.features import rasterize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geosam.cache import EmbeddingCache
-from geosam.session import Session
+from geosam.cache import EmbeddingCache  # noqa: E402 - after ROOT is on the path
+from geosam.session import Session  # noqa: E402
 
 SCENE = ROOT / ".." / "shared" / "data" / "pix4d_alpha_nodata.tif"
 BOXES = [(413, 275, 443, 300), (232, 420, 300, 490), (335, 268, 370, 302)]  # pixel boxes on pix4d
@@ -97,7 +97,7 @@ def main() -> None:
         model = session.model
         embedding = model.embed(image)
         ious = []
-        for b, geometry in zip(BOXES, frame.geometry):
+        for b, geometry in zip(BOXES, frame.geometry, strict=True):
             low, _ = model.decode(
                 embedding, boxes=np.array([[b[0], b[1], b[2] - 1, b[3] - 1]], np.float32), multimask=False
             )

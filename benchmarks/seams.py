@@ -25,8 +25,8 @@ import shapely
 
 from geosam.metrics import duplicates, seam_line_fraction, truth_scores
 from geosam.models import AutomaticParams, ModelSpec
-from geosam.pipeline import run, segment
 from geosam.reprompt import ROUNDS
+from geosam.scene_run import segment, segment_scene
 from geosam.testing import ReferenceModel, make_scene, mosaic
 from geosam.tiling import TileGrid
 from geosam.vectorize import to_pixels
@@ -74,7 +74,7 @@ def model_table(
     spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
     work_dir = cache / f"work-{size}-{points}" if cache else None
     start = time.perf_counter()
-    frame, report = run(
+    frame, report = segment_scene(
         path,
         model=spec,
         tile_size=tile,

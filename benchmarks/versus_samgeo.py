@@ -19,13 +19,13 @@ process tree (``PeakMemory`` of benchmarks/run.py: the summed RSS of the process
   scene    a size × size px GeoTIFF of real imagery (``geosam.testing.mosaic`` of ../shared/data)
   weights  SAM ViT-B, randomly initialised (seeded) and saved once as a state dict; both tools
            load the same file, so both spend the same compute without a 375 MB download
-  geosam   ``geosam.pipeline.run`` on a local Dask cluster (``--workers`` processes, default 1,
+  geosam   ``geosam.scene_run.segment_scene`` on a local Dask cluster (``--workers`` processes, default 1,
            sharing one torch thread per core), then ``geosam.write`` to a GeoPackage
   samgeo   its documented path for a large GeoTIFF: ``SamGeo(model_type="vit_b", checkpoint=...)``,
            ``generate(scene, mask_tif, batch=True)`` (tile by tile into a mask GeoTIFF), then
            ``tiff_to_vector(mask_tif, out.gpkg)``; one process, one torch thread per core
 Both see the same tiles: samgeo's batch mode reads windows of ``batch_sample_size + 2 × bound`` px
-at a stride of ``batch_sample_size``, so ``batch_sample_size = tile size − overlap`` and
+at a stride of ``batch_sample_size``, so ``batch_sample_size = tile size - overlap`` and
 ``bound = overlap / 2`` give geosam's grid (1024 px windows overlapping by 128 px: 25 tiles on
 4096² px), and both run the encoder once per tile and the decoder on the same ``points_per_side``²
 prompts per tile, ``points_per_batch`` at a time, with the same thresholds. A randomly initialised
@@ -94,7 +94,7 @@ def run_geosam(scene: str, out: str, weights: str, settings: Settings) -> dict:
     # imported by module name, so that Dask workers load the class instead of a pickled copy
     import geosam
     from geosam.models import AutomaticParams, ModelSpec
-    from geosam.pipeline import run
+    from geosam.scene_run import segment_scene
 
     params = AutomaticParams(
         points_per_side=settings.points_per_side, points_per_batch=settings.points_per_batch,
@@ -105,7 +105,7 @@ def run_geosam(scene: str, out: str, weights: str, settings: Settings) -> dict:
     # what `geosam segment --checkpoint PATH --architecture vit_b --backend torch` runs
     source = ModelSpec("sam_vit_b_random", params=params, checkpoint=Path(weights), architecture="vit_b",
                        backend="torch")  # fmt: skip
-    frame, report = run(
+    frame, report = segment_scene(
         scene, model=source, tile_size=settings.tile_size, overlap=settings.overlap,
         workers=settings.workers, prompt_rounds=0,  # samgeo asks no neighbour again
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from geosam._version import __version__ as __version__
 
 # The public API, imported on first use so that `geosam --help` does not wait for torch and dask.
 _EXPORTS = {
@@ -20,8 +20,8 @@ _EXPORTS = {
     "load_model": "geosam.models",
     "open_scene": "geosam.georef",
     "overview": "geosam.preview",
-    "segment": "geosam.pipeline",
-    "write": "geosam.io",
+    "segment": "geosam.scene_run",
+    "write": "geosam.output",
     "write_labels": "geosam.labels",
     "write_preview": "geosam.preview",
 }
@@ -47,11 +47,11 @@ __all__ = [
 if TYPE_CHECKING:
     from geosam.errors import GeosamError
     from geosam.georef import Scene, open_scene
-    from geosam.io import write
     from geosam.labels import write_labels
     from geosam.models import AutomaticParams, ModelSpec, load_model
-    from geosam.pipeline import segment
+    from geosam.output import write
     from geosam.preview import overview, write_preview
+    from geosam.scene_run import segment
     from geosam.session import Session
     from geosam.tiling import Tile, TileGrid
     from geosam.xr import label_raster

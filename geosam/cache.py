@@ -15,8 +15,6 @@ the oldest-used entries are deleted when it grows beyond its size limit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -29,8 +27,9 @@ import platformdirs
 import torch
 from affine import Affine
 
+from geosam.fingerprint import digest, file_state
 from geosam.georef import Scene
-from geosam.models.sam import Embedding
+from geosam.models.base import Embedding
 from geosam.tiling import PromptWindow
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "GEOSAM_CACHE_DIR"
 SIZE_ENV = "GEOSAM_CACHE_SIZE_MB"
 DEFAULT_MAX_MB = 2048  # MobileSAM embeddings are 4 MiB: about 500 windows
-HEADER_BYTES = 1 << 16
 FORMAT = 1  # bump when the file layout changes: old entries are then misses
 
 
@@ -50,21 +48,6 @@ def default_dir() -> Path:
 def default_max_bytes() -> int:
     configured = os.environ.get(SIZE_ENV)
     return int(float(configured) * (1 << 20)) if configured else DEFAULT_MAX_MB << 20
-
-
-def _digest(value: object, length: int = 16) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
-def scene_state(path: str) -> dict | None:
-    """What identifies the scene file's content: size, mtime and a hash of its header; None if not local."""
-    try:
-        stat = os.stat(path)
-        with open(path, "rb") as f:
-            header = hashlib.sha256(f.read(HEADER_BYTES)).hexdigest()
-    except OSError:
-        return None  # URLs, /vsi paths: no cheap way to know they have not changed, so no caching
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "header": header}
 
 
 @dataclass(frozen=True)
@@ -85,7 +68,7 @@ def cache_key(
 ) -> CacheKey | None:
     """The key of a window's embedding by ``encoder`` (a runtime's ``encoder_id``); None when the scene
     cannot be cached (not a local file)."""
-    state = scene_state(scene.path)
+    state = file_state(scene.path)
     if state is None:
         return None
     plan = {
@@ -96,7 +79,7 @@ def cache_key(
         "model": [model_name, checksum, encoder],
         "format": FORMAT,
     }
-    return CacheKey(_digest(os.path.abspath(scene.path)), _digest(state, 8), _digest(plan))
+    return CacheKey(digest(os.path.abspath(scene.path), 16), digest(state, 8), digest(plan, 16))
 
 
 class EmbeddingCache:

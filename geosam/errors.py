@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Protocol
+
 
 class GeosamError(Exception):
-    """Root of every error geosam reports to a user; the message says what to do next."""
+    """Root of every error geosam reports to a user; the message says what to do next.
+
+    Catch ``GeosamError`` for any of them, or a subclass for one kind. Each subclass also inherits
+    the builtin that matches it, so ``except ValueError`` still catches a bad input:
+
+    - ``InputError`` (ValueError): the scene, band choice or another input cannot be used as given;
+      ``SceneNotFoundError`` (also FileNotFoundError) when the scene path does not exist, and
+      ``geosam.prompts.PromptError`` for prompts.
+    - ``OutputError`` (OSError): the output path cannot be written.
+    - ``ModelError`` (RuntimeError): a model or its weights are missing, corrupt or of the wrong
+      architecture; ``FetchError`` when no source could provide a verified checkpoint.
+    - ``TileError`` (RuntimeError): tiles failed after their retries; its ``report`` lists them.
+      ``TileInputError`` (also an InputError) when every failed tile failed on its input.
+    - ``SchedulerError`` (ConnectionError): the Dask scheduler cannot be reached.
+
+    The classes are in ``geosam.errors``.
+    """
 
 
 class InputError(GeosamError, ValueError):
@@ -35,10 +54,16 @@ def reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _Report(Protocol):
+    """What a failed run's report offers (``geosam.report.RunReport``)."""
+
+    def write(self, path: Path) -> None: ...
+
+
 class TileError(GeosamError, RuntimeError):
     """Tiles failed after their retries; ``report`` (a RunReport) lists them."""
 
-    def __init__(self, message: str, report: object = None) -> None:
+    def __init__(self, message: str, report: _Report | None = None) -> None:
         super().__init__(message)
         self.report = report
 

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from geosam import heap
 from geosam.errors import InputError, SceneNotFoundError, reason
+from geosam.settings import READ
 
 STRETCH_SAMPLE = 1024  # longest side, in pixels, of the decimated read that the stretch is computed on
 SAMPLE_WINDOWS = 16  # without overviews, the stretch reads SAMPLE_WINDOWS² windows spread over the scene
@@ -37,6 +38,18 @@ class Scene:
 
     ``width``, ``height`` and ``transform`` describe the grid the tiles are cut from: the file's own,
     or, when ``resampling`` is set, a grid of another pixel size that reads are warped onto.
+    ``open_scene`` makes one.
+
+    Attributes:
+        path: The raster's path or GDAL URL, as given.
+        width: Columns of the grid, in pixels.
+        height: Rows of the grid, in pixels.
+        crs: The scene's CRS; None for a raster without georeferencing (pixel coordinates).
+        transform: Grid pixel to map coordinates (the identity without georeferencing).
+        bands: 1-based band indexes read as gray (1) or red, green, blue (3).
+        stretch: Per band, the (low, high) values mapped to 0..255; None reads 8-bit data as is.
+        resampling: A rasterio Resampling name when the grid is not the file's; None reads the
+            file's own pixels.
     """
 
     path: str
@@ -76,11 +89,11 @@ def reader(scene: Scene) -> Iterator[DatasetReader | WarpedVRT]:
 
 def open_scene(
     path: str | Path,
-    bands: tuple[int | str, ...] | None = None,
-    percentiles: tuple[float, float] = (2.0, 98.0),
-    stretch_8bit: bool = False,
-    resolution: float | None = None,
-    pixel_coordinates: bool = False,
+    bands: tuple[int | str, ...] | None = READ.bands,
+    percentiles: tuple[float, float] = READ.percentiles,
+    stretch_8bit: bool = READ.stretch_8bit,
+    resolution: float | None = READ.resolution,
+    pixel_coordinates: bool = READ.pixel_coordinates,
 ) -> Scene:
     """Open a raster once and plan how every tile of it is read.
 
@@ -91,6 +104,27 @@ def open_scene(
     ``percentiles`` of the valid pixels of a sample. ``resolution`` (CRS units per pixel) resamples
     every read onto a grid of that pixel size. A raster without georeferencing is refused unless
     ``pixel_coordinates`` is true.
+
+    Only a sample of the scene is read here; tiles are read later, each on its own.
+
+    Args:
+        path: Any GDAL raster path or URL (``/vsi...``, ``https://...``).
+        bands: 1 or 3 bands, each a 1-based index or a band description / colour name
+            (default: chosen as above).
+        percentiles: (low, high) percentiles of the valid pixels stretched to 0..255, with
+            ``0 <= low < high <= 100`` (default: the settings' percentiles).
+        stretch_8bit: Stretch 8-bit data too; otherwise they are read as is.
+        resolution: Pixel size to resample reads to, in the CRS's units (default: the file's own).
+        pixel_coordinates: Accept a raster without georeferencing; its polygons are then in pixels.
+
+    Returns:
+        The scene: its grid, CRS, band plan and stretch, all a worker needs to read any window.
+
+    Raises:
+        SceneNotFoundError: ``path`` is a local path that does not exist.
+        InputError: The raster cannot be read or has no pixels, no valid pixel, or no georeferencing
+            (without ``pixel_coordinates``); the bands cannot be chosen or do not exist; the
+            percentiles or resolution are out of range.
     """
     path = str(path)
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
@@ -107,7 +141,8 @@ def open_scene(
                 scene = _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates)
     except RasterioIOError as exc:
         raise InputError(
-            f"{path}: not a readable raster ({reason(exc)}); check that it is a complete GeoTIFF or other GDAL raster"
+            f"{path}: not a readable raster ({reason(exc)}); "
+            "check that it is a complete GeoTIFF or other GDAL raster"
         ) from exc
     # The sample's reads filled GDAL's block cache (whole blocks, up to 5% of RAM), freed on closing.
     heap.give_back()
@@ -126,9 +161,10 @@ def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordina
     chosen = _choose_bands(ds, bands, path)
     sample = _sample(ds, chosen)
     if sample.mask.all():  # the sample missed every valid pixel, or there are none
-        sample = _valid_strip(ds, chosen)
-        if sample is None:
+        strip = _valid_strip(ds, chosen)
+        if strip is None:
             raise InputError(f"{path}: every pixel is nodata or masked; there is nothing to segment")
+        sample = strip
     eight_bit = all(ds.dtypes[b - 1] == "uint8" for b in chosen)
     stretch = None if eight_bit and not stretch_8bit else _stretch(sample, percentiles)
     width, height, transform, resampling = ds.width, ds.height, ds.transform, None
@@ -176,9 +212,9 @@ def _choose_bands(ds, bands, path) -> tuple[int, ...]:
     colour = [b for b in range(1, ds.count + 1) if ds.colorinterp[b - 1] != ColorInterp.alpha]
     if len(colour) == 1:
         return (colour[0],)
-    rgb = [_find_band(ds, name, colour) for name in ("red", "green", "blue")]
-    if None not in rgb:
-        return tuple(rgb)
+    red, green, blue = (_find_band(ds, name, colour) for name in ("red", "green", "blue"))
+    if red is not None and green is not None and blue is not None:
+        return (red, green, blue)
     if len(colour) in (3, 4):
         return tuple(colour[:3])
     raise InputError(
@@ -259,7 +295,7 @@ def _masked(data: np.ma.MaskedArray) -> np.ma.MaskedArray:
 
 def _stretch(sample: np.ma.MaskedArray, percentiles) -> tuple[tuple[float, float], ...]:
     """Per band, the ``percentiles`` of the sample's valid pixels: the range mapped to 0..255."""
-    valid = ~sample.mask[0]
+    valid = ~np.ma.getmaskarray(sample)[0]
     limits = []
     for band in sample.data:
         low, high = np.percentile(band[valid].astype(np.float64), percentiles)
@@ -288,7 +324,8 @@ def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:
     if crs is None:
         return np.full(len(geometries), np.nan)
     proj = ProjCRS.from_user_input(crs.to_wkt())
-    method = (proj.coordinate_operation.method_name or "").lower() if proj.is_projected else ""
+    operation = proj.coordinate_operation if proj.is_projected else None  # a projected CRS's conversion
+    method = (operation.method_name or "").lower() if operation is not None else ""
     mercator = method.startswith("mercator") or "pseudo mercator" in method  # not Transverse Mercator
     if proj.is_projected and not mercator:
         return shapely.area(geometries) * proj.axis_info[0].unit_conversion_factor ** 2

@@ -37,7 +37,7 @@ def mapped_above(size: int) -> Iterator[None]:
     For a burst of large one-off arrays, such as an image encoder's activations: taken from the heap,
     their freed chunks stay resident and, split by the small allocations that follow, no longer fit
     the next burst, so the heap outgrows what is in use. Acts only where the environment fixes glibc's
-    mmap threshold (``MALLOC_MMAP_THRESHOLD_``: geosam's local workers, ``geosam.pipeline.MALLOC``),
+    mmap threshold (``MALLOC_MMAP_THRESHOLD_``: geosam's local workers, ``geosam.cluster.MALLOC``),
     and sets it back to that after; elsewhere glibc adapts the threshold itself, which a change would stop.
     """
     fixed = os.environ.get("MALLOC_MMAP_THRESHOLD_", "")

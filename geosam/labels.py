@@ -43,7 +43,7 @@ def _burn_window(geometries, ids, tree, scene: Scene, window: Window) -> np.ndar
     out = np.zeros((int(window.height), int(window.width)), np.uint32)
     if len(hits):
         rasterize(
-            zip(geometries[hits], ids[hits]), out=out, transform=transform,
+            zip(geometries[hits], ids[hits], strict=True), out=out, transform=transform,
             dtype="uint32",
         )  # fmt: skip
     return out
@@ -63,9 +63,26 @@ def write_labels(
     """Write object ids as a Cloud-Optimized GeoTIFF on the scene's grid (uint32, nodata 0), atomically.
 
     Burnt block by block into a tiled GeoTIFF, then copied to a COG with nearest-neighbour overviews
-    (ids must not be averaged), then moved into place.
+    (ids must not be averaged), then moved into place. Where objects overlap, the later one in
+    ``objects`` wins (``geosam.segment`` lists them largest first). Memory stays at a block of rows.
+
+    Args:
+        objects: The objects, e.g. what ``geosam.segment`` returns; in another CRS they are
+            reprojected to the scene's.
+        scene: The scene they were found in (from ``open_scene``): the grid the ids are burnt onto.
+        path: The .tif or .tiff file to write.
+        overwrite: Replace an existing file at ``path``.
+        column: The integer column burnt as the pixel value, each 1 .. 2³²-1.
+
+    Returns:
+        ``path``, as a Path.
+
+    Raises:
+        OutputError: ``path`` does not end in .tif or .tiff, exists (without ``overwrite``), or its
+            folder does not exist or is not writable.
+        InputError: The objects have no ``column``, or an id is out of range (0 is the background).
     """
-    from geosam.io import check_output
+    from geosam.output import check_output
 
     path = Path(path)
     check_output(path, overwrite, formats={".tif": "COG", ".tiff": "COG"})

@@ -64,7 +64,7 @@ def truth_scores(predicted: Sequence[shapely.Geometry], truth: Sequence[shapely.
     )
 
 
-def duplicates(geometries: Sequence[shapely.Geometry], min_iou: float = OVERLAP) -> int:
+def duplicates(geometries: Sequence[shapely.Geometry] | np.ndarray, min_iou: float = OVERLAP) -> int:
     """How many polygons repeat an earlier one: overlap it with IoU above ``min_iou``."""
     geoms = np.asarray(geometries, dtype=object)
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")

@@ -16,8 +16,9 @@ from rasterio.crs import CRS
 from geosam import style
 from geosam.errors import OutputError
 from geosam.georef import Scene, reader, to_uint8
+from geosam.settings import EXECUTION
 
-PREVIEW_SIZE = 1024  # longest side of a preview, in pixels
+PREVIEW_SIZE = EXECUTION.preview_size  # longest side of a preview, in pixels
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,21 @@ class Overview:
 
 def overview(scene: Scene, size: int = PREVIEW_SIZE) -> Overview:
     """The scene at most ``size`` pixels on its longest side: one decimated read (overviews where the
-    file has them), with the scene's band plan and stretch, never the whole scene at full resolution."""
+    file has them), with the scene's band plan and stretch, never the whole scene at full resolution.
+
+    Args:
+        scene: The scene, from ``open_scene``.
+        size: The longest side, in pixels; the scene is never enlarged (default: the settings'
+            preview size).
+
+    Returns:
+        An ``Overview``: ``image`` (uint8 RGB, H × W × 3), ``valid`` (bool, H × W), ``transform`` (its
+            pixels to the scene's CRS) and ``crs``; ``rgba`` (nodata transparent) and ``extent`` (for
+            matplotlib's ``imshow``) are ready to plot.
+
+    Raises:
+        rasterio.errors.RasterioIOError: The raster can no longer be read.
+    """
     factor = max(1.0, max(scene.width, scene.height) / size)
     width, height = max(1, round(scene.width / factor)), max(1, round(scene.height / factor))
     with reader(scene) as ds:
@@ -94,7 +109,26 @@ def write_preview(
     size: int = PREVIEW_SIZE,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``render(objects, scene, size)`` as a PNG, atomically; return the path."""
+    """Write ``render(objects, scene, size)`` as a PNG, atomically; return the path.
+
+    The image is ``overview(scene, size)`` with the objects' outlines drawn over it, coloured by
+    score (best drawn last, on top); objects in another CRS are reprojected to the scene's.
+
+    Args:
+        objects: The objects, e.g. what ``geosam.segment`` returns; without a ``score`` column all
+            get one colour.
+        scene: The scene they were found in, from ``open_scene``.
+        path: The PNG file to write.
+        size: The image's longest side, in pixels (default: the settings' preview size).
+        overwrite: Replace an existing file at ``path``.
+
+    Returns:
+        ``path``, as a Path.
+
+    Raises:
+        OutputError: ``path`` does not end in .png, exists (without ``overwrite``), its folder does
+            not exist or is not writable, or Pillow is not installed. Nothing is written then.
+    """
     path = Path(path)
     check_preview(path, overwrite)
     Image, _ = _pillow()
@@ -116,7 +150,7 @@ def write_preview(
 
 def check_preview(path: Path, overwrite: bool) -> None:
     """Fail before any work if the preview cannot be written."""
-    from geosam.io import check_output
+    from geosam.output import check_output
 
     check_output(Path(path), overwrite, formats={".png": "PNG"})
     _pillow()

@@ -33,7 +33,8 @@ class PromptError(InputError):
 
 @dataclass(frozen=True)
 class PromptGroup:
-    """One object to segment: points (x, y) with labels (1 inside, 0 outside) and/or one box, in the scene CRS."""
+    """One object to segment: points (x, y) with labels (1 inside, 0 outside) and/or one box, in the scene
+    CRS."""
 
     id: Any
     points: tuple[tuple[float, float], ...] = ()
@@ -133,7 +134,8 @@ def command_line_groups(
         if gid is None:
             if len(order) != 1:
                 raise PromptError(
-                    f"--negative-point {_fmt(xy)}: say which object it belongs to, e.g. --negative-point {_fmt(xy)},1"
+                    f"--negative-point {_fmt(xy)}: say which object it belongs to, "
+                    f"e.g. --negative-point {_fmt(xy)},1"
                 )
             key = next(iter(order))
         else:
@@ -143,6 +145,27 @@ def command_line_groups(
         order[key]["points"].append(xy)
         order[key]["labels"].append(0)
     return [PromptGroup(key, tuple(g["points"]), tuple(g["labels"]), g["box"]) for key, g in order.items()]
+
+
+def argument_groups(
+    points: Sequence[Sequence[float]] | None,
+    labels: Sequence[int] | None,
+    boxes: Sequence[Sequence[float]] | None,
+) -> list[PromptGroup]:
+    """Prompt groups of points (with labels, default 1) and boxes given as arguments, as in
+    ``Session.predict``: one group of the points and at most one box, or one group per box."""
+    xys = [(float(x), float(y)) for x, y in points or ()]
+    rects = [(float(a), float(b), float(c), float(d)) for a, b, c, d in boxes or ()]
+    marks = tuple(int(v) for v in labels) if labels is not None else (1,) * len(xys)
+    if len(marks) != len(xys):
+        raise PromptError(f"{len(marks)} labels for {len(xys)} points: give one label per point")
+    if not xys and not rects:
+        raise PromptError("no prompts: give points, boxes or a prompt file")
+    if xys and len(rects) > 1:
+        raise PromptError("points go with one box at most: call predict once per box, or use a prompt file")
+    if xys:
+        return [PromptGroup(1, tuple(xys), marks, rects[0] if rects else None)]
+    return [PromptGroup(i + 1, (), (), b) for i, b in enumerate(rects)]
 
 
 def _id_value(text: str) -> Any:
@@ -182,37 +205,14 @@ def frame_groups(
     frame, name: str = "prompts", *, id_field: str | None = None, label_field: str | None = None
 ) -> list[PromptGroup]:
     """Prompt groups from a GeoDataFrame of points and polygons, in its own CRS (see ``read_prompts``)."""
-    if frame.crs is None:
-        raise PromptError(
-            f"{name}: the prompts have no CRS; set one (e.g. ogr2ogr -a_srs EPSG:4326) so they can be placed on the scene"
-        )
-    if len(frame) == 0:
-        raise PromptError(f"{name}: no prompt features; the layer is empty")
-    fields = [c for c in frame.columns if c != frame.geometry.name]
-    for option, value in (("--id-field", id_field), ("--label-field", label_field)):
-        if value is not None and value not in fields:
-            raise PromptError(
-                f"{name} has no field {value!r} ({option}); fields: {', '.join(fields) or 'none'}"
-            )
+    fields = _check_frame(frame, name, id_field, label_field)
     if label_field is None and DEFAULT_LABEL_FIELD in fields:
         label_field = DEFAULT_LABEL_FIELD
     geometry = np.asarray(frame.geometry.values, dtype=object)
     missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
     if missing.all():
         raise PromptError(f"{name}: every feature has an empty geometry; there is nothing to prompt with")
-    types = shapely.get_type_id(geometry)
-    kinds = np.where(np.isin(types, (0, 4)), "point", np.where(np.isin(types, (3, 6)), "box", "other"))
-    wrong = sorted(
-        {
-            shapely.geometry.base.GEOMETRY_TYPES[t]
-            for t, k, m in zip(types, kinds, missing)
-            if k == "other" and not m
-        }
-    )
-    if wrong:
-        raise PromptError(
-            f"{name}: {', '.join(wrong)} geometries cannot be prompts; use points (positive or negative) and polygons (boxes)"
-        )
+    kinds = _kinds(geometry, missing, name)
     carried = [f for f in fields if f not in (id_field, label_field)]
     groups: dict[Any, dict[str, Any]] = {}
     for i in np.flatnonzero(~missing):
@@ -230,7 +230,7 @@ def frame_groups(
                 )
             group["box"] = tuple(float(v) for v in shapely.bounds(geometry[i]))
             continue
-        label = _label(row[label_field], name, i) if label_field is not None else 1
+        label = _label(row[label_field], name, int(i)) if label_field is not None else 1
         for xy in shapely.get_coordinates(geometry[i]):
             group["points"].append((float(xy[0]), float(xy[1])))
             group["labels"].append(label)
@@ -238,6 +238,44 @@ def frame_groups(
         PromptGroup(key, tuple(g["points"]), tuple(g["labels"]), g["box"], g["attributes"])
         for key, g in groups.items()
     ]
+
+
+def _check_frame(frame, name: str, id_field: str | None, label_field: str | None) -> list[str]:
+    """The frame's attribute fields, once it has a CRS, features, and the fields asked for."""
+    if frame.crs is None:
+        raise PromptError(
+            f"{name}: the prompts have no CRS; set one (e.g. ogr2ogr -a_srs EPSG:4326) "
+            "so they can be placed on the scene"
+        )
+    if len(frame) == 0:
+        raise PromptError(f"{name}: no prompt features; the layer is empty")
+    fields = [c for c in frame.columns if c != frame.geometry.name]
+    for option, value in (("--id-field", id_field), ("--label-field", label_field)):
+        if value is not None and value not in fields:
+            raise PromptError(
+                f"{name} has no field {value!r} ({option}); fields: {', '.join(fields) or 'none'}"
+            )
+    return fields
+
+
+def _kinds(geometry: np.ndarray, missing: np.ndarray, name: str) -> np.ndarray:
+    """Per feature, "point" (points, multipoints), "box" (polygons, multipolygons) or "other" (missing
+    ones only: other types of geometry are an error)."""
+    types = shapely.get_type_id(geometry)
+    kinds = np.where(np.isin(types, (0, 4)), "point", np.where(np.isin(types, (3, 6)), "box", "other"))
+    wrong = sorted(
+        {
+            shapely.geometry.base.GEOMETRY_TYPES[t]
+            for t, k, m in zip(types, kinds, missing, strict=True)
+            if k == "other" and not m
+        }
+    )
+    if wrong:
+        raise PromptError(
+            f"{name}: {', '.join(wrong)} geometries cannot be prompts; "
+            "use points (positive or negative) and polygons (boxes)"
+        )
+    return kinds
 
 
 def _plain(value: Any) -> Any:
@@ -262,7 +300,8 @@ def _label(value: Any, name: str, index: int) -> int:
     if text in NEGATIVE:
         return 0
     raise PromptError(
-        f"{name}: feature {index + 1} has label {value!r}; use 1/positive/fg for inside and 0/negative/bg for outside"
+        f"{name}: feature {index + 1} has label {value!r}; "
+        "use 1/positive/fg for inside and 0/negative/bg for outside"
     )
 
 
@@ -275,11 +314,11 @@ def reproject(groups: Sequence[PromptGroup], source: CRS | None, target: CRS | N
     )
     out = []
     for g in groups:
-        points = ()
+        points: tuple[tuple[float, float], ...] = ()
         if g.points:
             xy = np.array(g.points, float)
             x, y = to.transform(xy[:, 0], xy[:, 1])
-            points = tuple(zip(map(float, x), map(float, y)))
+            points = tuple(zip(map(float, x), map(float, y), strict=True))
         box = None
         if g.box is not None:
             outline = shapely.segmentize(

@@ -24,7 +24,7 @@ def versions() -> dict[str, str | None]:
     import rasterio
     import shapely
 
-    from geosam import __version__
+    from geosam._version import __version__
 
     found: dict[str, str | None] = {"geosam": __version__, "python": platform.python_version()}
     for name in LIBRARIES:
@@ -96,9 +96,21 @@ class RunReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
+    def layer_metadata(self) -> dict[str, str]:
+        """How the layer was made, in short: shown by ``ogrinfo`` and QGIS's layer properties."""
+        return {
+            "GEOSAM_VERSION": str(self.versions.get("geosam")),
+            "GEOSAM_MODEL": self.model,
+            "GEOSAM_MODEL_SHA256": self.model_sha256 or "",
+            "GEOSAM_SCENE": self.scene,
+            "GEOSAM_STARTED": self.started,
+            "GEOSAM_STATUS": self.status,
+            "GEOSAM_RUN_REPORT": self.to_json(),
+        }
+
     def write(self, path: Path) -> None:
         """Write the JSON report atomically."""
-        from geosam.io import write_bytes
+        from geosam.atomic import write_bytes
 
         write_bytes(path, (self.to_json() + "\n").encode())
 

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from geosam import settings
 from geosam.models.base import Masks, PointPromptable, Segmenter
-from geosam.stitch import MATCH_IOU, Piece, _continuations, _matches, _raster, _runs_out, pieces_from_masks
+from geosam.seams import MATCH_IOU, Piece, continuations, matches, pieces_from_masks, raster, runs_out
 from geosam.tiling import Box, Tile, TileGrid, TileImage
 
-ROUNDS = 3  # rounds of prompts after automatic mode: an object missed by up to three tiles in a row
+ROUNDS = settings.TILING.prompt_rounds  # 3: an object missed by up to three tiles in a row is found
 POINTS = 1  # points per prompt: SAM answers one point with three masks, from part to whole
 
 
@@ -81,17 +82,17 @@ def prompts_toward(
     window = a.read.intersection(b.read)
     mine = old + new
     core = shapely.box(b.core.x0, b.core.y0, b.core.x1, b.core.y1)
-    cut = [i for i in range(len(old), len(mine)) if _runs_out(mine[i], a, b) or _reaches(mine[i], core)]
+    cut = [i for i in range(len(old), len(mine)) if runs_out(mine[i], a, b) or _reaches(mine[i], core)]
     if window is None or not cut:
         return []
     linked: set[int] = set()
     if seen:
-        matched, _ = _matches(a, b, mine, seen, match_iou)
-        linked = {i for i, _ in matched + _continuations(a, b, mine, seen, matched, match_iou)}
+        matched, _ = matches(a, b, mine, seen, match_iou)
+        linked = {i for i, _ in matched + continuations(a, b, mine, seen, matched, match_iou)}
     prompts = []
     for piece in (mine[i] for i in cut if i not in linked):
         view = shapely.clip_by_rect(piece.full, window.x0, window.y0, window.x1, window.y1)
-        inside = _deepest(_raster([view], window), points)
+        inside = _deepest(raster([view], window), points)
         if inside:
             scene = tuple((x + window.x0, y + window.y0) for x, y in inside)
             prompts.append(Prompt(scene, view, window))
@@ -110,13 +111,13 @@ def _deepest(mask: np.ndarray, count: int) -> list[tuple[float, float]]:
 
     depth = ndimage.distance_transform_edt(mask)
     rows, cols = np.ogrid[: mask.shape[0], : mask.shape[1]]
-    found = []
+    found: list[tuple[float, float]] = []
     for _ in range(count):
         y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
         reach = depth[y, x]
         if reach <= 0:
             break
-        found.append((x + 0.5, y + 0.5))
+        found.append((float(x) + 0.5, float(y) + 0.5))
         depth[(rows - y) ** 2 + (cols - x) ** 2 < (2 * reach) ** 2] = 0
     return found
 
@@ -141,13 +142,13 @@ def answer(
     chosen: list[tuple[np.ndarray, float, float]] = []
     asked: list[list[tuple[Prompt, np.ndarray]]] = []  # the prompts (with their views) each answers
     for prompt, masks in zip(prompts, offered, strict=True):
-        view = _raster([prompt.view], prompt.window)
+        view = raster([prompt.view], prompt.window)
         agree = [_agreement(mask, tile, prompt.window, view) for mask in masks.masks]
         if not agree or max(agree) < match_iou:
             continue
         best = int(np.argmax(agree))
         found = (masks.masks[best], float(masks.scores[best]), float(masks.stability[best]))
-        same = next((k for k, (m, _, _) in enumerate(chosen) if _iou(m, found[0]) > match_iou), None)
+        same = next((k for k, (m, _, _) in enumerate(chosen) if iou(m, found[0]) > match_iou), None)
         if same is None:
             chosen.append(found)
             asked.append([(prompt, view)])
@@ -159,21 +160,21 @@ def answer(
         )
     if not chosen:
         return []
-    found = Masks(
+    answers = Masks(
         np.stack([m for m, _, _ in chosen]),
         np.array([s for _, s, _ in chosen], np.float32),
         np.array([s for _, _, s in chosen], np.float32),
     )
-    return pieces_from_masks(tile, found, grid)
+    return pieces_from_masks(tile, answers, grid)
 
 
 def _agreement(mask: np.ndarray, tile: Tile, window: Box, view: np.ndarray) -> float:
     """IoU of a tile's mask and a neighbour's view (over ``window``) in that window."""
     x0, y0 = window.x0 - tile.read.x0, window.y0 - tile.read.y0
-    return _iou(mask[y0 : y0 + window.height, x0 : x0 + window.width], view)
+    return iou(mask[y0 : y0 + window.height, x0 : x0 + window.width], view)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(int((a | b).sum()), 1))
 
 

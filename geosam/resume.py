@@ -1,9 +1,9 @@
 """The work folder of a resumable run: one small file per finished tile, under the run's key.
 
-A run's key is a hash of everything a tile's result depends on: the scene's identity (path, size,
-modification time, a hash of its first 64 KiB; for remote scenes the path and the planned grid),
-the read plan (bands, stretch, resampling), the tiling, the model (name, checkpoint sha256, all
-its settings) and geosam's version. Finished tiles live in ``FOLDER/<key>/``, one file each,
+A run's key (``geosam.fingerprint.run_key``) is a hash of everything a tile's result depends on: the
+scene's identity (path, size, modification time, a hash of its first 64 KiB; for remote scenes the
+path and the planned grid), the read plan (bands, stretch, resampling), the tiling, the model (name,
+checkpoint sha256, all its settings) and geosam's version. Finished tiles live in ``FOLDER/<key>/``, one file each,
 written to a temporary name and renamed into place, so a run killed at any instant (SIGKILL
 included) leaves only whole files. A second run with the same key segments only the tiles that
 have no file; a run with another key never reads them (it removes them, as stale).
@@ -14,75 +14,22 @@ stitching, so changing them reuses every tile.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import pickle
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from geosam.atomic import write_bytes
 from geosam.errors import OutputError
-from geosam.georef import Scene
-from geosam.io import write_bytes
+from geosam.fingerprint import TILE_FORMAT
 from geosam.tiling import Tile, TileGrid
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when a tile file's layout changes: old work folders then become stale
 MARKER = "geosam-work.json"  # names a folder as geosam's, so that only geosam's folders are ever cleaned
-HEADER_BYTES = 1 << 16
-
-
-def scene_identity(scene: Scene) -> dict:
-    """What identifies the scene's pixels: path and, for local files, size, mtime and a header hash."""
-    identity: dict = {"path": scene.path}
-    try:
-        stat = os.stat(scene.path)
-        with open(scene.path, "rb") as f:
-            header = hashlib.sha256(f.read(HEADER_BYTES)).hexdigest()
-        identity.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns, header=header)
-        identity["path"] = os.path.abspath(scene.path)
-    except OSError:
-        pass  # URLs and /vsi paths: the path and the planned grid (size, transform, stretch) stand in
-    return identity
-
-
-def model_identity(source: object) -> dict:
-    """A model source's name, checkpoint sha256 (where it has one) and every setting."""
-    name = getattr(source, "name", type(source).__name__)
-    checksum = getattr(source, "checksum", None)
-    if checksum is None and type(source).__name__ == "ModelSpec":
-        from geosam.models.weights import known
-
-        checksum = known(name).sha256
-    settings = _plain(source) if is_dataclass(source) else repr(source)
-    return {"name": name, "checksum": checksum, "type": type(source).__qualname__, "settings": settings}
-
-
-def run_key(scene: Scene, grid: TileGrid, source: object) -> str:
-    """The hash that a work folder's tile files are kept under."""
-    from geosam import __version__
-
-    plan = {
-        "scene": scene_identity(scene),
-        "grid": [scene.width, scene.height, list(scene.transform)[:6], scene.resampling],
-        "crs": scene.crs.to_wkt() if scene.crs is not None else None,
-        "bands": list(scene.bands),
-        "stretch": scene.stretch,
-        "tiling": [grid.size, grid.overlap],
-        "model": model_identity(source),
-        "geosam": __version__,
-        "format": FORMAT,
-    }
-    text = json.dumps(plan, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _plain(value: object) -> object:
-    return json.loads(json.dumps(asdict(value), default=str))  # type: ignore[arg-type]
 
 
 def default_work_dir(output: Path) -> Path:
@@ -107,7 +54,7 @@ class WorkDir:
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
         marker = self.folder / MARKER
         if not marker.exists():
-            write_bytes(marker, json.dumps({"format": FORMAT}).encode())
+            write_bytes(marker, json.dumps({"format": TILE_FORMAT}).encode())
         for other in self.folder.iterdir():
             if other.is_dir() and other.name != self.key:
                 log.info("work folder: removing stale results %s (other scene, model or settings)", other)
@@ -147,7 +94,7 @@ class WorkDir:
         digest, see geosam.reprompt), atomically: a reader sees the whole file or none."""
         self._prepare()
         blob = pickle.dumps(
-            (FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
+            (TILE_FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
         )
         write_bytes(self._path(tile.row, tile.col, round, asked), blob)
 
@@ -164,7 +111,7 @@ class WorkDir:
             log.warning("work folder: dropping unreadable %s (%s)", path, exc)
             path.unlink(missing_ok=True)
             return None
-        if (fmt, key, row, col) != (FORMAT, self.key, tile.row, tile.col):
+        if (fmt, key, row, col) != (TILE_FORMAT, self.key, tile.row, tile.col):
             path.unlink(missing_ok=True)
             return None
         return pieces, segmented

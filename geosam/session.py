@@ -9,6 +9,7 @@ of the scene runs only the mask decoder. Prompts are few: everything runs in thi
 from __future__ import annotations
 
 import logging
+import typing
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,14 +25,22 @@ from affine import Affine
 from geosam.cache import EmbeddingCache, cache_key
 from geosam.georef import Scene, area_m2, open_scene
 from geosam.models import ModelSpec
-from geosam.models.sam import Embedding
-from geosam.prompts import PromptError, PromptGroup, frame_groups, parse_crs, read_prompts, reproject
+from geosam.models.base import Embedding
+from geosam.prompts import (
+    PromptError,
+    PromptGroup,
+    argument_groups,
+    frame_groups,
+    parse_crs,
+    read_prompts,
+    reproject,
+)
+from geosam.settings import MODEL, READ
 from geosam.tiling import PromptWindow, prompt_window, read_pixels
 from geosam.vectorize import mask_to_geometry, tidy, to_map
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["id", "score", "stability", "area_m2"]
 MEMORY_WINDOWS = 4  # embeddings kept in memory for instant re-prompting
 
 
@@ -78,29 +87,53 @@ class WindowImage:
 class Session:
     """Open a scene once, then ask for objects at points and boxes in map coordinates.
 
-    >>> session = Session("scene.tif")
-    >>> session.predict(points=[(x, y)])                 # one object from one or more points
-    >>> session.predict(boxes=[(xmin, ymin, xmax, ymax), ...])  # one object per box
-    >>> session.predict(prompts="fields.gpkg", id_field="field_id")
+    Each prompt group is answered on a window that holds it whole; window embeddings are kept in
+    memory and in the cache, so asking again near an earlier prompt runs only the mask decoder.
+    Everything runs in this process.
 
-    ``model`` is an installed model's name, a ``ModelSpec`` or a loaded model; ``cache`` an
-    ``EmbeddingCache``, a folder, True (the default folder) or False (memory only).
-    ``decode_threads`` is the torch threads the mask decoder runs on (None, the default: torch's
-    setting, all cores; 1 keeps a prompt off the other cores of a busy machine).
-    The other keywords plan how the scene is read, as in ``geosam.open_scene``.
+    Examples:
+        >>> session = Session("scene.tif")
+        >>> session.predict(points=[(x, y)])                 # one object from one or more points
+        >>> session.predict(boxes=[(xmin, ymin, xmax, ymax), ...])  # one object per box
+        >>> session.predict(prompts="fields.gpkg", id_field="field_id")
+
+    Args:
+        path: Any GDAL raster path, or a ``Scene`` already opened (the read keywords are then
+            ignored).
+        model: An installed model's name, a ``ModelSpec`` or a loaded model (default: the
+            settings' model).
+        cache: An ``EmbeddingCache``, a folder, True (the default folder) or False (memory only).
+        bands: As in ``geosam.open_scene``.
+        percentiles: As in ``geosam.open_scene``.
+        stretch_8bit: As in ``geosam.open_scene``.
+        resolution: As in ``geosam.open_scene``.
+        pixel_coordinates: As in ``geosam.open_scene``.
+        decode_threads: The torch threads the mask decoder runs on (None, the default: torch's
+            setting, all cores; 1 keeps a prompt off the other cores of a busy machine).
+
+    Attributes:
+        scene: The scene opened, as ``open_scene`` returns it.
+        model: The loaded model.
+        cache: The embedding cache on disk, or None (memory only).
+        encoded: Windows this session has run through the image encoder (not taken from a cache).
+
+    Raises:
+        ModelError: The model is unknown, not installed or cannot be loaded.
+        SceneNotFoundError: ``path`` does not exist.
+        InputError: The scene cannot be used as given (see ``open_scene``).
     """
 
     def __init__(
         self,
         path: str | Path | Scene,
-        model: str | ModelSpec | Promptable = "mobile_sam",
+        model: str | ModelSpec | Promptable = MODEL.name,
         *,
         cache: EmbeddingCache | str | Path | bool = True,
-        bands: tuple[int | str, ...] | None = None,
-        percentiles: tuple[float, float] = (2.0, 98.0),
-        stretch_8bit: bool = False,
-        resolution: float | None = None,
-        pixel_coordinates: bool = False,
+        bands: tuple[int | str, ...] | None = READ.bands,
+        percentiles: tuple[float, float] = READ.percentiles,
+        stretch_8bit: bool = READ.stretch_8bit,
+        resolution: float | None = READ.resolution,
+        pixel_coordinates: bool = READ.pixel_coordinates,
         decode_threads: int | None = None,
     ) -> None:
         self.decode_threads = decode_threads
@@ -122,15 +155,16 @@ class Session:
         if isinstance(model, (str, ModelSpec)):
             from geosam.models import load_model
 
-            model = load_model(spec)
-        self.model: Promptable = model
-        if cache is True:
-            cache = EmbeddingCache()
-        elif cache is False:
-            cache = None
-        elif not isinstance(cache, EmbeddingCache):
-            cache = EmbeddingCache(cache)
-        self.cache: EmbeddingCache | None = cache
+            self.model: Promptable = typing.cast(Promptable, load_model(spec))  # a SamModel
+        else:
+            self.model = model
+        self.cache: EmbeddingCache | None = (
+            (EmbeddingCache() if cache is True else None)
+            if isinstance(cache, bool)
+            else cache
+            if isinstance(cache, EmbeddingCache)
+            else EmbeddingCache(cache)
+        )
         self._embeddings: OrderedDict[PromptWindow, tuple[Embedding, WindowImage]] = OrderedDict()
         self.encoded = 0  # windows run through the image encoder by this session
 
@@ -158,6 +192,33 @@ class Session:
         ``crs`` is the CRS of ``points``/``boxes``/``PromptGroup`` values (default: the scene's).
         Prompts that cannot be answered (outside the scene, on nodata, no object found) are listed
         in the result's ``attrs["skipped"]`` and logged as warnings.
+
+        Args:
+            points: (x, y) points of one object.
+            labels: One per point: 1 inside the object, 0 outside (default: all inside).
+            boxes: (xmin, ymin, xmax, ymax) boxes, one object each; one box can go with ``points``.
+            prompts: A vector file, a GeoDataFrame or ``PromptGroup`` values, instead of ``points``
+                and ``boxes``.
+            crs: The CRS of ``points``, ``boxes`` or ``PromptGroup`` values: a CRS, or text such
+                as ``EPSG:4326``, WKT or PROJ (default: the scene's). Files and GeoDataFrames
+                bring their own.
+            id_field: The field grouping a file's or GeoDataFrame's features into one object
+                (default: one object each).
+            label_field: The field marking points positive (1, true, fg) or negative (0, false, bg)
+                (default: ``label`` where there is one).
+            layer: The prompt file's layer, by name or index (default: the first).
+
+        Returns:
+            One row per prompt group answered: ``id``, ``score`` (predicted IoU), ``stability``,
+                ``area_m2``, the prompts' own fields and the polygon, in the scene's CRS; the groups
+                skipped (``Skipped``: id and reason) in ``attrs["skipped"]``.
+
+        Raises:
+            PromptError: An ``InputError``: no prompts, both ``prompts`` and points or boxes,
+                labels that do not match the points, points with more than one box, a prompt file
+                that cannot be used, a ``crs`` that is none, a CRS given for a scene without one,
+                or prompts that cannot be placed in the scene's CRS.
+            InputError: Pixels of the scene cannot be read.
         """
         groups = self._groups(points, labels, boxes, prompts, crs, id_field, label_field, layer)
         rows, skipped = [], []
@@ -173,41 +234,18 @@ class Session:
         return frame
 
     def _groups(self, points, labels, boxes, prompts, crs, id_field, label_field, layer) -> list[PromptGroup]:
-        if prompts is not None:
-            if points is not None or boxes is not None:
-                raise PromptError("give prompts, or points and boxes, not both")
-            if isinstance(prompts, (str, Path)):
-                groups, source = read_prompts(
-                    prompts, layer=layer, id_field=id_field, label_field=label_field
-                )
-            elif isinstance(prompts, gpd.GeoDataFrame):
-                groups, source = (
-                    frame_groups(prompts, id_field=id_field, label_field=label_field),
-                    prompts.crs,
-                )
-            else:
-                groups, source = list(prompts), crs
-            return self._to_scene(groups, source)
-        points = [tuple(map(float, p)) for p in points or ()]
-        boxes = [tuple(map(float, b)) for b in boxes or ()]
-        if labels is None:
-            labels = [1] * len(points)
-        if len(labels) != len(points):
-            raise PromptError(f"{len(labels)} labels for {len(points)} points: give one label per point")
-        if not points and not boxes:
-            raise PromptError("no prompts: give points, boxes or a prompt file")
-        if points and len(boxes) > 1:
-            raise PromptError(
-                "points go with one box at most: call predict once per box, or use a prompt file"
-            )
-        labels = tuple(int(v) for v in labels)
-        if boxes:
-            groups = [PromptGroup(i + 1, (), (), b) for i, b in enumerate(boxes)]
-            if points:
-                groups = [PromptGroup(1, tuple(points), labels, boxes[0])]
+        if prompts is None:
+            return self._to_scene(argument_groups(points, labels, boxes), crs)
+        if points is not None or boxes is not None:
+            raise PromptError("give prompts, or points and boxes, not both")
+        if isinstance(prompts, (str, Path)):
+            groups, source = read_prompts(prompts, layer=layer, id_field=id_field, label_field=label_field)
+        elif isinstance(prompts, gpd.GeoDataFrame):
+            groups = frame_groups(prompts, id_field=id_field, label_field=label_field)
+            source = prompts.crs
         else:
-            groups = [PromptGroup(1, tuple(points), labels)]
-        return self._to_scene(groups, crs)
+            groups, source = list(prompts), crs
+        return self._to_scene(groups, source)
 
     def _to_scene(self, groups: list[PromptGroup], crs) -> list[PromptGroup]:
         if crs is not None and self.scene.crs is None:
@@ -215,7 +253,41 @@ class Session:
         return reproject(groups, _crs(crs), self.scene.crs)
 
     def answer(self, group: PromptGroup) -> dict | Skipped:
-        """One group's polygon (in the scene CRS) with its score, or why it was skipped."""
+        """One group's polygon (in the scene CRS) with its score, or why it was skipped.
+
+        Args:
+            group: The prompts of one object, in the scene's CRS.
+
+        Returns:
+            A dict of ``group``, ``score``, ``stability`` and ``geometry``, or a ``Skipped`` (the
+                group's id and the reason) when the prompts are outside the scene or on nodata, or the
+                model found no object there.
+
+        Raises:
+            InputError: Pixels of the scene cannot be read.
+        """
+        placed = self._place(group)
+        if isinstance(placed, Skipped):
+            return placed
+        xs, ys, pixel_box = placed
+        window = prompt_window(
+            self.scene.width, self.scene.height, (min(xs), min(ys), max(xs), max(ys)), self.model.image_size
+        )
+        embedding, pixels = self.embedding(window)
+        asked = _image_prompts(group, pixel_box, window, pixels)
+        if isinstance(asked, Skipped):
+            return asked
+        with _threads(self.decode_threads):
+            mask, score, stability = self.model.prompt(embedding, *asked)
+        mask &= pixels.valid
+        if not mask.any():
+            return Skipped(group.id, "the model found no object there")
+        geometry = tidy(np.array([mask_to_geometry(mask, (0, 0))], dtype=object), 0.0)
+        geometry = to_map(geometry, pixels.transform)[0]
+        return {"group": group, "score": score, "stability": stability, "geometry": geometry}
+
+    def _place(self, group: PromptGroup) -> tuple[list[float], list[float], tuple | None] | Skipped:
+        """The group's points and box in scene pixels (the box clipped to the scene), or why not."""
         scene = self.scene
         inverse = ~scene.transform
         xs, ys = [], []
@@ -225,45 +297,15 @@ class Session:
             ys.append(row)
             if not (0 <= col < scene.width and 0 <= row < scene.height):
                 return Skipped(group.id, f"point {x:.10g},{y:.10g} is outside the scene {_bounds(scene)}")
-        pixel_box = None
-        if group.box is not None:
-            corners = np.array([inverse @ xy for xy in _corners(group.box)])
-            c0, r0 = corners.min(axis=0)
-            c1, r1 = corners.max(axis=0)
-            c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, scene.width), min(r1, scene.height)
-            if not (c0 < c1 and r0 < r1):
-                return Skipped(group.id, f"box {_fmt(group.box)} is outside the scene {_bounds(scene)}")
-            pixel_box = (c0, r0, c1, r1)  # clipped to the scene
-            xs += [c0, c1]
-            ys += [r0, r1]
-        window = prompt_window(
-            scene.width, scene.height, (min(xs), min(ys), max(xs), max(ys)), self.model.image_size
-        )
-        embedding, pixels = self.embedding(window)
-        to_image = ~pixels.transform
-        points = labels = box = None
-        if group.points:
-            # pixel index coordinates (SAM's convention: a pixel's centre is at its index + 0.5)
-            points = np.array([to_image @ xy for xy in group.points], np.float32) - 0.5
-            labels = np.array(group.labels)
-            rows_, cols_ = pixels.valid.shape
-            for (x, y), (col, row), label in zip(group.points, points + 0.5, labels):
-                r, c = min(int(row), rows_ - 1), min(int(col), cols_ - 1)
-                if label == 1 and not pixels.valid[r, c]:
-                    return Skipped(group.id, f"point {x:.10g},{y:.10g} is on nodata")
-        if pixel_box is not None:
-            box = _image_box(pixel_box, window, pixels.valid.shape)
-            x0, y0, x1, y1 = (int(v) for v in box)
-            if not pixels.valid[y0 : y1 + 1, x0 : x1 + 1].any():
-                return Skipped(group.id, f"box {_fmt(group.box)} holds only nodata")
-        with _threads(self.decode_threads):
-            mask, score, stability = self.model.prompt(embedding, points, labels, box)
-        mask &= pixels.valid
-        if not mask.any():
-            return Skipped(group.id, "the model found no object there")
-        geometry = tidy(np.array([mask_to_geometry(mask, (0, 0))], dtype=object), 0.0)
-        geometry = to_map(geometry, pixels.transform)[0]
-        return {"group": group, "score": score, "stability": stability, "geometry": geometry}
+        if group.box is None:
+            return xs, ys, None
+        corners = np.array([inverse @ xy for xy in _corners(group.box)])
+        c0, r0 = corners.min(axis=0)
+        c1, r1 = corners.max(axis=0)
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, scene.width), min(r1, scene.height)
+        if not (c0 < c1 and r0 < r1):
+            return Skipped(group.id, f"box {_fmt(group.box)} is outside the scene {_bounds(scene)}")
+        return [*xs, c0, c1], [*ys, r0, r1], (c0, r0, c1, r1)
 
     def embedding(self, window: PromptWindow) -> tuple[Embedding, WindowImage]:
         """The window's embedding and pixels: from memory, from the disk cache, or from the encoder."""
@@ -272,19 +314,16 @@ class Session:
             return self._embeddings[window]
         pixels = self.read(window)
         model = self.model
-        key = (
-            cache_key(self.scene, window, model.name, model.checksum, model.encoder_id)
-            if self.cache
-            else None
-        )
-        stored = self.cache.get(key) if key is not None else None
+        cache = self.cache
+        key = cache_key(self.scene, window, model.name, model.checksum, model.encoder_id) if cache else None
+        stored = cache.get(key) if cache is not None and key is not None else None
         if stored is not None:
             embedding = stored[0]
         else:
             embedding = self.model.embed(pixels.image)
             self.encoded += 1
-            if key is not None:
-                self.cache.put(key, embedding, pixels.transform)
+            if cache is not None and key is not None:
+                cache.put(key, embedding, pixels.transform)
         self._embeddings[window] = (embedding, pixels)
         while len(self._embeddings) > MEMORY_WINDOWS:
             self._embeddings.popitem(last=False)
@@ -375,3 +414,26 @@ def _bounds(scene: Scene) -> str:
 
 def _fmt(values) -> str:
     return ",".join(f"{v:.10g}" for v in values)
+
+
+def _image_prompts(
+    group: PromptGroup, pixel_box: tuple | None, window: PromptWindow, pixels: WindowImage
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | Skipped:
+    """The group's points, labels and box in the window image's pixels, or why it cannot be asked."""
+    points = labels = box = None
+    if group.points:
+        # pixel index coordinates (SAM's convention: a pixel's centre is at its index + 0.5)
+        to_image = ~pixels.transform
+        points = np.array([to_image @ xy for xy in group.points], np.float32) - 0.5
+        labels = np.array(group.labels)
+        rows, cols = pixels.valid.shape
+        for (x, y), (col, row), label in zip(group.points, points + 0.5, labels, strict=True):
+            r, c = min(int(row), rows - 1), min(int(col), cols - 1)
+            if label == 1 and not pixels.valid[r, c]:
+                return Skipped(group.id, f"point {x:.10g},{y:.10g} is on nodata")
+    if pixel_box is not None:
+        box = _image_box(pixel_box, window, pixels.valid.shape)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        if not pixels.valid[y0 : y1 + 1, x0 : x1 + 1].any():
+            return Skipped(group.id, f"box {_fmt(group.box)} holds only nodata")
+    return points, labels, box

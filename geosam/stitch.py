@@ -25,25 +25,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio.features
 import shapely
-from affine import Affine
 
-from geosam.models.base import Masks
+from geosam.seams import MATCH_IOU, Piece, continuations, iou, matches, raster
 from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import mask_to_geometry
-
-MATCH_IOU = 0.5  # pieces of neighbouring tiles are one object above this IoU in their shared window
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One mask of one tile, in scene pixel coordinates."""
-
-    full: shapely.Geometry  # the whole mask
-    complete: bool  # the mask touches no internal edge of the tile's read window
-    score: float
-    stability: float
 
 
 @dataclass(frozen=True)
@@ -52,23 +38,6 @@ class StitchedObject:
     score: float
     stability: float
     tiles: int  # how many tiles contributed pieces
-
-
-def pieces_from_masks(tile: Tile, masks: Masks, grid: TileGrid) -> list[Piece]:
-    """Vectorize a tile's masks (padded to the tile size) into pieces."""
-    origin = (tile.read.x0, tile.read.y0)
-    h, w = tile.read.height, tile.read.width
-    cut = (tile.read.y0 > 0, tile.read.y1 < grid.height, tile.read.x0 > 0, tile.read.x1 < grid.width)
-    pieces = []
-    for mask, score, stability in zip(masks.masks, masks.scores, masks.stability):
-        mask = mask[:h, :w]
-        edges = (mask[0].any(), mask[-1].any(), mask[:, 0].any(), mask[:, -1].any())
-        complete = not any(c and e for c, e in zip(cut, edges))
-        full = mask_to_geometry(mask, origin)
-        if full.is_empty:
-            continue
-        pieces.append(Piece(full, complete, float(score), float(stability)))
-    return pieces
 
 
 class _Groups:
@@ -147,7 +116,7 @@ class Stitcher:
         ids = list(range(self._next, self._next + len(pieces)))
         self._next += len(pieces)
         self._ids[key] = ids
-        for i, piece in zip(ids, pieces):
+        for i, piece in zip(ids, pieces, strict=True):
             self._pieces[i] = piece
             self._tile_of[i] = key
             self._objects.add(i)
@@ -164,8 +133,8 @@ class Stitcher:
     def _link(self, a: Tile, b: Tile) -> None:
         ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
         pa, pb = [self._pieces[i] for i in ia], [self._pieces[i] for i in ib]
-        matched, overlapping = _matches(a, b, pa, pb, self.match_iou)
-        for i, j in matched + _continuations(a, b, pa, pb, matched, self.match_iou):
+        matched, overlapping = matches(a, b, pa, pb, self.match_iou)
+        for i, j in matched + continuations(a, b, pa, pb, matched, self.match_iou):
             self._objects.merge(ia[i], ib[j])
             self._clusters.merge(ia[i], ib[j])
         for i, j in overlapping:
@@ -232,7 +201,7 @@ def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject
         if cut:
             x0, y0, x1, y1 = shapely.total_bounds(cut).astype(int).tolist()
             area = Box(x0, y0, x1, y1)  # pixel polygons: bounds on pixel edges
-            mask = _raster(cut, area) & _territory(tile, views, grid, area)
+            mask = raster(cut, area) & _territory(tile, views, grid, area)
             shapes.append(mask_to_geometry(mask, (area.x0, area.y0)))
     shapes = [shape for shape in shapes if not shape.is_empty]
     if not shapes:
@@ -314,7 +283,7 @@ def _agreement(
         span, edge, start = Box(x0, w.y0, x1, w.y1), a.core.y1, w.y0
     if span.width <= 0 or span.height <= 0:
         return None
-    va, vb = _raster([p.full for p in pa], span), _raster([p.full for p in pb], span)
+    va, vb = raster([p.full for p in pa], span), raster([p.full for p in pb], span)
     if not across:
         va, vb = va.T, vb.T
     # a cut at k (from the window's start) joins the first's pixel k - 1 to the second's pixel k
@@ -332,114 +301,6 @@ def _agreement(
     return span, start + np.argmin(distance, axis=1)
 
 
-def _raster(geometries: list[shapely.Geometry], box: Box) -> np.ndarray:
-    """Pixel polygons (scene pixels) burnt into a bool array over ``box``."""
-    if not geometries:
-        return np.zeros((box.height, box.width), bool)
-    # Only the box's part is burnt: clipped first, a large outline's other vertices never reach GDAL.
-    clipped = shapely.clip_by_rect(np.array(geometries, dtype=object), box.x0, box.y0, box.x1, box.y1)
-    return rasterio.features.rasterize(
-        [(g, 1) for g in clipped if not g.is_empty],
-        out_shape=(box.height, box.width),
-        transform=Affine.translation(box.x0, box.y0),
-        dtype=np.uint8,
-    ).astype(bool)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = shapely.area(shapely.intersection(a, b))
-    return inter / np.maximum(shapely.area(a) + shapely.area(b) - inter, 1e-12)
-
-
-def _matches(
-    a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], min_iou: float
-) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Pairs of pieces of two neighbouring tiles seen alike in their shared window.
-
-    Returns a one-to-one matching of pairs with IoU >= ``min_iou``, best first (one object each), and
-    the other pairs as alike (possible duplicates).
-    """
-    shared = a.read.intersection(b.read)
-    if shared is None:
-        return [], []
-    window = shapely.box(shared.x0, shared.y0, shared.x1, shared.y1)
-    in_a = shapely.intersection(np.array([p.full for p in pa]), window)
-    in_b = shapely.intersection(np.array([p.full for p in pb]), window)
-    left, right = shapely.STRtree(in_b).query(in_a, predicate="intersects")
-    if len(left) == 0:
-        return [], []
-    iou = _iou(in_a[left], in_b[right])
-    alike = iou >= min_iou
-    left, right, iou = left[alike], right[alike], iou[alike]
-    # one-to-one, best first: ties (a piece and its near-duplicate) are broken the same way every time
-    matched, used_a, used_b = [], set(), set()
-    for k in np.lexsort((right, left, -iou)).tolist():
-        i, j = int(left[k]), int(right[k])
-        if i not in used_a and j not in used_b:
-            matched.append((i, j))
-            used_a.add(i)
-            used_b.add(j)
-    others = sorted(set(zip(left.tolist(), right.tolist())) - set(matched))
-    return matched, others
-
-
-def _continuations(
-    a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], matched: list[tuple[int, int]], share: float
-) -> list[tuple[int, int]]:
-    """Pairs of unmatched pieces that are one object cut differently by the two tiles.
-
-    Both pieces run out of their own tile towards the other (each touches its read window's edge
-    inside the shared window), and in the shared window more than ``share`` of the smaller one lies
-    inside the other: one tile sees a part of what the other sees whole. Best overlap first, one-to-one.
-    """
-    shared = a.read.intersection(b.read)
-    if shared is None:
-        return []
-    free_a = [i for i in range(len(pa)) if i not in {i for i, _ in matched}]
-    free_b = [j for j in range(len(pb)) if j not in {j for _, j in matched}]
-    free_a = [i for i in free_a if _runs_out(pa[i], a, b)]
-    free_b = [j for j in free_b if _runs_out(pb[j], b, a)]
-    if not free_a or not free_b:
-        return []
-    in_a = _clip(np.array([pa[i].full for i in free_a]), shared)
-    in_b = _clip(np.array([pb[j].full for j in free_b]), shared)
-    left, right = shapely.STRtree(in_b).query(in_a, predicate="intersects")
-    if len(left) == 0:
-        return []
-    inter = shapely.area(shapely.intersection(in_a[left], in_b[right], grid_size=1))
-    smaller = np.minimum(shapely.area(in_a[left]), shapely.area(in_b[right]))
-    overlap = inter / np.maximum(smaller, 1e-12)
-    pairs, used_a, used_b = [], set(), set()
-    for k in np.lexsort((right, left, -overlap)).tolist():
-        if overlap[k] <= share:
-            break
-        i, j = free_a[int(left[k])], free_b[int(right[k])]
-        if i not in used_a and j not in used_b:
-            pairs.append((i, j))
-            used_a.add(i)
-            used_b.add(j)
-    return pairs
-
-
-def _clip(geometries: np.ndarray, box: Box) -> np.ndarray:
-    """The polygons' parts inside a box (polygons only: exact on pixel edges, never a stray line)."""
-    return shapely.clip_by_rect(geometries, box.x0, box.y0, box.x1, box.y1)
-
-
-def _runs_out(piece: Piece, tile: Tile, other: Tile) -> bool:
-    """Whether the piece touches an edge of its tile's read window that lies inside ``other``'s."""
-    if piece.complete:
-        return False
-    x0, y0, x1, y1 = piece.full.bounds
-    r, o = tile.read, other.read
-    return (
-        (x1 == r.x1 and o.x0 < r.x1 < o.x1)
-        or (x0 == r.x0 and o.x0 < r.x0 < o.x1)
-        or (y1 == r.y1 and o.y0 < r.y1 < o.y1)
-        or (y0 == r.y0 and o.y0 < r.y0 < o.y1)
-    )
-
-
 def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int, int]]:
     """Pairs of one tile's pieces that overlap with IoU above ``max_iou``."""
     if len(pieces) < 2:
@@ -448,8 +309,8 @@ def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int
     left, right = shapely.STRtree(full).query(full, predicate="intersects")
     keep = left < right
     left, right = left[keep], right[keep]
-    alike = _iou(full[left], full[right]) > max_iou
-    return list(zip(left[alike].tolist(), right[alike].tolist()))
+    alike = iou(full[left], full[right]) > max_iou
+    return list(zip(left[alike].tolist(), right[alike].tolist(), strict=True))
 
 
 def drop_duplicates(objects: list[StitchedObject], max_iou: float = MATCH_IOU) -> list[StitchedObject]:
@@ -465,9 +326,9 @@ def drop_duplicates(objects: list[StitchedObject], max_iou: float = MATCH_IOU) -
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = left < right
     left, right = left[pairs], right[pairs]
-    duplicate = _iou(geoms[left], geoms[right]) > max_iou
+    duplicate = iou(geoms[left], geoms[right]) > max_iou
     dropped = np.zeros(len(objects), bool)
-    for i, j in sorted(zip(left[duplicate].tolist(), right[duplicate].tolist())):
+    for i, j in sorted(zip(left[duplicate].tolist(), right[duplicate].tolist(), strict=True)):
         if not dropped[i]:
             dropped[j] = True
-    return [o for o, d in zip(objects, dropped) if not d]
+    return [o for o, d in zip(objects, dropped, strict=True) if not d]

@@ -46,7 +46,8 @@ def qml(scores: np.ndarray, field: str = FIELD) -> str:
     symbols = "\n".join(_symbol(i, colour) for i, colour in enumerate(PALETTE[: len(ranges)]))
     return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.22.0" styleCategories="Symbology">
- <renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
+ <renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" \
+symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
   <ranges>
 {rows}
   </ranges>

@@ -1,8 +1,9 @@
-"""Test doubles for the pipeline around the model: synthetic scenes with known objects, and a
-reference segmenter that answers with their exact masks.
+"""Synthetic scenes with known objects, and a reference segmenter that answers with their exact masks.
 
-Not a model: ``ReferenceModel`` stands in for one so that tiling, vectorizing and stitching can be
-checked against objects whose polygons are known (tests and benchmarks/seams.py use it).
+Public, for checking the pipeline around the model: ``ReferenceModel`` stands in for a model so that
+tiling, vectorizing and stitching can be measured against objects whose polygons are known (geosam's
+tests, ``benchmarks/seams.py`` and ``benchmarks/plan.py`` use it; so can a user's own checks). The
+tests' other doubles live in ``tests/doubles.py``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _render(labels: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> 
     """An RGB image: a colour per object over textured ground; 0 only on nodata."""
     colours = rng.integers(30, 256, (int(labels.max()) + 1, 3), dtype=np.uint8)
     colours[0] = 0
-    ground = rng.integers(1, 40, labels.shape + (3,), dtype=np.uint8)
+    ground = rng.integers(1, 40, (*labels.shape, 3), dtype=np.uint8)
     image = np.where(labels[..., None] > 0, colours[labels], ground)
     image[~valid] = 0
     return image.transpose(2, 0, 1)

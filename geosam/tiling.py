@@ -12,12 +12,15 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from geosam import settings
 from geosam.errors import InputError, reason
 from geosam.georef import Scene, reader, to_uint8
 
-MIN_TILE = 64
-MAX_TILE = 8192
-MIN_OVERLAP = 1  # pixels: neighbouring tiles must share pixels for objects to be merged across their seam
+_SIZE, _OVERLAP = settings.field(settings.Tiling, "tile_size"), settings.field(settings.Tiling, "overlap")
+MIN_TILE, MAX_TILE = _SIZE.metadata["ge"], _SIZE.metadata["le"]
+MIN_OVERLAP = _OVERLAP.metadata[
+    "ge"
+]  # neighbouring tiles must share pixels for objects to merge across seams
 
 
 def check_tiling(size: int, overlap: int) -> None:
@@ -61,7 +64,17 @@ class Box:
 
 @dataclass(frozen=True, order=True)
 class Tile:
-    """One tile: the window read for the model and the core it answers for."""
+    """One tile: the window read for the model and the core it answers for.
+
+    ``TileGrid`` makes them; boxes are pixel rectangles [x0, x1) × [y0, y1) of the scene's grid.
+
+    Attributes:
+        row: The tile's row in the grid, from 0 at the top.
+        col: The tile's column in the grid, from 0 at the left.
+        read: The window read for the model: up to the tile size, smaller at the scene's edge.
+        core: The part of ``read`` whose objects this tile answers for; the cores of a grid
+            cover the scene exactly once.
+    """
 
     row: int
     col: int
@@ -75,12 +88,25 @@ class TileGrid:
 
     Tile cores partition the scene: each core is its read window trimmed by half the overlap on
     internal edges only, so the scene border keeps its pixels.
+
+    Iterating gives the tiles row by row; ``len`` is their number and ``shape`` (tiles down,
+    tiles across) their layout.
+
+    Attributes:
+        width: The scene's grid width, in pixels.
+        height: The scene's grid height, in pixels.
+        size: Tile side, in pixels (default and limits: the settings' tile size).
+        overlap: Pixels shared by neighbouring tiles; at least the settings' minimum and smaller
+            than ``size`` (default: the settings' overlap). Objects smaller than this are never cut.
+
+    Raises:
+        InputError: ``size`` or ``overlap`` is out of range, or the grid has no pixels.
     """
 
     width: int
     height: int
-    size: int = 1024
-    overlap: int = 128
+    size: int = settings.TILING.tile_size
+    overlap: int = settings.TILING.overlap
 
     def __post_init__(self) -> None:
         check_tiling(self.size, self.overlap)

@@ -60,6 +60,23 @@ def label_raster(objects: gpd.GeoDataFrame, scene: Scene, column: str = "id"):
 
     Where objects overlap, the smaller one (drawn later, ids are largest first) wins. The whole grid
     is held in memory (4 bytes a pixel); for big scenes write a label COG with ``geosam.write_labels``.
+
+    Needs the ``xarray`` extra (xarray and rioxarray).
+
+    Args:
+        objects: The objects, e.g. what ``geosam.segment`` returns; in another CRS they are
+            reprojected to the scene's.
+        scene: The scene they were found in (from ``open_scene``): the grid the ids are burnt onto.
+        column: The integer column burnt as the pixel value, each 1 .. 2³²-1.
+
+    Returns:
+        labels (xarray.DataArray): Named ``object_id``, dims (y, x), with x and y pixel-centre
+            coordinates (for a grid without rotation) and the scene's transform, CRS and nodata 0
+            written through rioxarray.
+
+    Raises:
+        InputError: rioxarray is not installed, the objects have no ``column``, or an id is out of
+            range (0 is the background).
     """
     import xarray as xr
 

@@ -8,7 +8,7 @@ from .doubles import from_environment
 
 geosam.models.ModelSpec = from_environment  # the CLI looks ModelSpec up when a command runs
 
-from geosam.cli import main
+from geosam.cli import main  # noqa: E402 - after the stand-in is in place
 
 if __name__ == "__main__":  # Dask's worker processes import this module again
     main(prog_name="geosam")

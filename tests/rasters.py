@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,6 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
-
-from geosam.models import Masks
-from geosam.tiling import TileImage
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 UTM = "EPSG:32631"
@@ -54,21 +50,3 @@ def squares(height: int = 512, width: int = 512, dtype="uint8", low=20, high=220
         for x in range(44, width - 40, 128):
             image[y : y + 40, x : x + 40] = high
     return image.astype(dtype)[None]
-
-
-@dataclass(frozen=True)
-class Bright:
-    """A segmenter that finds bright pixels (one mask), or everything, in a tile."""
-
-    everything: bool = False
-    name: str = "bright"
-
-    def check(self) -> None:
-        pass
-
-    def load(self) -> Bright:
-        return self
-
-    def automatic(self, tile: TileImage) -> Masks:
-        mask = np.ones(tile.valid.shape, bool) if self.everything else tile.image.mean(axis=2) > 128
-        return Masks(mask[None], np.ones(1, np.float32), np.ones(1, np.float32))

@@ -73,7 +73,7 @@ ROWS = [
     ("absurd resolution", "rgb", ["--resolution", "1e9", "-o", "out.gpkg"], "out.gpkg", 1, "1 × 1 px grid"),
     ("tile size <= overlap", "rgb", ["--tile-size", "128", "--overlap", "128", "-o", "out.gpkg"], "out.gpkg", 2,
      "smaller than the tile size"),
-    ("absurd tile size", "rgb", ["--tile-size", "100000", "-o", "out.gpkg"], "out.gpkg", 2, "out of range"),
+    ("absurd tile size", "rgb", ["--tile-size", "100000", "-o", "out.gpkg"], "out.gpkg", 2, "100000 is not in the range 64<=x<=8192"),
     ("output folder missing", "rgb", ["-o", "nowhere/out.gpkg"], "nowhere/out.gpkg", 1, "does not exist"),
     ("output exists", "rgb", ["-o", "old.gpkg"], "old.gpkg", 1, "pass --overwrite"),
     ("unsupported output extension", "rgb", ["-o", "out.kml"], "out.kml", 1, "unsupported output format"),

@@ -10,7 +10,7 @@ import pytest
 from geosam.errors import ModelError
 from geosam.georef import open_scene
 from geosam.models import AutomaticParams, ModelSpec, load_model
-from geosam.pipeline import run
+from geosam.scene_run import segment_scene
 from geosam.tiling import TileGrid, read_tile
 
 SPEC = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=4), backend="torch")
@@ -29,11 +29,12 @@ def test_batched_embeddings_equal_single_ones(model_installed, data, backend):
         assert (embedding.features - alone.features).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_tiles_per_task_gives_the_same_objects(model_installed, data):
     path = data / "pix4d_alpha_nodata.tif"
     options = {"model": SPEC, "tile_size": 512, "overlap": 32, "workers": 1}
-    one, _ = run(path, **options)
-    three, report = run(path, tiles_per_task=3, **options)
+    one, _ = segment_scene(path, **options)
+    three, report = segment_scene(path, tiles_per_task=3, **options)
     assert report.parameters["tiles_per_task"] == 3 and len(one) > 0
     assert len(one) == len(three)
     assert np.allclose(sorted(one.area_m2), sorted(three.area_m2), rtol=1e-6)

@@ -71,7 +71,7 @@ def test_truncated_checkpoint_is_refused(tmp_path, model_installed):
     path = tmp_path / "half.pt"
     data = model_installed.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelError, match="half.pt is truncated or corrupt"):
+    with pytest.raises(ModelError, match=r"half.pt is truncated or corrupt"):
         ModelSpec(checkpoint=path)
 
 
@@ -102,19 +102,19 @@ def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, da
 def test_not_a_state_dict_and_not_sam(tmp_path):
     listed = tmp_path / "list.pt"
     torch.save([torch.zeros(2)], listed)
-    with pytest.raises(ModelError, match="list.pt is not a state dict \\(a list\\)"):
+    with pytest.raises(ModelError, match=r"list.pt is not a state dict \(a list\)"):
         ModelSpec(checkpoint=listed)
     other = tmp_path / "other.pt"
     torch.save({"weight": torch.zeros(2)}, other)
     with pytest.raises(
-        ModelError, match="cannot tell the SAM architecture of .*other.pt: give --architecture"
+        ModelError, match=r"cannot tell the SAM architecture of .*other.pt: give --architecture"
     ):
         ModelSpec(checkpoint=other)
     with pytest.raises(ModelError, match="not a SAM vit_t checkpoint"):
         load_model(ModelSpec(checkpoint=other, architecture="vit_t"))
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
-    with pytest.raises(ModelError, match="notes.pt is not a torch checkpoint"):
+    with pytest.raises(ModelError, match=r"notes.pt is not a torch checkpoint"):
         ModelSpec(checkpoint=text)
 
 

@@ -87,6 +87,7 @@ def test_info(data):
     assert "EPSG:32750" in done.stdout and "686 × 758" in done.stdout
 
 
+@pytest.mark.qgis
 def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, model_installed):
     out = tmp_path / "fields.gpkg"
     done = geosam(
@@ -128,12 +129,12 @@ def test_segment_writes_a_geopackage_that_gdal_and_qgis_open(tmp_path, data, mod
 @pytest.mark.qgis
 def test_qgis_opens_every_geopackage_with_its_style(tmp_path):
     """The GeoPackage writer alone (no model): QGIS applies the stored style, outlines coloured by score."""
-    from geosam import io, style
+    from geosam import output, style
 
     from .test_outputs import objects
 
     frame = objects(4)
-    io.write(frame, tmp_path / "o.gpkg")
+    output.write(frame, tmp_path / "o.gpkg")
     qgis = qgis_load(tmp_path / "o.gpkg", "objects")
     assert qgis == {
         **qgis,
@@ -146,7 +147,7 @@ def test_qgis_opens_every_geopackage_with_its_style(tmp_path):
         "style_field": "score",
         "fill": ["no"],
         "outline_colours": [",".join(map(str, c)) + ",255" for c in style.PALETTE],
-        "styles": [io.STYLE_NAME],
+        "styles": [output.STYLE_NAME],
     }
     assert qgis["classes"][0][0] <= frame["score"].min() and qgis["classes"][-1][1] >= frame["score"].max()
 

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from geosam import io, pipeline
+from geosam import output, scene_run
+from geosam.cluster import MALLOC, dask_client
 from geosam.errors import SchedulerError
 from geosam.testing import make_scene
 
@@ -58,6 +59,7 @@ def cluster(tmp_path):
                 process.kill()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
     address, file, workers = cluster
     scene = make_scene(tmp_path / "scene", seed=3, width=700, height=600, max_size=96, objects=80)
@@ -87,8 +89,8 @@ def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
     peaks = report["peak_rss_bytes"]  # the killed worker is there if it finished a tile before
     assert 1 <= len(peaks) <= 2 and min(peaks.values()) > 10 * 2**20
     # the full output: what a run in this process, without Dask, writes
-    frame, _ = pipeline.run(scene.path, model=scene.model, tile_size=128, overlap=16, workers=0)
-    io.write(frame, tmp_path / "here.gpkg")
+    frame, _ = scene_run.segment_scene(scene.path, model=scene.model, tile_size=128, overlap=16, workers=0)
+    output.write(frame, tmp_path / "here.gpkg")
     assert_same_output(out, tmp_path / "here.gpkg")
 
     # Dask's usual setting finds the cluster too (and the scheduler file works as an address)
@@ -106,17 +108,19 @@ def test_an_unreachable_scheduler_is_one_clear_error(tmp_path):
     scene = make_scene(tmp_path, width=128, height=128, objects=4)
     with (
         dask.config.set({"distributed.comm.timeouts.connect": "2s"}),
-        pytest.raises(SchedulerError, match="cannot reach the Dask scheduler tcp://127.0.0.1:9"),
+        pytest.raises(SchedulerError, match=r"cannot reach the Dask scheduler tcp://127.0.0.1:9"),
     ):
-        pipeline.run(scene.path, model=scene.model, tile_size=64, overlap=8, scheduler="tcp://127.0.0.1:9")
+        scene_run.segment_scene(
+            scene.path, model=scene.model, tile_size=64, overlap=8, scheduler="tcp://127.0.0.1:9"
+        )
 
 
 def test_local_workers_get_geosams_allocator_settings():
     """Dask's MALLOC_TRIM_THRESHOLD_ of 64 kB made every large array fresh pages (the model ran at half
     speed); local workers get geosam's allocator settings instead."""
-    with pipeline.dask_client(workers=1) as client:
-        seen = client.run(lambda: {k: os.environ.get(k) for k in pipeline.MALLOC})
-    assert list(seen.values()) == [{k: str(v) for k, v in pipeline.MALLOC.items()}]
+    with dask_client(workers=1) as client:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in MALLOC})
+    assert list(seen.values()) == [{k: str(v) for k, v in MALLOC.items()}]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux keeps ru_maxrss across exec")

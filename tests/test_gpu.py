@@ -14,7 +14,7 @@ import torch
 
 from geosam.georef import open_scene
 from geosam.models import AutomaticParams, ModelSpec, load_model
-from geosam.pipeline import run
+from geosam.scene_run import segment_scene
 from geosam.tiling import TileGrid, read_tile
 
 pytestmark = [
@@ -64,7 +64,7 @@ def test_cuda_encoder_batches_tiles(model_installed, data):
 def test_cuda_pipeline_equals_cpu(model_installed, data):
     path = data / "pix4d_alpha_nodata.tif"
     options = {"tile_size": 512, "overlap": 32, "workers": 1}
-    cpu, _ = run(path, model=dataclasses.replace(SPEC, device="cpu"), **options)
-    gpu, report = run(path, model=SPEC, **options)
+    cpu, _ = segment_scene(path, model=dataclasses.replace(SPEC, device="cpu"), **options)
+    gpu, report = segment_scene(path, model=SPEC, **options)
     assert report.parameters["tiles_per_task"] is None and len(cpu) > 0
     assert abs(len(gpu) - len(cpu)) <= max(1, len(cpu) // 20)  # float differences may flip a threshold

@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import shapely
 
-from geosam import io, style
+from geosam import output, style
 from geosam.errors import OutputError
 from geosam.georef import open_scene
 from geosam.labels import write_labels
@@ -49,7 +49,7 @@ def read(path):
 def test_every_format_round_trips(tmp_path, suffix, n):
     frame = objects(n)
     path = tmp_path / f"objects{suffix}"
-    io.write(frame, path)
+    output.write(frame, path)
     back = read(path)
     assert len(back) == n
     if n or suffix != ".geojson":  # an empty GeoJSON has no fields to read back
@@ -70,17 +70,17 @@ def test_every_format_round_trips(tmp_path, suffix, n):
 @pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".parquet", ".shp"])
 def test_pixel_coordinates_are_written_as_they_are(tmp_path, suffix):
     frame = objects(2, crs=None)
-    io.write(frame, tmp_path / f"o{suffix}")
+    output.write(frame, tmp_path / f"o{suffix}")
     back = read(tmp_path / f"o{suffix}")
     assert back.total_bounds == pytest.approx(frame.total_bounds)
     assert back.crs is None or suffix == ".geojson"  # GeoJSON readers assume WGS84 whatever the file says
 
 
 def test_shapefile_field_names_fit_in_ten_characters(tmp_path):
-    assert io.shapefile_fields(["id", "score", "stability", "area_m2", "tiles"]) == {
+    assert output.shapefile_fields(["id", "score", "stability", "area_m2", "tiles"]) == {
         c: c for c in ["id", "score", "stability", "area_m2", "tiles"]
     }  # geosam's own columns are written as they are
-    names = io.shapefile_fields(["prompt_label", "prompt_labels", "Prompt_lab", "x"])
+    names = output.shapefile_fields(["prompt_label", "prompt_labels", "Prompt_lab", "x"])
     assert names == {
         "prompt_label": "prompt_lab",
         "prompt_labels": "prompt_l_2",
@@ -88,7 +88,7 @@ def test_shapefile_field_names_fit_in_ten_characters(tmp_path):
         "x": "x",
     }
     frame = objects(2).assign(prompt_label=["a", "b"], prompt_labels=["c", "d"])
-    io.write(frame, tmp_path / "o.shp")
+    output.write(frame, tmp_path / "o.shp")
     back = gpd.read_file(tmp_path / "o.shp")
     assert list(back.columns) == [
         "id",
@@ -105,23 +105,23 @@ def test_shapefile_field_names_fit_in_ten_characters(tmp_path):
 
 def test_shapefile_overwrite_replaces_every_part(tmp_path):
     path = tmp_path / "o.shp"
-    io.write(objects(3), path)
+    output.write(objects(3), path)
     path.with_suffix(".qix").write_bytes(b"stale spatial index")
     with pytest.raises(OutputError, match="--overwrite"):
-        io.write(objects(1), path)
-    io.write(objects(1), path, overwrite=True)
+        output.write(objects(1), path)
+    output.write(objects(1), path, overwrite=True)
     assert len(gpd.read_file(path)) == 1
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cpg", ".dbf", ".prj", ".shp", ".shx"]
 
 
 def test_unsupported_extension_names_the_formats(tmp_path):
     with pytest.raises(OutputError, match=r"\.gpkg, \.geojson, \.parquet, \.shp"):
-        io.check_output(tmp_path / "o.kml", overwrite=False)
+        output.check_output(tmp_path / "o.kml", overwrite=False)
 
 
 def test_geopackage_carries_a_default_qgis_style(tmp_path):
     path = tmp_path / "o.gpkg"
-    io.write(objects(4), path)
+    output.write(objects(4), path)
     with sqlite3.connect(path) as db:
         rows = db.execute(
             "SELECT f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, styleQML,"
@@ -176,7 +176,7 @@ def test_missing_extras_name_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(OutputError, match=r"pip install 'geosam\[parquet\]'"):
-        io.check_output(tmp_path / "o.parquet", overwrite=False)
+        output.check_output(tmp_path / "o.parquet", overwrite=False)
     with pytest.raises(OutputError, match=r"pip install 'geosam\[preview\]'"):
         check_preview(tmp_path / "p.png", overwrite=False)
     assert list(tmp_path.iterdir()) == []

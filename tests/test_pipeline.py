@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 import geosam
-from geosam.models.base import Masks
-from geosam.tiling import TileImage
 
+from .doubles import Forgetful, RecordingSource, WholeTile
 from .rasters import write
-
-
-@dataclass(frozen=True)
-class RecordingSource:
-    """Test double of a model source: each load() leaves a file naming its process and torch threads."""
-
-    folder: str
-    name: str = "recording"
-
-    def check(self) -> None:
-        pass
-
-    def load(self) -> RecordingSegmenter:
-        import torch
-
-        Path(self.folder, f"load-{os.getpid()}-{torch.get_num_threads()}").touch()
-        return RecordingSegmenter(self.folder)
-
-
-@dataclass
-class RecordingSegmenter:
-    """Finds one object: the bright pixels of the tile."""
-
-    folder: str
-    name: str = "recording"
-
-    def automatic(self, tile: TileImage) -> Masks:
-        os.close(tempfile.mkstemp(dir=self.folder, prefix=f"task-{os.getpid()}-")[0])
-        mask = (tile.image[..., 0] > 127) & tile.valid
-        return Masks(mask[None], np.ones(1, np.float32), np.ones(1, np.float32))
 
 
 def test_model_loads_once_per_worker_and_threads_fit_the_cores(tmp_path):
@@ -77,18 +43,9 @@ def test_tiles_without_valid_pixels_are_not_segmented(tmp_path):
     assert sum(r.segmented for r in done) == 1 == len(list(records.glob("task-*")))
 
 
-class WholeTile:
-    """Test double answering every tile with one mask of all its pixels, nodata included."""
-
-    name = "whole tile"
-
-    def automatic(self, tile: TileImage) -> Masks:
-        return Masks(np.ones((1, *tile.valid.shape), bool), np.ones(1, np.float32), np.ones(1, np.float32))
-
-
 def test_masks_leave_out_nodata_pixels(tmp_path):
     from geosam.georef import open_scene
-    from geosam.pipeline import segment_tiles
+    from geosam.tasks import segment_tiles
 
     data = np.full((3, 300, 300), 100, np.uint8)
     data[:, :, :120] = 0  # nodata on the left
@@ -102,17 +59,17 @@ def test_masks_leave_out_nodata_pixels(tmp_path):
 def test_the_last_objects_are_assembled_after_the_local_cluster_closed(tmp_path, monkeypatch):
     import psutil
 
-    from geosam import pipeline
+    from geosam import scene_run
 
     workers = []  # processes under this one at each tile's stitching, less multiprocessing's resource tracker
 
-    class Recording(pipeline.Stitcher):
+    class Recording(scene_run.Stitcher):
         def add(self, tile, pieces):
             children = psutil.Process().children(recursive=True)
             workers.append(sum("resource_tracker" not in " ".join(child.cmdline()) for child in children))
             return super().add(tile, pieces)
 
-    monkeypatch.setattr(pipeline, "Stitcher", Recording)
+    monkeypatch.setattr(scene_run, "Stitcher", Recording)
     data = np.zeros((3, 600, 600), np.uint8)
     data[:, 100:500, 100:500] = 200  # one object in every tile: assembled when the last tile is in
     scene = write(tmp_path / "scene.tif", data)
@@ -124,20 +81,11 @@ def test_the_last_objects_are_assembled_after_the_local_cluster_closed(tmp_path,
     assert workers[-1] == 0, "the cluster's workers, each holding a model, are gone"
 
 
-class Forgetful(WholeTile):
-    """``WholeTile`` that counts the calls to drop what it keeps for prompts."""
-
-    def __init__(self) -> None:
-        self.forgotten = 0
-
-    def forget(self) -> None:
-        self.forgotten += 1
-
-
 def test_a_model_keeps_nothing_for_prompts_that_cannot_follow(tmp_path, model_installed):
+    from geosam.cluster import run_tiles_here
     from geosam.georef import open_scene
     from geosam.models import AutomaticParams, ModelSpec, load_model
-    from geosam.pipeline import run_tiles_here, segment_tiles
+    from geosam.tasks import segment_tiles
 
     data = np.full((3, 300, 300), 100, np.uint8)
     data[:, 100:200, 100:200] = 220

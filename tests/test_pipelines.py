@@ -12,53 +12,20 @@ import geopandas as gpd
 import numpy as np
 import pyogrio
 import pytest
-import torch
 from click.testing import CliRunner
-from scipy import ndimage
 
-from geosam import runconfig, runner
+from geosam.batch import config as batch_config
+from geosam.batch import estimate
+from geosam.batch import plan as batch_plan
+from geosam.batch import run as batch_run
+from geosam.batch.config import PipelineError
 from geosam.cli import main
 from geosam.errors import InputError
-from geosam.models import Masks
-from geosam.models.sam import Embedding
-from geosam.runconfig import PipelineError
 
+from .doubles import Double
 from .rasters import squares, write
 
 EXAMPLES = Path(__file__).parents[1] / "pipelines"
-
-
-@dataclasses.dataclass(frozen=True)
-class Double:
-    """A model stand-in for both modes: automatic finds the bright pixels; a point prompt the bright blob."""
-
-    name: str = "double"
-    checksum: str | None = None
-    image_size: int = 256
-
-    def check(self) -> None:
-        pass
-
-    def load(self) -> Double:
-        return self
-
-    def automatic(self, tile) -> Masks:
-        blobs, n = ndimage.label(tile.image.mean(axis=2) > 128)
-        masks = blobs[None] == np.arange(1, n + 1)[:, None, None]
-        # objects in the left half of the scene score 0.95, the others 0.85 (below a 0.9 threshold)
-        centres = [tile.tile.read.x0 + np.nonzero(m)[1].mean() for m in masks]
-        scores = np.array([0.95 if x < 150 else 0.85 for x in centres], np.float32)
-        return Masks(masks, scores, np.ones(n, np.float32))
-
-    def embed(self, image: np.ndarray) -> Embedding:
-        features = torch.from_numpy(image.mean(axis=2).astype(np.float32))[None, None]
-        return Embedding(features, image.shape[:2], image.shape[:2])
-
-    def prompt(self, embedding, points=None, labels=None, box=None):
-        blobs, _ = ndimage.label(embedding.features[0, 0].numpy() > 128)
-        x, y = points[0] + 0.5
-        blob = blobs[int(y), int(x)]
-        return (blobs == blob) & (blob > 0), 0.8, 0.9
 
 
 @pytest.fixture
@@ -78,7 +45,7 @@ def pipeline_file(folder: Path, text: str, name: str = "job.yaml") -> Path:
 
 def problems(raw, base=".") -> str:
     with pytest.raises(PipelineError) as info:
-        runner.plan(runconfig.parse(raw, base=base, source="job.yaml"))
+        batch_plan.plan(batch_config.parse(raw, base=base, source="job.yaml"))
     return str(info.value)
 
 
@@ -88,8 +55,8 @@ def problems(raw, base=".") -> str:
 def test_unknown_keys_are_named_with_a_suggestion():
     raw = {"inputs": ["a.tif"], "output": {"path": "out"}, "model": {"point_per_side": 8}, "colour": 1}
     assert problems(raw) == (
-        "job.yaml: colour: unknown key; known keys: inputs, output, version, description, read, model, "
-        "tiling, prompts, filters, cluster; model.point_per_side: unknown key; did you mean 'points_per_side'?"
+        "job.yaml: model.point_per_side: unknown key; did you mean 'points_per_side'?; colour: unknown key; "
+        "known keys: inputs, output, version, description, read, model, tiling, prompts, filters, cluster"
     )
 
 
@@ -107,7 +74,7 @@ def test_wrong_types_and_ranges_are_named():
         "read.percentiles[1]: expected a number, got a string ('x'); "
         "read.stretch_8bit: expected a boolean (true/false), got a string ('yes'); "
         "tiling.tile_size: expected an integer, got a string ('big'); "
-        "tiling.overlap: -1 is out of range: use at least 0; "
+        "tiling.overlap: -1 is out of range: use at least 1; "
         "filters.min_score: 2 is out of range: use 0 to 1"
     )
 
@@ -158,7 +125,7 @@ def test_missing_inputs_are_all_listed_before_any_work(tmp_path, scenes):
 
 def test_file_formats_and_cli_errors(tmp_path, scenes):
     toml = pipeline_file(tmp_path, 'inputs = ["scenes/*.tif"]\n[output]\npath = "out"\n', "job.toml")
-    assert [j.name for j in runner.plan(runconfig.load(toml)).jobs] == ["a", "b"]
+    assert [j.name for j in batch_plan.plan(batch_config.load(toml)).jobs] == ["a", "b"]
     bad = pipeline_file(tmp_path, "inputs: [scenes/a.tif]\noutput: {path: out}\nmodel: {points_per_sid: 4}\n")
     result = CliRunner().invoke(main, ["run", str(bad)])
     assert result.exit_code == 1
@@ -180,7 +147,7 @@ def test_stac_items_and_list_files(tmp_path, scenes):
     (tmp_path / "item.json").write_text(json.dumps(item))
     (tmp_path / "list.txt").write_text("scenes/a.tif  # the first\n\n")
     raw = {"inputs": [{"list": "list.txt"}, {"stac": "item.json"}], "output": {"path": "out"}}
-    jobs = runner.plan(runconfig.parse(raw, base=tmp_path)).jobs
+    jobs = batch_plan.plan(batch_config.parse(raw, base=tmp_path)).jobs
     assert [(j.name, Path(j.path).name) for j in jobs] == [("a", "a.tif"), ("item-7", "b.tif")]
 
 
@@ -189,7 +156,7 @@ def test_stac_items_and_list_files(tmp_path, scenes):
 
 def test_committed_schema_is_the_generated_one():
     committed = json.loads((EXAMPLES / "schema.json").read_text())
-    assert committed == runconfig.json_schema(), "regenerate: geosam run --schema > pipelines/schema.json"
+    assert committed == batch_config.json_schema(), "regenerate: geosam run --schema > pipelines/schema.json"
     result = CliRunner().invoke(main, ["run", "--schema"])
     assert json.loads(result.output) == committed
 
@@ -200,7 +167,7 @@ def test_examples_validate_against_the_schema():
 
     import yaml
 
-    schema = runconfig.json_schema()
+    schema = batch_config.json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     for path in sorted(EXAMPLES.glob("*.yaml")) + sorted(EXAMPLES.glob("*.toml")):
@@ -221,7 +188,7 @@ def test_dry_run_shows_scenes_tiles_and_estimate(tmp_path, scenes):
     result = CliRunner().invoke(main, ["run", str(job), "--dry-run"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    per_tile = runner.ENCODE_S + runner.DECODE_S * 16
+    per_tile = estimate.ENCODE_S + estimate.DECODE_S * 16
     scene_s = math.ceil(4 / (os.cpu_count() or 1)) * per_tile  # 4 tiles on all cores
     assert lines[:6] == [
         f"pipeline: {job}",
@@ -232,12 +199,13 @@ def test_dry_run_shows_scenes_tiles_and_estimate(tmp_path, scenes):
         "scene  size       crs         mode       work     estimate  status",
     ]
     assert (
-        lines[6] == f"a      300 × 300  EPSG:32631  automatic  4 tiles  {runner.duration(scene_s):>8}  to run"
+        lines[6]
+        == f"a      300 × 300  EPSG:32631  automatic  4 tiles  {estimate.duration(scene_s):>8}  to run"
     )
     assert lines[9] == "2 scenes: 2 to run, 0 finished earlier"
     assert (
         lines[10]
-        == f"estimated time: {runner.duration(2 * scene_s)} (all scenes: {runner.duration(2 * scene_s)})"
+        == f"estimated time: {estimate.duration(2 * scene_s)} (all scenes: {estimate.duration(2 * scene_s)})"
     )
     assert not (tmp_path / "out").exists(), "a dry run writes nothing"
 
@@ -246,41 +214,41 @@ def test_dry_run_shows_scenes_tiles_and_estimate(tmp_path, scenes):
 
 
 def test_second_run_skips_finished_scenes(tmp_path, scenes):
-    config = runconfig.load(
+    config = batch_config.load(
         pipeline_file(
             tmp_path,
             "inputs: [scenes/*.tif]\ntiling: {tile_size: 256, overlap: 64}\noutput: {path: out}\n"
             "cluster: {workers: 0}\nfilters: {min_score: 0.9}\n",
         )
     )
-    first = runner.run(config, model=Double())
+    first = batch_run.run(config, model=Double())
     assert [(o.job.name, o.status) for o in first.outcomes] == [("a", "done"), ("b", "done")]
     frame = gpd.read_file(tmp_path / "out" / "a.gpkg", layer="objects")
     assert len(frame) == first.outcomes[0].objects > 0
     assert (frame["score"] >= 0.9).all() and list(frame["id"]) == list(range(1, len(frame) + 1))
     modified = (tmp_path / "out" / "a.gpkg").stat().st_mtime_ns
-    second = runner.run(config, model=Double())
+    second = batch_run.run(config, model=Double())
     assert [o.status for o in second.outcomes] == ["skipped", "skipped"]
     assert second.outcomes[0].objects == first.outcomes[0].objects
     assert (tmp_path / "out" / "a.gpkg").stat().st_mtime_ns == modified
     assert "2 scenes: 0 done, 2 skipped (finished earlier), 0 failed" in second.table()
 
     (tmp_path / "out" / "b.gpkg").unlink()  # an interrupted run: b is redone, a is not
-    third = runner.run(config, model=Double())
+    third = batch_run.run(config, model=Double())
     assert [o.status for o in third.outcomes] == ["skipped", "done"]
 
-    changed = dataclasses.replace(config, filters=runconfig.Filters(min_score=0.5))
+    changed = dataclasses.replace(config, filters=batch_config.Filters(min_score=0.5))
     with pytest.raises(
-        PipelineError, match="a.gpkg, b.gpkg exist from another run or other settings: pass --overwrite"
+        PipelineError, match=r"a.gpkg, b.gpkg exist from another run or other settings: pass --overwrite"
     ):
-        runner.run(changed, model=Double())
-    fourth = runner.run(changed, model=Double(), overwrite=True)
+        batch_run.run(changed, model=Double())
+    fourth = batch_run.run(changed, model=Double(), overwrite=True)
     assert [o.status for o in fourth.outcomes] == ["done", "done"]
     assert fourth.outcomes[0].objects > first.outcomes[0].objects
 
 
 def test_merged_output_has_a_scene_field_and_a_layer_per_group(tmp_path, scenes):
-    config = runconfig.load(
+    config = batch_config.load(
         pipeline_file(
             tmp_path,
             "inputs:\n  - {path: scenes/a.tif, layer: early}\n  - {path: scenes/b.tif, layer: late}\n"
@@ -289,7 +257,7 @@ def test_merged_output_has_a_scene_field_and_a_layer_per_group(tmp_path, scenes)
             "output: {mode: merged, path: out/change.gpkg}\n",
         )
     )
-    summary = runner.run(config, model=Double())
+    summary = batch_run.run(config, model=Double())
     assert summary.merged_written and not summary.failed
     merged = tmp_path / "out" / "change.gpkg"
     assert sorted(pyogrio.list_layers(merged)[:, 0]) == [
@@ -307,7 +275,7 @@ def test_merged_output_has_a_scene_field_and_a_layer_per_group(tmp_path, scenes)
         "change.parts",
         "change.run.json",
     ]
-    again = runner.run(config, model=Double())
+    again = batch_run.run(config, model=Double())
     assert [o.status for o in again.outcomes] == ["skipped"] * 3 and not again.merged_written
 
 
@@ -318,14 +286,14 @@ def test_prompt_mode_scenes(tmp_path, scenes):
         crs="EPSG:32631",
     )
     points.to_file(tmp_path / "points.gpkg")
-    config = runconfig.load(
+    config = batch_config.load(
         pipeline_file(
             tmp_path,
             "inputs: [scenes/a.tif]\nprompts: {file: points.gpkg, id_field: field_id, cache: false}\n"
             "filters: {min_area: 1000}\noutput: {path: out}\n",
         )
     )
-    summary = runner.run(config, model=Double())
+    summary = batch_run.run(config, model=Double())
     (outcome,) = summary.outcomes
     assert outcome.status == "done" and outcome.objects == 2 and outcome.skipped_prompts == 1
     frame = gpd.read_file(tmp_path / "out" / "a.gpkg", layer="objects")
@@ -334,7 +302,7 @@ def test_prompt_mode_scenes(tmp_path, scenes):
 
 def test_failed_scene_is_reported_and_others_go_on(tmp_path, scenes):
     write(scenes / "c.tif", np.full((3, 300, 300), 20, np.uint8))  # no bright pixels: the double fails
-    config = runconfig.load(
+    config = batch_config.load(
         pipeline_file(
             tmp_path,
             "inputs: [scenes/*.tif]\ntiling: {tile_size: 256, overlap: 64}\n"
@@ -349,11 +317,11 @@ def test_failed_scene_is_reported_and_others_go_on(tmp_path, scenes):
                 raise InputError("cannot read pixels")
             return super().automatic(tile)
 
-    summary = runner.run(config, model=FailsOnDark())
+    summary = batch_run.run(config, model=FailsOnDark())
     assert [o.status for o in summary.outcomes] == ["done", "done", "failed"]
     assert "tiles failed" in summary.failed[0].message and "cannot read pixels" in summary.failed[0].message
     assert sorted(p.name for p in (tmp_path / "out").glob("*.gpkg")) == ["a.gpkg", "b.gpkg"]
-    again = runner.run(config, model=FailsOnDark())
+    again = batch_run.run(config, model=FailsOnDark())
     assert [o.status for o in again.outcomes] == ["skipped", "skipped", "failed"]
 
 
@@ -362,28 +330,28 @@ def test_failed_scene_is_reported_and_others_go_on(tmp_path, scenes):
 
 @pytest.mark.parametrize("name", ["drone_fields.yaml", "naip_change.yaml", "drone_prompts.toml"])
 def test_examples_load_validate_and_dry_run(name, data):
-    config = runconfig.load(EXAMPLES / name)
-    plan = runner.plan(config)
+    config = batch_config.load(EXAMPLES / name)
+    plan = batch_plan.plan(config)
     assert plan.jobs and all(Path(job.path).is_file() for job in plan.jobs)
-    text = runner.dry_run(config)
+    text = estimate.dry_run(config)
     assert f"pipeline: {EXAMPLES / name}" in text and "estimated time:" in text
 
 
 def test_naip_change_example_writes_two_layers_of_one_geopackage(data):
-    plan = runner.plan(runconfig.load(EXAMPLES / "naip_change.yaml"))
+    plan = batch_plan.plan(batch_config.load(EXAMPLES / "naip_change.yaml"))
     assert [(j.name, j.layer) for j in plan.jobs] == [("naip_2009", "naip_2009"), ("naip_2020", "naip_2020")]
     assert plan.merged.name == "naip_change.gpkg"
 
 
 def test_drone_fields_example_runs_with_the_real_model(tmp_path, data, model_installed):
     """The one real-model run: the example as written, but 4×4 points per tile and one worker."""
-    config = runconfig.load(EXAMPLES / "drone_fields.yaml")
+    config = batch_config.load(EXAMPLES / "drone_fields.yaml")
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, points_per_side=4),
         output=dataclasses.replace(config.output, path=str(tmp_path / "out")),
     )
-    summary = runner.run(config, workers=1)
+    summary = batch_run.run(config, workers=1)
     (outcome,) = summary.outcomes
     assert outcome.status == "done", outcome.message
     frame = gpd.read_file(tmp_path / "out" / "pix4d_alpha_nodata.gpkg", layer="objects")
@@ -392,7 +360,7 @@ def test_drone_fields_example_runs_with_the_real_model(tmp_path, data, model_ins
     assert (frame["area_m2"] >= 20).all() and (frame["score"] >= 0.9).all()
     record = json.loads((tmp_path / "out" / "pix4d_alpha_nodata.run.json").read_text())
     assert record["objects"] == len(frame)
-    assert [o.status for o in runner.run(config, workers=1).outcomes] == ["skipped"]
+    assert [o.status for o in batch_run.run(config, workers=1).outcomes] == ["skipped"]
 
 
 def test_model_section_takes_a_checkpoint_backend_and_precision(tmp_path, model_installed):
@@ -403,7 +371,7 @@ def test_model_section_takes_a_checkpoint_backend_and_precision(tmp_path, model_
     }
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "mine.pt").symlink_to(model_installed)
-    spec = runner._model_spec(runconfig.parse(raw, base=tmp_path, source="job.yaml"))
+    spec = batch_plan.model_spec(batch_config.parse(raw, base=tmp_path, source="job.yaml"))
     assert spec.checkpoint == tmp_path / "weights" / "mine.pt"  # relative to the pipeline file
     assert (spec.name, spec.architecture, spec.backend, spec.precision) == ("mine", "vit_t", "onnx", "fp32")
     raw["model"] = {"backend": "tensorrt", "precision": "fp8"}

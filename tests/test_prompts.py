@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from geosam.cache import EmbeddingCache, cache_key
 from geosam.cli import main
-from geosam.models.sam import Embedding
+from geosam.models.base import Embedding
 from geosam.prompts import PromptError, PromptGroup, command_line_groups, read_prompts
 from geosam.session import Session
 from geosam.tiling import prompt_window
@@ -166,7 +166,7 @@ def test_point_and_box_prompts_give_the_objects_in_map_coordinates(scene, cache)
     boxes = [square(r, c).buffer(6, join_style="mitre").bounds for r in range(4) for c in range(4)]
     frame = session.predict(boxes=boxes)
     assert list(frame["id"]) == list(range(1, 17))
-    for (r, c), geometry in zip([(r, c) for r in range(4) for c in range(4)], frame.geometry):
+    for (r, c), geometry in zip([(r, c) for r in range(4) for c in range(4)], frame.geometry, strict=True):
         assert same(geometry, square(r, c))
 
 
@@ -214,7 +214,7 @@ def test_prompts_from_a_file_in_another_crs(tmp_path, scene, cache):
         prompts=path, id_field="fid_text", label_field="kind"
     )
     assert list(result["id"]) == ["a", "b", "c"] and list(result["name"]) == ["field A", "field B", "tarp"]
-    for geometry, expected in zip(result.geometry, [square(0, 0), square(3, 1), square(2, 3)]):
+    for geometry, expected in zip(result.geometry, [square(0, 0), square(3, 1), square(2, 3)], strict=True):
         assert same(geometry, expected, 1e-4)
 
 
@@ -358,7 +358,7 @@ def test_bad_prompt_files(layers, which, message):
 def test_bad_fields(tmp_path):
     path = tmp_path / "p.gpkg"
     gpd.GeoDataFrame({"label": ["maybe"]}, geometry=[shapely.Point(0, 0)], crs=UTM).to_file(path)
-    with pytest.raises(PromptError, match="no field 'gid'.*fields: label"):
+    with pytest.raises(PromptError, match=r"no field 'gid'.*fields: label"):
         read_prompts(path, id_field="gid")
     with pytest.raises(PromptError, match="label 'maybe'"):
         read_prompts(path)
@@ -423,7 +423,7 @@ def test_box_prompts_match_the_raw_model(data, pix4d_session):
     assert len(frame) == len(BOXES) and frame.crs.to_epsg() == 32750
     model = pix4d_session.model
     embedding = model.embed(image)  # the scene fits one model input: its window is the whole scene
-    for box, geometry, score in zip(BOXES, frame.geometry, frame["score"]):
+    for box, geometry, score in zip(BOXES, frame.geometry, frame["score"], strict=True):
         sam_box = np.array([[box[0], box[1], box[2] - 1, box[3] - 1]], np.float32)
         low_res, iou = model.decode(embedding, boxes=sam_box, multimask=False)
         raw = (model.upscale(embedding, low_res[0]) > 0)[0].numpy() & valid

@@ -11,18 +11,20 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import geosam.pipeline
+import geosam.cluster
 from geosam.georef import open_scene
 from geosam.models.automatic import objects
 from geosam.models.base import Masks, PointPromptable
-from geosam.pipeline import segment
 from geosam.reprompt import Reprompter, answer, prompts_toward
 from geosam.resume import WorkDir
-from geosam.stitch import Stitcher, pieces_from_masks
+from geosam.scene_run import segment
+from geosam.seams import pieces_from_masks
+from geosam.stitch import Stitcher
 from geosam.testing import ReferenceModel, ReferenceSegmenter, SyntheticScene, make_scene
 from geosam.tiling import TileGrid, TileImage, read_tile
 from geosam.vectorize import to_pixels
 
+from .doubles import Offers
 from .test_seams import _same
 
 
@@ -70,7 +72,7 @@ def test_a_resumed_run_reuses_the_answers(scene, tmp_path, monkeypatch):
     first = _forgetful(scene, grid, work_dir=work)
     assert list(work.glob("*/*.r1-*.tile")), "answers were not kept"
     asked = []
-    monkeypatch.setattr(geosam.pipeline, "prompt_tile", lambda *args: asked.append(args))
+    monkeypatch.setattr(geosam.cluster, "prompt_tile", lambda *args: asked.append(args))
     assert _same(_forgetful(scene, grid, work_dir=work), first)
     assert not asked
     # answers are kept under a digest of their prompts: other prompts (after a neighbour that had
@@ -126,26 +128,9 @@ def test_prompting_streams_tiles_in_any_order_and_holds_only_nearby_rows(tmp_pat
     assert 0 < held <= most_in_six_rows < sum(map(len, pieces.values())) / 2
 
 
-class _Offers:
-    """Offers the same masks for every prompt, and records the points it was asked at."""
-
-    name = "offers"
-
-    def __init__(self, masks: np.ndarray) -> None:
-        self.masks, self.asked = masks, []
-
-    def automatic(self, tile: TileImage) -> Masks:
-        raise NotImplementedError
-
-    def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:
-        self.asked.extend(points)
-        ones = np.ones(len(self.masks), np.float32)
-        return [Masks(self.masks, ones, ones) for _ in points]
-
-
 def _tile_masks(tile, boxes: list[tuple[int, int, int, int]], size: int = 160) -> np.ndarray:
     masks = np.zeros((len(boxes), size, size), bool)
-    for mask, (x0, y0, x1, y1) in zip(masks, boxes):
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
         mask[y0 - tile.read.y0 : y1 - tile.read.y0, x0 - tile.read.x0 : x1 - tile.read.x0] = True
     return masks
 
@@ -163,7 +148,7 @@ def test_a_piece_the_neighbour_missed_is_put_to_its_model():
     (x, y) = prompt.points[0]
     assert 96 < x < 160 and 30 < y < 90
     # offered: a part of it, all of it (on into the right tile's core), something else
-    model = _Offers(_tile_masks(right, [(96, 30, 160, 50), (96, 30, 230, 90), (170, 10, 250, 120)]))
+    model = Offers(_tile_masks(right, [(96, 30, 160, 50), (96, 30, 230, 90), (170, 10, 250, 120)]))
     assert isinstance(model, PointPromptable)
     image = TileImage(right, np.zeros((160, 160, 3), np.uint8), np.ones((160, 160), bool))
     (found,) = answer(image, (prompt,), model, grid)
@@ -187,7 +172,7 @@ def test_a_piece_the_neighbour_sees_or_that_stays_in_its_tile_asks_nothing():
     # an answer that does not agree with the piece in the shared window is left out
     (prompt,) = prompts_toward(left, right, [], cut, [])
     image = TileImage(right, np.zeros((160, 160, 3), np.uint8), np.ones((160, 160), bool))
-    assert answer(image, (prompt,), _Offers(_tile_masks(right, [(96, 30, 160, 45)])), grid) == []
+    assert answer(image, (prompt,), Offers(_tile_masks(right, [(96, 30, 160, 45)])), grid) == []
 
 
 def test_reprompter_refuses_rounds_out_of_turn():
@@ -227,9 +212,9 @@ def test_reference_answers_the_object_under_the_first_point(scene):
 
 def test_the_report_counts_prompts_and_their_pieces(scene):
     model = ReferenceModel(str(scene.labels), misses_cut=True)
-    _, report = geosam.pipeline.run(scene.path, model=model, tile_size=64, overlap=8, workers=0)
+    _, report = geosam.scene_run.segment_scene(scene.path, model=model, tile_size=64, overlap=8, workers=0)
     assert report.prompts >= report.prompt_pieces > 0
-    _, none = geosam.pipeline.run(
+    _, none = geosam.scene_run.segment_scene(
         scene.path, model=model, tile_size=64, overlap=8, workers=0, prompt_rounds=0
     )
     assert none.prompts == none.prompt_pieces == 0

@@ -15,10 +15,11 @@ import geopandas as gpd
 import pyogrio
 import pytest
 
-from geosam import io, pipeline
+from geosam import output, scene_run
 from geosam.errors import TileError
 from geosam.resume import WorkDir
 from geosam.testing import make_scene
+from geosam.tiling import TileGrid
 
 from .doubles import SlowReference
 
@@ -55,6 +56,7 @@ def scene(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_and_equals_a_clean_run(scene, tmp_path):
     out, clean = tmp_path / "out.gpkg", tmp_path / "clean.gpkg"
     args = ["-q", "segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "1"]
@@ -100,7 +102,7 @@ def _run(scene, work: Path, **options):
         "work_dir": work,
         **options,
     }
-    return pipeline.run(scene.path, **options)
+    return scene_run.segment_scene(scene.path, **options)
 
 
 def test_stale_results_are_never_reused(scene, tmp_path):
@@ -120,7 +122,7 @@ def test_stale_results_are_never_reused(scene, tmp_path):
     # a tile file of another run, planted under this run's key, is not trusted
     key_dir = next(p for p in work.iterdir() if p.is_dir())
     foreign = WorkDir(tmp_path / "elsewhere", "other")
-    foreign.store(next(iter(pipeline.TileGrid(700, 600, 128, 16))), [], True)
+    foreign.store(next(iter(TileGrid(700, 600, 128, 16))), [], True)
     (key_dir / "0_0.tile").write_bytes((foreign.tiles_dir / "0_0.tile").read_bytes())
     again_frame, again = _run(scene, work)
     assert again.tiles_skipped == 41 and again.tiles_done == 1
@@ -129,7 +131,7 @@ def test_stale_results_are_never_reused(scene, tmp_path):
 
 def test_a_folder_that_is_not_a_work_folder_is_refused(scene, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(io.OutputError, match="not a geosam work folder"):
+    with pytest.raises(output.OutputError, match="not a geosam work folder"):
         _run(scene, tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -178,7 +180,7 @@ def test_cli_lists_failed_tiles_and_exits_1(scene, tmp_path):
 def test_an_interrupted_write_leaves_the_old_output_intact(scene, tmp_path, monkeypatch):
     out = tmp_path / "out.gpkg"
     frame, report = _run(scene, None)
-    io.write(frame, out, report=report)
+    output.write(frame, out, report=report)
     before = out.read_bytes()
 
     def broken(*args, **kwargs):
@@ -186,6 +188,6 @@ def test_an_interrupted_write_leaves_the_old_output_intact(scene, tmp_path, monk
 
     monkeypatch.setattr(os, "replace", broken)  # the temporary file is written, the move fails
     with pytest.raises(OSError, match="disk full"):
-        io.write(frame.iloc[:3], out, overwrite=True, report=report)
+        output.write(frame.iloc[:3], out, overwrite=True, report=report)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.gpkg"], "no temporary file left"

@@ -22,10 +22,11 @@ from rasterio.windows import Window
 
 from geosam.errors import InputError
 from geosam.georef import area_m2, open_scene, to_uint8
-from geosam.pipeline import segment
+from geosam.scene_run import segment
 from geosam.tiling import TileGrid, read_tile
 
-from .rasters import DATA, Bright, squares, write, write_ungeoreferenced
+from .doubles import Bright
+from .rasters import DATA, squares, write, write_ungeoreferenced
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +268,7 @@ def test_geographic_scene_runs_to_geodesic_areas(tmp_path, scheduler):
 
 def test_pixel_coordinates_only_when_asked(tmp_path):
     write_ungeoreferenced(tmp_path / "s.tif")
-    with pytest.raises(InputError, match="no georeferencing.*--pixel-coordinates"):
+    with pytest.raises(InputError, match=r"no georeferencing.*--pixel-coordinates"):
         open_scene(tmp_path / "s.tif")
     scene = open_scene(tmp_path / "s.tif", pixel_coordinates=True)
     assert scene.crs is None and scene.transform.is_identity
@@ -379,7 +380,10 @@ def http_data(monkeypatch):
     """A threaded HTTP server with Range support on 127.0.0.1, serving ../shared/data."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-    handler = lambda *a, **k: RangeHandler(*a, directory=str(DATA), **k)
+
+    def handler(*a, **k):
+        return RangeHandler(*a, directory=str(DATA), **k)
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.requests = 0
     thread = threading.Thread(target=server.serve_forever, daemon=True)

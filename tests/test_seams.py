@@ -17,11 +17,14 @@ from geosam.errors import InputError
 from geosam.georef import open_scene
 from geosam.metrics import seam_line_fraction, truth_scores
 from geosam.models.base import Masks, Segmenter
-from geosam.pipeline import segment
-from geosam.stitch import Stitcher, pieces_from_masks, stitch
+from geosam.scene_run import segment
+from geosam.seams import pieces_from_masks
+from geosam.stitch import Stitcher, stitch
 from geosam.testing import ReferenceSegmenter, SyntheticScene, make_scene
-from geosam.tiling import TileGrid, TileImage, read_tile
+from geosam.tiling import TileGrid, read_tile
 from geosam.vectorize import to_pixels
+
+from .doubles import Twice
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 
@@ -50,7 +53,8 @@ def _same(a: list[shapely.Geometry], b: list[shapely.Geometry]) -> bool:
 
     a, b = sorted(a, key=key), sorted(b, key=key)
     return len(a) == len(b) and all(
-        shapely.equals_exact(shapely.normalize(x), shapely.normalize(y), tolerance=1e-6) for x, y in zip(a, b)
+        shapely.equals_exact(shapely.normalize(x), shapely.normalize(y), tolerance=1e-6)
+        for x, y in zip(a, b, strict=True)
     )
 
 
@@ -135,29 +139,9 @@ def test_object_on_a_tile_corner_and_touching_objects_across_a_seam(tmp_path):
     assert _same(_polygons(scene, TileGrid(256, 256, 128, 32)), list(scene.truth.values()))
 
 
-class _Twice:
-    """A segmenter that answers every reference mask twice, the copy less its first pixel and scored lower."""
-
-    name = "twice"
-
-    def __init__(self, labels: str) -> None:
-        self.reference = ReferenceSegmenter(labels)
-
-    def automatic(self, tile: TileImage) -> Masks:
-        masks = self.reference.automatic(tile)
-        shrunk = masks.masks.copy().reshape(len(masks), -1)
-        shrunk[np.arange(len(masks)), shrunk.argmax(axis=1)] = False
-        shrunk = shrunk.reshape(masks.masks.shape)
-        return Masks(
-            np.concatenate([masks.masks, shrunk]),
-            np.concatenate([masks.scores, masks.scores * 0.9]),
-            np.concatenate([masks.stability, masks.stability]),
-        )
-
-
 def test_near_duplicates_come_out_once(small):
     grid = TileGrid(small.width, small.height, 80, 24)
-    plan, model = open_scene(small.path), _Twice(str(small.labels))
+    plan, model = open_scene(small.path), Twice(str(small.labels))
     assert isinstance(model, Segmenter)
     pieces = {
         (t.row, t.col): pieces_from_masks(t, model.automatic(read_tile(plan, t, grid.size)), grid)
@@ -218,7 +202,7 @@ def test_scene_generator(tmp_path):
     edge = shapely.box(0, 0, a.width, a.height).boundary
     assert any(p.boundary.intersection(edge).length > 0 for p in polygons), "no object on the border"
     touching = shapely.STRtree(polygons).query(polygons, predicate="touches")
-    assert any(polygons[i].intersection(polygons[j]).length > 0 for i, j in zip(*touching)), (
+    assert any(polygons[i].intersection(polygons[j]).length > 0 for i, j in zip(*touching, strict=True)), (
         "no objects sharing an edge"
     )
 
@@ -258,9 +242,9 @@ def _two_tiles(left: list[Boxes], right: list[Boxes]) -> list:
     """
     grid = TileGrid(256, 128, 160, 64)
     pieces = {}
-    for tile, boxes in zip(grid, (left, right)):
+    for tile, boxes in zip(grid, (left, right), strict=True):
         masks = np.zeros((len(boxes), 160, 160), bool)
-        for mask, parts in zip(masks, boxes):
+        for mask, parts in zip(masks, boxes, strict=True):
             for x0, y0, x1, y1 in parts:
                 mask[y0 - tile.read.y0 : y1 - tile.read.y0, x0 - tile.read.x0 : x1 - tile.read.x0] = True
         ones = np.ones(len(boxes), np.float32)
@@ -320,7 +304,7 @@ def test_disagreeing_views_of_four_tiles_leave_no_gap(views):
     # every pixel that all four tiles hold comes out, and nothing that no tile holds
     grid = TileGrid(256, 256, 160, 64)
     outlines, pieces = [], {}
-    for tile, ((dx0, dy0, dx1, dy1), (nx, ny, nw, nh)) in zip(grid, views):
+    for tile, ((dx0, dy0, dx1, dy1), (nx, ny, nw, nh)) in zip(grid, views, strict=True):
         mask = np.zeros((256, 256), bool)
         mask[60 + dy0 : 200 + dy1, 60 + dx0 : 200 + dx1] = True
         mask[ny : ny + nh, nx : nx + nw] = False
@@ -338,7 +322,7 @@ def test_disagreeing_views_of_four_tiles_leave_no_gap(views):
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**16), window=st.tuples(*[st.integers(-10, 70)] * 4))
 def test_a_window_of_an_outline_burns_as_the_crop_of_the_whole(seed, window):
-    from geosam.stitch import _raster
+    from geosam.seams import raster as _raster
     from geosam.tiling import Box
     from geosam.vectorize import mask_to_geometry
 

@@ -13,16 +13,19 @@ import rasterio
 import shapely
 from dask.distributed import LocalCluster
 
-from geosam import io
+from geosam import output as outputs
 from geosam.models import AutomaticParams, ModelSpec
-from geosam.pipeline import segment
+from geosam.scene_run import segment
 
 from .rasters import DATA
 
 SCENES = sorted(p.name for p in DATA.glob("*.tif"))
 
 
-FAST = ModelSpec("mobile_sam", "cpu", AutomaticParams(points_per_side=4))
+# 16² prompts a tile: the fewest with which every sample scene with objects gives some (4² found none in
+# four of them, and the test passed on zero objects)
+FAST = ModelSpec("mobile_sam", "cpu", AutomaticParams(points_per_side=16))
+FEATURELESS = {"shade.tif"}
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +40,14 @@ def scheduler():
 def test_every_sample_scene_to_a_geopackage(tmp_path, scheduler, model_installed, name):
     frame = segment(DATA / name, model=FAST, tile_size=1024, overlap=128, scheduler=scheduler)
     output = tmp_path / "objects.gpkg"
-    io.write(frame, output)
+    outputs.write(frame, output)
     back = pyogrio.read_dataframe(output, layer="objects")
     with rasterio.open(DATA / name) as ds:
         assert back.crs == ds.crs
         footprint = shapely.box(*ds.bounds)
-    assert len(back) == len(frame)  # 4 prompts per side may find nothing in a small, flat scene
+    assert len(back) == len(frame)
+    # every scene has objects but the hillshade, whose valid pixels are all 0 (the rest is nodata)
+    assert (len(back) == 0) if name in FEATURELESS else (len(back) > 0), f"{name}: {len(back)} objects"
     assert back.geometry.is_valid.all() and (back["area_m2"] > 0).all()
     assert all(footprint.buffer(1e-6 * footprint.length).contains(g) for g in back.geometry)
     info = subprocess.run(

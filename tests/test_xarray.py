@@ -9,7 +9,8 @@ import geosam
 from geosam.errors import InputError
 from geosam.georef import open_scene
 
-from .rasters import ORIGIN, Bright, squares, write
+from .doubles import Bright
+from .rasters import ORIGIN, squares, write
 from .test_outputs import objects
 
 pytestmark = pytest.mark.filterwarnings(  # rioxarray 0.19 still applies affine transforms with `*`

@@ -8,8 +8,9 @@ from pathlib import Path
 from geosam.errors import ModelError
 from geosam.models.base import AutomaticParams, Masks, Segmenter
 from geosam.models.weights import installed_path, known, sha256_file
+from geosam.settings import MODEL
 
-DEFAULT_MODEL = "mobile_sam"
+DEFAULT_MODEL = MODEL.name
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("fp32", "fp16", "bf16")  # of the image encoder (torch); the decoder stays float32
 # The faster runtime for torch checkpoints on a CPU, measured by benchmarks/backends.py (README)
@@ -33,16 +34,34 @@ class ModelSpec:
     beside it) or None: the faster of the two for torch checkpoints, ONNX Runtime for ONNX-only
     models, torch for SAM ViT-H (too large for one ONNX file). ``precision`` fp16 or bf16 runs the image
     encoder in half precision under torch autocast (GPUs; bf16 also on recent CPUs); it implies torch.
+
+    Attributes:
+        name: An installed model's name (``geosam models list``), or a label for ``checkpoint``
+            (default: the settings' model; with a checkpoint, the file's stem).
+        device: The torch device: cpu, cuda, cuda:1, mps (default: the settings' device).
+        params: The settings of automatic mode.
+        checkpoint: A SAM state dict (.pt/.pth) to load instead of an installed model; made absolute.
+        architecture: vit_t, vit_b, vit_l or vit_h of ``checkpoint`` (default: detected from its
+            weights).
+        checksum: The checkpoint's sha256, computed here when not given.
+        backend: "torch", "onnx" or None (see above).
+        precision: The image encoder's precision: fp32, fp16 or bf16 (default: the settings'
+            precision).
+
+    Raises:
+        ModelError: ``checkpoint`` does not exist, is not a SAM checkpoint, or ``architecture`` is
+            unknown or does not match its weights. An unknown or missing named model, backend or
+            precision is reported later, by ``check`` or ``load_model``.
     """
 
     name: str = DEFAULT_MODEL
-    device: str = "cpu"
+    device: str = MODEL.device
     params: AutomaticParams = field(default_factory=AutomaticParams)
     checkpoint: Path | None = None
     architecture: str | None = None
     checksum: str | None = None
     backend: str | None = None
-    precision: str = "fp32"
+    precision: str = MODEL.precision
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
@@ -59,8 +78,8 @@ class ModelSpec:
 
     def weights(self) -> tuple[str, Path, str]:
         """Architecture, local path and sha256 of the weights (a named model must be installed)."""
-        if self.checkpoint is not None:
-            return self.architecture, self.checkpoint, self.checksum
+        if self.checkpoint is not None:  # __post_init__ identified and hashed it
+            return str(self.architecture), self.checkpoint, str(self.checksum)
         checkpoint = known(self.name)
         return checkpoint.architecture, installed_path(self.name), checkpoint.sha256
 
@@ -107,7 +126,19 @@ def export_model(spec: ModelSpec | str, force: bool = False):
 
 
 def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
-    """Load a named, installed model (``geosam models fetch NAME`` installs it) or a spec's checkpoint."""
+    """Load a named, installed model (``geosam models fetch NAME`` installs it) or a spec's checkpoint.
+
+    Args:
+        spec: A ``ModelSpec``, or an installed model's name (default: the settings' model).
+
+    Returns:
+        The model, on the spec's device and backend, ready to segment tiles (``Segmenter``) and to
+            answer prompts.
+
+    Raises:
+        ModelError: The model is unknown or not installed, its files are corrupt, or the spec's
+            backend or precision is unknown or does not suit the model.
+    """
     from geosam.models.sam import SamModel
 
     spec = ModelSpec(spec) if isinstance(spec, str) else spec

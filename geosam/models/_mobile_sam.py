@@ -51,14 +51,15 @@ def _install_timm() -> None:
         return
     except ImportError:
         pass
+    # vars(): a ModuleType declares no attributes to set
     layers = types.ModuleType("timm.models.layers")
-    layers.DropPath, layers.to_2tuple, layers.trunc_normal_ = DropPath, to_2tuple, nn.init.trunc_normal_
+    vars(layers).update(DropPath=DropPath, to_2tuple=to_2tuple, trunc_normal_=nn.init.trunc_normal_)
     registry = types.ModuleType("timm.models.registry")
-    registry.register_model = register_model
+    vars(registry).update(register_model=register_model)
     models = types.ModuleType("timm.models")
-    models.layers, models.registry = layers, registry
+    vars(models).update(layers=layers, registry=registry)
     root = types.ModuleType("timm")
-    root.models = models
+    vars(root).update(models=models)
     for module in (root, models, layers, registry):
         sys.modules[module.__name__] = module
 
@@ -85,6 +86,7 @@ def import_mobile_sam() -> tuple[types.ModuleType, types.ModuleType]:
 
 
 def import_sam_onnx() -> type:
-    """segment-anything's ``SamOnnxModel`` (``mobile_sam.utils.onnx``), whose point embedding geosam reuses."""
+    """segment-anything's ``SamOnnxModel`` (``mobile_sam.utils.onnx``), whose point embedding geosam
+    reuses."""
     import_mobile_sam()
     return importlib.import_module("mobile_sam.utils.onnx").SamOnnxModel

@@ -10,24 +10,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.base import AutomaticParams, Masks
+from geosam.models.base import AutomaticParams, Embedding, Masks
 
 # Float32 logits upsampled per call, at the model input's size and at the image's: 4 masks of a 1024²
-# tile, 16 MB an array. Under glibc's mmap threshold in workers (geosam.pipeline.MALLOC), so they reuse
+# tile, 16 MB an array. Under glibc's mmap threshold in workers (geosam.cluster.MALLOC), so they reuse
 # the heap the encoder and decoder just freed instead of adding fresh pages to a task's peak.
 UPSCALE_BYTES = 32 * 2**20
 MASKS_PER_STEP = 16  # masks whose stability is counted at once: their boolean maps stay small
 BOXES_PER_STEP = 256  # masks boxed at once: 16 MB of boolean maps at 256² logits
 
-if TYPE_CHECKING:
-    from geosam.models.sam import Embedding, SamModel
+
+class _Runtime(Protocol):
+    @property
+    def multimask(self) -> bool:
+        """Whether the decoder can answer with all three masks of a prompt."""
+        ...
+
+
+class Predictor(Protocol):
+    """What automatic mode asks of a promptable model (``geosam.models.sam.SamModel`` is one)."""
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def runtime(self) -> _Runtime: ...
+
+    def embed(self, image: np.ndarray) -> Embedding: ...
+
+    def confident_points(
+        self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool, min_iou: float
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def upscale(self, embedding: Embedding, low_res: torch.Tensor) -> torch.Tensor: ...
+
+    def upsampling(self, embedding: Embedding) -> Upsampling: ...
+
+    def low_res_extent(self, embedding: Embedding) -> tuple[int, int]: ...
 
 
 def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
@@ -133,8 +159,12 @@ def _count_above(low_res: torch.Tensor, upsampling: Upsampling, threshold: float
             patch = logits[k[:, None, None], i[:, None, None] + dy, j[:, None, None] + dx].float()
             # interpolated along columns, then rows, as F.interpolate sums: (n, rows, columns) values
             wy, wx = rows.weights[rows.pixels[i]], cols.weights[cols.pixels[j]]
-            across = sum(patch[:, :, b, None] * wx[:, None, :, b] for b in range(cols.width))
-            values = sum(wy[:, :, a, None] * across[:, None, a] for a in range(rows.width))
+            across = patch[:, :, 0, None] * wx[:, None, :, 0]  # the sums' first terms, then the others
+            for b in range(1, cols.width):
+                across = across + patch[:, :, b, None] * wx[:, None, :, b]
+            values = wy[:, :, 0, None] * across[:, None, 0]
+            for a in range(1, rows.width):
+                values = values + wy[:, :, a, None] * across[:, None, a]
             hits = (values > threshold) & rows.real[i][:, :, None] & cols.real[j][:, None, :]
             found += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(logits))
     return counts
@@ -159,7 +189,7 @@ def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torc
 
 
 def generate(
-    model: SamModel,
+    model: Predictor,
     image: np.ndarray,
     valid: np.ndarray,
     params: AutomaticParams,
@@ -200,10 +230,10 @@ def generate(
         chunk = kept[start : start + step]
         np.logical_and((model.upscale(embedding, low_res[chunk].float()) > 0).numpy(), valid,
                        out=full[start : start + len(chunk)])  # fmt: skip
-    keep = objects(full, valid, params.max_area_fraction)
-    if not keep.all():
-        full = full[keep]
-    return Masks(full, iou[kept].numpy()[keep], stable[kept].numpy()[keep])
+    whole = objects(full, valid, params.max_area_fraction)
+    if not whole.all():
+        full = full[whole]
+    return Masks(full, iou[kept].numpy()[whole], stable[kept].numpy()[whole])
 
 
 class _Found:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from geosam.settings import MODEL
 from geosam.tiling import TileImage
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,36 @@ class Masks:
 
 @dataclass(frozen=True)
 class AutomaticParams:
-    """Settings of automatic mode; the defaults suit 1024-pixel tiles of aerial imagery."""
+    """Settings of automatic mode; the defaults suit 1024-pixel tiles of aerial imagery.
 
-    points_per_side: int = 32  # the prompt grid is points_per_side² over the tile
-    points_per_batch: int = 16  # prompts decoded per model call (memory vs. speed)
-    pred_iou_thresh: float = 0.88  # drop masks the model itself rates below this IoU
-    stability_score_thresh: float = 0.92  # drop masks that change when the logit threshold moves
+    The first four take their defaults from the settings (``geosam.settings.Model``, where
+    ``stability_score_thresh`` is ``stability_thresh``), which also hold the limits that the command
+    line and pipeline files check.
+
+    Attributes:
+        points_per_side: The prompt grid is ``points_per_side``² points over the tile (fewer is faster).
+        points_per_batch: Prompts decoded per model call: more is faster and takes more memory.
+        pred_iou_thresh: Masks the model itself rates below this predicted IoU (0 to 1) are dropped.
+        stability_score_thresh: Masks whose stability score (0 to 1) is below this are dropped: those
+            that change when the threshold on the mask logits moves.
+        stability_score_offset: The shift of the logit threshold that the stability score is
+            measured with (logit units).
+        box_nms_thresh: Of two masks whose boxes overlap (IoU) more than this, the lower-scored one
+            is suppressed.
+        max_area_fraction: Masks covering more than this fraction of the tile's valid pixels (above
+            0, at most 1) are the image, not an object, and are dropped.
+
+    Raises:
+        ValueError: ``points_per_side`` or ``points_per_batch`` below 1, or ``max_area_fraction``
+            not in (0, 1].
+    """
+
+    points_per_side: int = MODEL.points_per_side  # the prompt grid is points_per_side² over the tile
+    points_per_batch: int = MODEL.points_per_batch  # prompts decoded per model call (memory vs. speed)
+    pred_iou_thresh: float = MODEL.pred_iou_thresh  # drop masks the model itself rates below this IoU
+    stability_score_thresh: float = (
+        MODEL.stability_thresh
+    )  # drop masks that change when the logit threshold moves
     stability_score_offset: float = 1.0  # the logit shift used for the stability score
     box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
     max_area_fraction: float = 0.95  # masks of more of the tile's valid pixels are the image, not an object
@@ -48,6 +76,15 @@ class AutomaticParams:
             raise ValueError("points_per_side and points_per_batch must be at least 1")
         if not 0 < self.max_area_fraction <= 1:
             raise ValueError("max_area_fraction must be above 0 and at most 1")
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """An image embedding with the sizes needed to map prompts and masks to the image."""
+
+    features: torch.Tensor  # (1, 256, 64, 64)
+    original_size: tuple[int, int]  # (H, W) of the image
+    input_size: tuple[int, int]  # (h, w) after resizing the longest side to the model input
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""SAM state dicts from checkpoint files: read as weights only, and their architecture told by their shapes."""
+"""SAM state dicts from checkpoint files: read as weights only, their architecture told by their shapes."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from geosam.models.parts import Attention, Linear, MaskDecoder, Norm, PromptEncoder, SubpixelConv
 
 # Prompt positions upscaled per step: its arrays (2 MB at most for 16 prompts) stay in the CPU's cache.
 UPSCALE_CHUNK = 1024
@@ -89,7 +91,8 @@ class ImageTerms:
 
 @dataclass(frozen=True)
 class _Block:
-    """Vectors ``vecs[start:stop]`` an attention added: ``(value @ weightᵀ) ⊙ gain``, one per head and token."""
+    """Vectors ``vecs[start:stop]`` an attention added: ``(value @ weightᵀ) ⊙ gain``, one per head and
+    token."""
 
     start: int
     stop: int
@@ -137,7 +140,7 @@ class _Keys:
         coef = self.coef[: len(kept)]
         return _Keys(self.stage, self.a[prompts], coef, self.vecs[prompts], coef, self.scratch, blocks)
 
-    def attend(self, query: Tensor, linear: nn.Linear, terms: ImageTerms, pe: bool) -> Tensor:
+    def attend(self, query: Tensor, linear: Linear, terms: ImageTerms, pe: bool) -> Tensor:
         """Dot products (B, H, T, N) of per-head ``query`` (B, H, T, d) with ``linear(state [+ pe])``."""
         heads, dim = query.shape[1], query.shape[-1]
         weight = linear.weight.T
@@ -158,13 +161,13 @@ class _Keys:
         return scores.add_(self._per_head(query, const))
 
     def _per_head(self, query: Tensor, mapped: Tensor) -> Tensor:
-        """``einsum("bhtd,nhd->bhtn", query, mapped)`` in the scratch array ``products``, laid out head-major."""
+        """``einsum("bhtd,nhd->bhtn", query, mapped)`` in the scratch array ``products``, head-major."""
         batch, heads, tokens, _ = query.shape
         out = self.scratch.take("products", (heads, batch * tokens, len(mapped)), query)
         torch.bmm(query.transpose(0, 1).flatten(1, 2), mapped.permute(1, 2, 0), out=out)
         return out.view(heads, batch, tokens, -1).transpose(0, 1)
 
-    def mix(self, weights: Tensor, linear: nn.Linear) -> Tensor:
+    def mix(self, weights: Tensor, linear: Linear) -> Tensor:
         """``weights`` (B, H, T, N), summing to 1 over N, applied to ``linear(state)``: (B, H, T, d)."""
         batch, heads, tokens, _ = weights.shape
         weight = linear.weight.T
@@ -207,7 +210,7 @@ class _Keys:
             out += (self.coef[:, constant] * (self.vecs[0, constant] @ self.stage.base.T)).sum(1)
         return out
 
-    def layer_norm(self, norm: nn.LayerNorm) -> _Keys:
+    def layer_norm(self, norm: Norm) -> _Keys:
         channels = self.vecs.shape[-1]
         mean = self.a * self.stage.mean + (self.vecs.mean(-1)[:, None] @ self.coef)[:, 0]
         gram = self.scratch.take("scores", self.coef.shape, self.coef)
@@ -236,7 +239,7 @@ class LowRankDecoder:
     """SAM's prompt-to-mask decoder (``sam.mask_decoder``), restructured for many prompts per image."""
 
     @torch.inference_mode()
-    def __init__(self, mask_decoder: nn.Module, prompt_encoder: nn.Module) -> None:
+    def __init__(self, mask_decoder: MaskDecoder, prompt_encoder: PromptEncoder) -> None:
         self.decoder = mask_decoder
         self.transformer = mask_decoder.transformer
         self.dense = prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)  # the no-mask prompt
@@ -351,7 +354,7 @@ def _pick(multimask: bool) -> slice:
     return slice(1, None) if multimask else slice(0, 1)
 
 
-def _subpixel_matrix(conv: nn.ConvTranspose2d) -> Tensor:
+def _subpixel_matrix(conv: SubpixelConv) -> Tensor:
     """A 2×2 stride-2 transposed convolution as a (in, (dy, dx, out)) matrix for channel-last inputs."""
     return conv.weight.permute(0, 2, 3, 1).flatten(1)
 
@@ -360,7 +363,7 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, n, d)
 
 
-def _tokens_to_image(attn: nn.Module, q: Tensor, keys: _Keys, terms: ImageTerms) -> Tensor:
+def _tokens_to_image(attn: Attention, q: Tensor, keys: _Keys, terms: ImageTerms) -> Tensor:
     """SAM's token-to-image attention: tokens ``q`` (B, T, C) attend to the image positions."""
     query = _heads(attn.q_proj(q), attn.num_heads)
     scores = keys.attend(query / math.sqrt(query.shape[-1]), attn.k_proj, terms, pe=True)
@@ -368,7 +371,7 @@ def _tokens_to_image(attn: nn.Module, q: Tensor, keys: _Keys, terms: ImageTerms)
     return attn.out_proj(keys.mix(weights, attn.v_proj).transpose(1, 2).flatten(2))
 
 
-def _image_to_tokens(attn: nn.Module, keys: _Keys, k: Tensor, v: Tensor, terms: ImageTerms) -> _Keys:
+def _image_to_tokens(attn: Attention, keys: _Keys, k: Tensor, v: Tensor, terms: ImageTerms) -> _Keys:
     """``keys + attention(image -> tokens)``: each position gains a softmax mix of per-head token vectors."""
     heads = attn.num_heads
     key = _heads(attn.k_proj(k), heads)  # (B, H, T, d)

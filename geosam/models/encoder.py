@@ -14,7 +14,9 @@ tokens at a time. ``python benchmarks/encoder.py`` measures both against SAM's c
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,30 @@ from torch import Tensor, nn
 # Measured on ViT-B, 2 cores: 1024 queries made a global block about 8 % faster and the peak 450 MB higher.
 CHUNK = 256
 MLP_CHUNK = 1024  # tokens per MLP call: its hidden layer is MLP_CHUNK × 4 × width (ViT-B: 12 MB)
+
+
+_Module = TypeVar("_Module")
+
+
+class ViTAttention(Protocol):
+    """What ``ChunkedAttention`` takes of SAM's ViT ``Attention`` (mobile_sam is untyped, and torch types
+    an nn.Module's submodules and parameters only as ``Tensor | Module``)."""
+
+    num_heads: int
+    scale: float
+    qkv: nn.Linear
+    proj: nn.Linear
+    use_rel_pos: bool
+    rel_pos_h: nn.Parameter  # only where use_rel_pos
+    rel_pos_w: nn.Parameter
+
+
+class ViTMLP(Protocol):
+    """What ``ChunkedMLP`` takes of SAM's ViT ``MLPBlock``."""
+
+    lin1: nn.Linear
+    act: Callable[[Tensor], Tensor]
+    lin2: nn.Linear
 
 
 def _image_encoder() -> ModuleType:
@@ -38,7 +64,14 @@ def _image_encoder() -> ModuleType:
 class ChunkedAttention(nn.Module):
     """A drop-in for SAM's ViT ``Attention`` (sharing its parameters) that attends in query chunks."""
 
-    def __init__(self, attention: nn.Module, chunk: int = CHUNK) -> None:
+    num_heads: int
+    scale: float
+    qkv: nn.Linear
+    proj: nn.Linear
+    rel_pos_h: nn.Parameter
+    rel_pos_w: nn.Parameter
+
+    def __init__(self, attention: ViTAttention, chunk: int = CHUNK) -> None:
         super().__init__()
         self.num_heads = attention.num_heads
         self.scale = attention.scale
@@ -95,7 +128,11 @@ class ChunkedMLP(nn.Module):
     """A drop-in for SAM's ViT ``MLPBlock`` (sharing its parameters) that runs ``chunk`` tokens at a time:
     its hidden layer (4 × the width) never exists for the whole image at once."""
 
-    def __init__(self, mlp: nn.Module, chunk: int = MLP_CHUNK) -> None:
+    lin1: nn.Linear
+    act: Callable[[Tensor], Tensor]
+    lin2: nn.Linear
+
+    def __init__(self, mlp: ViTMLP, chunk: int = MLP_CHUNK) -> None:
         super().__init__()
         self.lin1, self.act, self.lin2 = mlp.lin1, mlp.act, mlp.lin2
         self.chunk = chunk
@@ -109,7 +146,7 @@ class ChunkedMLP(nn.Module):
         return out
 
 
-def chunk_attention(encoder: nn.Module, chunk: int = CHUNK) -> nn.Module:
+def chunk_attention(encoder: _Module, chunk: int = CHUNK) -> _Module:
     """Swap the attention and MLP of every block of SAM's ``ImageEncoderViT`` for a ``ChunkedAttention``
     and a ``ChunkedMLP``, in place.
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from geosam.atomic import write_bytes
 from geosam.errors import ModelError
-from geosam.io import write_bytes
 from geosam.models.weights import cache_dir
 
 if TYPE_CHECKING:
@@ -102,8 +102,11 @@ def _write(module, args, path: Path, checksum: str, inputs, outputs, dynamic) ->
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        # the TorchScript exporter (dynamo=False) writes to any file-like object ("Normally f can be a
+        # file-like object", torch/onnx/_internal/torchscript_exporter/utils.py); export() annotates a path
         torch.onnx.export(
-            module, args, buffer, dynamo=False, opset_version=OPSET, input_names=inputs,
+            module, args, buffer,  # type: ignore[arg-type]
+            dynamo=False, opset_version=OPSET, input_names=inputs,
             output_names=outputs, dynamic_axes=dynamic or None,
         )  # fmt: skip
     model = onnx.load_from_string(buffer.getvalue())
@@ -260,7 +263,7 @@ def verify(
             a = reference.decode(ours, **kwargs)[0].flatten(0, 1)
             b = candidate.decode(theirs, **kwargs)[0].flatten(0, 1)
             prompts += len(grid)
-            for x, y in zip(a.split(16), b.split(16)):
+            for x, y in zip(a.split(16), b.split(16), strict=True):  # the same prompts' masks
                 x, y = reference.upscale(ours, x) > 0, reference.upscale(theirs, y) > 0
                 union = (x | y).flatten(1).sum(1)
                 inter = (x & y).flatten(1).sum(1)

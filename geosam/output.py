@@ -1,4 +1,4 @@
-"""Writing results: atomically, so a failed run never leaves a partial file at the output path.
+"""Writing results as vector files: atomically, so a failed run never leaves a partial file at the output path.
 
 Formats by extension: GeoPackage (with a default QGIS style), GeoJSON (RFC 7946, WGS84), GeoParquet
 and Shapefile (a set of files, field names of at most 10 characters).
@@ -36,21 +36,6 @@ STYLE_NAME = "geosam: outlines by score"
 LAYER = "objects"  # the layer geosam writes its objects to
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write a small file atomically (temporary file beside it, then rename), readable as umask allows."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS) -> str:
     """Fail before any work if ``path`` cannot be written; return the driver (format) for it."""
     path = Path(path)
@@ -84,8 +69,27 @@ def write(
     on opening and, with a ``report``, the run's provenance as layer metadata (a few items to read
     at a glance and the whole report as JSON); a Shapefile's field names are cut to 10 characters
     (``shapefile_fields``).
+
+    Args:
+        objects: The objects, e.g. what ``geosam.segment`` returns.
+        path: The output file: .gpkg (GeoPackage), .geojson (GeoJSON, reprojected to WGS84),
+            .parquet (GeoParquet, needs pyarrow) or .shp (Shapefile).
+        overwrite: Replace an existing file at ``path``.
+        layer: The layer name (GeoPackage and GeoJSON).
+        report: The run's report (``geosam.report.RunReport``), kept as a GeoPackage's layer
+            metadata.
+
+    Raises:
+        OutputError: The extension names no supported format, the file exists (without
+            ``overwrite``), its folder does not exist or is not writable, or GeoParquet output
+            lacks pyarrow. Nothing is written then.
     """
-    write_layers({layer: objects}, path, overwrite=overwrite, metadata={layer: _layer_metadata(report)})
+    write_layers(
+        {layer: objects},
+        path,
+        overwrite=overwrite,
+        metadata={layer: report.layer_metadata() if report is not None else None},
+    )
 
 
 def write_layers(
@@ -223,18 +227,3 @@ def _pyarrow() -> None:
         raise OutputError(
             "GeoParquet output needs pyarrow: pip install 'geosam[parquet]' (or pip install pyarrow)"
         ) from None
-
-
-def _layer_metadata(report: RunReport | None) -> dict[str, str] | None:
-    """How the layer was made, in short: shown by ``ogrinfo`` and QGIS's layer properties."""
-    if report is None:
-        return None
-    return {
-        "GEOSAM_VERSION": str(report.versions.get("geosam")),
-        "GEOSAM_MODEL": report.model,
-        "GEOSAM_MODEL_SHA256": report.model_sha256 or "",
-        "GEOSAM_SCENE": report.scene,
-        "GEOSAM_STARTED": report.started,
-        "GEOSAM_STATUS": report.status,
-        "GEOSAM_RUN_REPORT": report.to_json(),
-    }

@@ -1,0 +1,294 @@
+"""Running a pipeline: check everything before any work, then one scene at a time through one Dask
+cluster, skipping scenes finished by an earlier run of the same settings (``geosam.batch.records``).
+
+A merged output is made from per-scene parts kept in ``NAME.parts/`` beside it, so that it, too,
+resumes scene by scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+
+from geosam import output
+from geosam._version import __version__
+from geosam.batch import records
+from geosam.batch.config import Pipeline
+from geosam.batch.estimate import duration
+from geosam.batch.plan import (
+    Plan,
+    SceneJob,
+    ScenePrompts,
+    cluster_choice,
+    model_spec,
+    open_scenes,
+    plan,
+    read_groups,
+    read_options,
+)
+from geosam.errors import GeosamError, reason
+from geosam.fingerprint import model_identity
+from geosam.georef import Scene, area_m2
+from geosam.tiling import TileGrid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneOutcome:
+    job: SceneJob
+    status: str  # 'done' (run now), 'skipped' (finished earlier), 'failed'
+    objects: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    skipped_prompts: int = 0
+
+
+@dataclass
+class Summary:
+    plan: Plan
+    outcomes: list[SceneOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    merged_written: bool = False
+
+    @property
+    def failed(self) -> list[SceneOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    def table(self) -> str:
+        width = max([5, *(len(o.job.name) for o in self.outcomes)])
+        lines = [f"{'scene':<{width}}  {'status':<8}  {'objects':>7}  {'time':>9}  note"]
+        for o in self.outcomes:
+            note = o.message or (f"{o.skipped_prompts} prompts skipped" if o.skipped_prompts else "")
+            objects = "" if o.status == "failed" else str(o.objects)
+            seconds = "" if o.status == "skipped" else duration(o.seconds)
+            lines.append(f"{o.job.name:<{width}}  {o.status:<8}  {objects:>7}  {seconds:>9}  {note}".rstrip())
+        counts = {s: sum(o.status == s for o in self.outcomes) for s in ("done", "skipped", "failed")}
+        total = sum(o.objects for o in self.outcomes if o.status != "failed")
+        where = self.plan.merged or Path(self.plan.pipeline.resolve(self.plan.pipeline.output.path))
+        lines.append(
+            f"{len(self.outcomes)} scenes: {counts['done']} done, {counts['skipped']} skipped (finished earlier), "
+            f"{counts['failed']} failed; {total} objects in {where}; {duration(self.seconds)}"
+        )
+        return "\n".join(lines)
+
+
+def run(
+    pipeline: Pipeline,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    model: Any = None,
+    on_scene: Callable[[SceneOutcome], None] | None = None,
+    on_tile: Callable[[SceneJob, int], None] | None = None,
+) -> Summary:
+    """Run every scene not finished before; return what happened to each.
+
+    Everything is checked first (inputs, scenes, prompt files, outputs, the model); then scenes run
+    one after another, their tiles on one Dask cluster: a local one of ``workers`` processes, the
+    scheduler at ``scheduler``, or the pipeline's cluster. A scene that fails is reported in the
+    summary and the others go on; its next run retries it. ``model`` replaces the pipeline's model
+    (a model source with ``check``/``load``; tests use stand-ins). ``on_tile(job, total)`` is called
+    as each tile finishes (progress).
+    """
+    started = time.perf_counter()
+    the_plan = plan(pipeline)
+    scenes = open_scenes(the_plan)
+    groups = read_groups(the_plan, scenes)
+    source = model if model is not None else model_spec(pipeline)
+    identity = model_identity(source)
+    keys = {
+        job.name: records.scene_key(the_plan.pipeline, job.path, job.prompts, identity)
+        for job in the_plan.jobs
+    }
+    states = {job.name: records.state(job.output, job.record, keys[job.name]) for job in the_plan.jobs}
+    _check_outputs(the_plan, states, keys, overwrite)
+    todo = [job for job in the_plan.jobs if states[job.name] != "finished"]
+    if todo:
+        source.check()
+    workers, scheduler = cluster_choice(pipeline, workers, scheduler)
+    automatic = [job for job in todo if job.prompts is None]
+    summary = Summary(the_plan)
+    loaded: list[Any] = []  # the prompt-mode model, loaded on first use
+    with (
+        _client(workers, scheduler, getattr(source, "device", "cpu"))
+        if automatic and not (workers == 0 and not scheduler)
+        else nullcontext() as client
+    ):
+        address = client.scheduler.address if client is not None else None
+        for job in the_plan.jobs:
+            if states[job.name] == "finished":
+                record = records.read(job.record) or {}
+                outcome = SceneOutcome(job, "skipped", int(record.get("objects", 0)))
+            else:
+                outcome = _run_scene(the_plan, job, scenes[job.name], groups.get(job.name), source, loaded,
+                                     keys[job.name], scheduler is None, address, on_tile)  # fmt: skip
+            summary.outcomes.append(outcome)
+            if on_scene is not None:
+                on_scene(outcome)
+    if the_plan.merged is not None and not summary.failed:
+        summary.merged_written = _merge(the_plan, the_plan.merged, keys)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@contextmanager
+def _client(workers: int | None, scheduler: str | None, device: str) -> Iterator[Any]:
+    from geosam.cluster import dask_client
+
+    with dask_client(workers, scheduler, device) as client:
+        yield client
+
+
+def _check_outputs(plan: Plan, states: dict[str, str], keys: dict[str, str], overwrite: bool) -> None:
+    """Fail before any work where an output cannot be written, or exists and may not be replaced."""
+    pipeline = plan.pipeline
+    merged = plan.merged
+    if merged is not None:
+        _make_folder(pipeline, merged.with_name(f"{merged.stem}.parts"))
+        output.check_output(merged, overwrite=True)  # writable
+        record = records.read(records.record_path(merged))
+        current = record is not None and record.get("key") == _merged_key(plan, keys)
+        if merged.exists() and not current and not overwrite:
+            raise pipeline.fail(
+                [
+                    f"output.path: {plan.merged} exists from another run or other settings: pass --overwrite to replace it"
+                ]
+            )
+        return
+    folder = Path(pipeline.resolve(pipeline.output.path))
+    _make_folder(pipeline, folder)
+    stale = [job.output for job in plan.jobs if states[job.name] == "stale"]
+    if stale and not overwrite:
+        names = ", ".join(p.name for p in stale[:5]) + (
+            f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+        )
+        raise pipeline.fail(
+            [f"{folder}: {names} exist from another run or other settings: pass --overwrite to replace them"]
+        )
+    if plan.jobs:
+        output.check_output(plan.jobs[0].output, overwrite=True)
+
+
+def _make_folder(pipeline: Pipeline, folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise pipeline.fail([f"output.path: cannot create the folder {folder} ({reason(exc)})"]) from None
+
+
+def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on_tile) -> SceneOutcome:
+    started = time.perf_counter()
+    try:
+        if job.prompts is None:
+            frame, skipped = _automatic(plan, job, scene, source, local, address, on_tile), 0
+        else:
+            frame, skipped = _prompted(plan, scene, groups, source, loaded)
+        frame = _filter(plan.pipeline, frame, scene, renumber=job.prompts is None)
+        output.write(frame, job.output, overwrite=True)
+    except GeosamError as exc:
+        log.debug("scene %s failed", job.name, exc_info=True)
+        return SceneOutcome(job, "failed", seconds=time.perf_counter() - started, message=str(exc))
+    seconds = time.perf_counter() - started
+    records.write(job.record, {
+        "key": key, "scene": job.path, "objects": len(frame), "seconds": round(seconds, 3),
+        "geosam": __version__, "pipeline": plan.pipeline.source, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })  # fmt: skip
+    return SceneOutcome(job, "done", len(frame), seconds, skipped_prompts=skipped)
+
+
+def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoDataFrame:
+    """The scene's objects, its tiles on the cluster at ``address`` (``local``: the one this run
+    started, whose workers share the cores) or in this process."""
+    from geosam.scene_run import segment
+
+    p = plan.pipeline
+    total = len(TileGrid(scene.width, scene.height, p.tiling.tile_size, p.tiling.overlap))
+    return segment(
+        job.path, model=source, tile_size=p.tiling.tile_size, overlap=p.tiling.overlap,
+        prompt_rounds=p.tiling.prompt_rounds,
+        min_area=p.filters.min_area, simplify=p.filters.simplify,
+        workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
+        on_tile=(lambda result: on_tile(job, total)) if on_tile else None, **read_options(p),
+    )  # fmt: skip
+
+
+def _prompted(
+    plan: Plan, scene: Scene, prompts: ScenePrompts, source: Any, loaded: list
+) -> tuple[gpd.GeoDataFrame, int]:
+    from geosam.session import Session
+
+    if not loaded:
+        loaded.append(source.load())
+    session = Session(scene, loaded[0], cache=plan.pipeline.prompts.cache)
+    frame = session.predict(prompts=prompts.groups, crs=prompts.crs)
+    return frame, len(frame.attrs.get("skipped", []))
+
+
+def _filter(pipeline: Pipeline, frame: gpd.GeoDataFrame, scene: Scene, renumber: bool) -> gpd.GeoDataFrame:
+    """Score and area filters (automatic mode applies area and simplify while building its frame)."""
+    f = pipeline.filters
+    frame = frame.copy()
+    frame.attrs = {}
+    if not renumber and f.simplify > 0 and len(frame):  # prompt mode: simplify by pixels, in map units
+        geometry = np.asarray(frame.geometry.values, dtype=object)
+        import shapely
+
+        frame = frame.set_geometry(
+            shapely.make_valid(
+                shapely.simplify(geometry, f.simplify * scene.pixel_size[0], preserve_topology=True)
+            ),
+            crs=frame.crs,
+        )
+        frame["area_m2"] = (
+            area_m2(np.asarray(frame.geometry.values, dtype=object), scene.crs) if scene.crs else frame.area
+        )
+    keep = frame["score"] >= f.min_score
+    if not renumber:
+        keep &= frame["area_m2"] >= f.min_area
+    frame = frame[keep].reset_index(drop=True)
+    if renumber:
+        frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    return frame
+
+
+def _merged_key(plan: Plan, keys: dict[str, str]) -> str:
+    return records.merged_key([(j.name, j.layer, keys[j.name]) for j in plan.jobs])
+
+
+def _merge(plan: Plan, merged: Path, keys: dict[str, str]) -> bool:
+    """Write the merged GeoPackage from the parts, unless it is already current; True if written."""
+    import pandas as pd
+    import pyogrio
+
+    key = _merged_key(plan, keys)
+    record = records.read(records.record_path(merged))
+    if merged.exists() and record is not None and record.get("key") == key:
+        return False
+    layers: dict[str, list[gpd.GeoDataFrame]] = {}
+    for job in plan.jobs:
+        part = pyogrio.read_dataframe(job.output, layer=output.LAYER)
+        part.insert(0, "scene", job.name)
+        layers.setdefault(job.layer, []).append(part)
+    frames = {}
+    for layer, parts in layers.items():
+        crs = next((p.crs for p in parts if p.crs is not None), None)
+        if crs is not None and any(p.crs is None for p in parts):
+            raise plan.pipeline.fail([f"output: layer {layer!r} mixes scenes with and without a CRS"])
+        parts = [p.to_crs(crs) if crs is not None and p.crs != crs else p for p in parts]
+        frames[layer] = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=crs)
+    output.write_layers(frames, merged, overwrite=True)
+    records.write(
+        records.record_path(merged),
+        {"key": key, "scenes": [j.name for j in plan.jobs], "geosam": __version__},
+    )
+    return True

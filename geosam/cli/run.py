@@ -1,0 +1,78 @@
+"""``geosam run``: a pipeline file, the same job over a batch of scenes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from geosam.cli.options import option
+from geosam.settings import Cluster
+
+
+@click.command("run")
+@click.argument("pipeline", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--dry-run", is_flag=True, help="Show the plan (scenes, tiles, estimated time) and run nothing."
+)
+@click.option("--schema", is_flag=True, help="Print the pipeline format as JSON Schema and exit.")
+@option(
+    Cluster,
+    "workers",
+    help="Local Dask worker processes; 0 runs tiles in this process [default: the pipeline's].",
+)
+@option(Cluster, "scheduler", help="Address of an existing Dask scheduler [default: the pipeline's].")
+@click.option("--overwrite", is_flag=True, help="Replace outputs left by other runs or settings.")
+@click.pass_context
+def command(ctx, pipeline, dry_run, schema, workers, scheduler, overwrite) -> None:
+    """Run the pipeline file PIPELINE (YAML or TOML): the same job over many scenes.
+
+    All scenes run through one Dask cluster; a scene finished by an earlier run with the same
+    settings is skipped, so an interrupted run picks up where it stopped. One summary at the end.
+    """
+    import json
+
+    from geosam.batch import config
+
+    if schema:
+        click.echo(json.dumps(config.json_schema(), indent=2))
+        return
+    if pipeline is None:
+        raise click.UsageError("give a PIPELINE file (or --schema)")
+    from geosam.batch import estimate, run
+
+    loaded = config.load(pipeline)
+    if dry_run:
+        click.echo(estimate.dry_run(loaded, workers=workers, scheduler=scheduler, overwrite=overwrite))
+        return
+    from tqdm import tqdm
+
+    quiet = ctx.obj["quiet"]
+    bars: dict[str, tqdm] = {}
+
+    def on_tile(job, total: int) -> None:
+        if job.name not in bars:
+            bars[job.name] = tqdm(total=total, unit="tile", desc=job.name, file=sys.stderr, leave=False,
+                                  disable=True if quiet else None)  # fmt: skip
+        bars[job.name].update(1)
+
+    def on_scene(outcome) -> None:
+        bar = bars.pop(outcome.job.name, None)
+        if bar is not None:
+            bar.close()
+        if not quiet:
+            what = {"skipped": "finished earlier, skipped", "failed": f"failed: {outcome.message}"}.get(
+                outcome.status, f"{outcome.objects} objects in {estimate.duration(outcome.seconds)}"
+            )
+            click.echo(f"{outcome.job.name}: {what}", err=True)
+
+    summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, on_scene=on_scene,
+                         on_tile=on_tile)  # fmt: skip
+    click.echo(summary.table())
+    if summary.failed:
+        first = summary.failed[0]
+        raise config.PipelineError(
+            f"{len(summary.failed)} of {len(summary.outcomes)} scenes failed ({first.job.name}: {first.message}); "
+            "run again to retry them: finished scenes are skipped"
+        )

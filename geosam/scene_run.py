@@ -1,0 +1,340 @@
+"""One scene's run: its tiles through the cluster (or this process), resumed from the work folder,
+prompt rounds across seams, the stitched objects as a GeoDataFrame and the run's report.
+
+``segment`` is the public entry point; ``segment_scene`` returns the report too. ``SceneRun`` holds the
+state that tile results change as they arrive (stitcher, prompt rounds, report), in small methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import typing
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import shapely
+
+from geosam import settings
+from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
+from geosam.errors import TileError, TileInputError
+from geosam.fingerprint import model_identity, run_key
+from geosam.georef import Scene, area_m2, open_scene
+from geosam.models import ModelSpec
+from geosam.report import RunReport, TileFailure, peak_rss
+from geosam.reprompt import PromptJob, Reprompter
+from geosam.resume import WorkDir, iter_finished
+from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates
+from geosam.tasks import ModelSource, TileResult
+from geosam.tiling import Tile, TileGrid
+from geosam.vectorize import tidy, to_map
+from geosam.xr import is_dataarray, scene_file
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import xarray
+
+log = logging.getLogger(__name__)
+
+READ, MODEL, TILING, FILTERS = settings.READ, settings.MODEL, settings.TILING, settings.FILTERS
+CLUSTER, EXECUTION = settings.CLUSTER, settings.EXECUTION
+
+
+class SceneRun:
+    """The state of one scene's run as tile results arrive: stitching, prompt rounds, resume, report.
+
+    Results come in any order. Each goes to the work folder (when there is one), its pieces to the
+    prompt rounds (``Reprompter``), which say which tiles' pieces are final; final pieces go to the
+    stitcher one result later, so that the last tiles' objects are assembled after a local cluster
+    has closed (its workers, each holding a model, are then no longer alive).
+    """
+
+    def __init__(
+        self, grid: TileGrid, report: RunReport, work: WorkDir | None, prompt_rounds: int,
+        on_tile: Callable[[TileResult], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.grid, self.report, self.work = grid, report, work
+        self.on_tile = on_tile or (lambda result: None)
+        self.stitcher = Stitcher(grid)
+        self.reprompter = Reprompter(grid, prompt_rounds)
+        self.jobs: deque[PromptJob] = deque()  # prompts to send, taken by the cluster between tiles
+        self.asked: dict[tuple[int, int, int], str] = {}  # digests of the jobs out, by tile and round
+        self.objects: list[StitchedObject] = []
+        self.finished: deque[tuple[Tile, list[Piece]]] = deque()  # final pieces, not yet stitched
+        self.input_failures: list[bool] = []  # of failed tiles: whether each failed on its input
+        self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
+
+    def resume(self) -> set[tuple[int, int]]:
+        """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
+        reused: set[tuple[int, int]] = set()
+        if self.work is None:
+            return reused
+        for tile, pieces, segmented in iter_finished(self.work, self.grid, self.work.finished()):
+            reused.add((tile.row, tile.col))
+            self.take(TileResult(tile, pieces, segmented, reused=True))
+        if reused:
+            log.info("resuming: %d of %d tiles reused from %s", len(reused), len(self.grid), self.work.folder)
+        return reused
+
+    def take(self, result: TileResult) -> None:
+        """One tile's result: a tile segmented (round 0) or a tile's answers to prompts."""
+        self._stitch()
+        self.report.model_s += result.model_s
+        if result.round:
+            self._take_answers(result)
+        else:
+            self._take_tile(result)
+
+    def _take_answers(self, result: TileResult) -> None:
+        """A failure here only leaves the seam as it was."""
+        digest = self.asked.pop((result.tile.row, result.tile.col, result.round))
+        if self.work is not None and result.error is None:
+            self.work.store(result.tile, result.pieces, True, result.round, digest)
+        self._feed(result.tile, result.round, result.pieces)
+
+    def _take_tile(self, result: TileResult) -> None:
+        self.on_tile(result)
+        report = self.report
+        if result.error is not None:
+            report.failed.append(TileFailure(result.tile.row, result.tile.col, result.error))
+            self.input_failures.append(result.input_error)
+        else:
+            if self.work is not None and not result.reused:
+                self.work.store(result.tile, result.pieces, result.segmented)
+            report.tiles_skipped += result.reused
+            report.tiles_done += not result.reused
+            report.tiles_empty += not result.segmented
+            if result.segmented:
+                core = result.tile.core.width * result.tile.core.height
+                self.pixels_all += core
+                self.pixels_now += 0 if result.reused else core
+        self._feed(result.tile, 0, result.pieces, result.segmented and result.error is None)
+
+    def _feed(self, tile: Tile, round: int, pieces: list[Piece], segmented: bool = True) -> None:
+        """Pieces to the prompt rounds; the jobs they make are sent, or answered from the work folder."""
+        ready, final = self.reprompter.add(tile, round, pieces, segmented)
+        self.report.prompt_pieces += len(pieces) if round else 0
+        for job in ready:
+            self.report.prompts += len(job.prompts)
+            stored = self.work.load(job.tile, job.round, job.digest) if self.work is not None else None
+            if stored is None:
+                self.jobs.append(job)
+                self.asked[(job.tile.row, job.tile.col, job.round)] = job.digest
+            else:
+                self._feed(job.tile, job.round, stored[0])
+        self.finished.extend(final)
+
+    def _stitch(self) -> None:
+        """Assemble the objects that tiles finished so far complete (a scene-wide one can take hundreds of MB)."""
+        while self.finished:
+            self.objects.extend(self.stitcher.add(*self.finished.popleft()))
+
+    def close(self) -> list[StitchedObject]:
+        """Every object, once all results are in."""
+        self.reprompter.close()
+        self._stitch()
+        self.stitcher.close()
+        return drop_duplicates(self.objects)
+
+
+def segment(path: str | Path | xarray.DataArray, **options: Any) -> gpd.GeoDataFrame:
+    """Segment every object in a scene; return its polygons in the scene's CRS.
+
+    Args:
+        path: Any GDAL raster path, or a rioxarray DataArray (dims (y, x) or (band, y, x), with its
+            CRS, transform and nodata), written to a temporary GeoTIFF that the workers read.
+        **options: The keywords of ``segment_scene`` (tiling, model, reads, cluster, resume).
+
+    Returns:
+        One row per object (id, score, stability, area_m2, tiles, geometry), largest first; the
+            run's report, as plain JSON data (what ``RunReport.to_json`` writes), in
+            ``frame.attrs["report"]``.
+
+    Raises:
+        GeosamError: a subclass that says what is wrong: the scene (InputError), the model
+            (ModelError), the cluster (SchedulerError) or tiles that failed (TileError).
+    """
+    if is_dataarray(path):
+        model = options.get("model", MODEL.name)
+        (ModelSpec(model) if isinstance(model, str) else model).check()  # before writing the array out
+        with scene_file(path, options.get("pixel_coordinates", READ.pixel_coordinates)) as file:
+            return segment(file, **options)
+    frame, report = segment_scene(typing.cast(str | Path, path), **options)
+    frame.attrs["report"] = json.loads(report.to_json())
+    return frame
+
+
+def segment_scene(
+    path: str | Path,
+    *,
+    model: ModelSource | str = MODEL.name,
+    bands: tuple[int | str, ...] | None = READ.bands,
+    percentiles: tuple[float, float] = READ.percentiles,
+    stretch_8bit: bool = READ.stretch_8bit,
+    resolution: float | None = READ.resolution,
+    pixel_coordinates: bool = READ.pixel_coordinates,
+    tile_size: int = TILING.tile_size,
+    overlap: int = TILING.overlap,
+    prompt_rounds: int = TILING.prompt_rounds,
+    min_area: float = FILTERS.min_area,
+    simplify: float = FILTERS.simplify,
+    workers: int | None = CLUSTER.workers,
+    scheduler: str | None = CLUSTER.scheduler,
+    tiles_per_task: int | None = EXECUTION.tiles_per_task,
+    retries: int = EXECUTION.retries,
+    work_dir: str | Path | None = None,
+    allow_partial: bool = False,
+    on_tile: Callable[[TileResult], None] | None = None,
+    parameters: dict | None = None,
+    threads: int | None = None,
+) -> tuple[gpd.GeoDataFrame, RunReport]:
+    """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
+
+    ``path`` is any GDAL raster path. ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan
+    the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid,
+    ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on
+    ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
+    ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
+    using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.
+
+    With ``work_dir``, each finished tile is kept there and a run with the same scene, model and
+    settings segments only the tiles not kept yet (see ``geosam.resume``). A failing tile is tried
+    ``retries`` more times; tiles that still fail raise ``TileError`` (its ``report`` lists them)
+    after every other tile has run, unless ``allow_partial``, which leaves their objects out.
+    ``parameters`` are recorded in the report as the run's settings (default: these keywords).
+    ``tiles_per_task`` tiles are embedded in one encoder call (default: 4 on a GPU, else 1).
+    A piece that runs out of its tile into a neighbour that found nothing of it is put to the
+    neighbour's model as a prompt, for up to ``prompt_rounds`` rounds (see ``geosam.reprompt``).
+    ``threads`` is torch's threads per worker (default: cores / workers on a local cluster, the
+    workers' own on ``scheduler``; 0: cores / workers). ``on_tile`` is called with each tile's result.
+    """
+    started = time.monotonic()
+    if parameters is None:
+        parameters = {
+            k: v for k, v in locals().items() if k not in ("path", "on_tile", "started", "parameters")
+        }
+        parameters["model"] = getattr(model, "name", model)
+    source: ModelSource = ModelSpec(model) if isinstance(model, str) else model
+    source.check()
+    if workers is None:
+        scheduler = scheduler_address(scheduler)
+    if scheduler and "://" not in str(path) and not str(path).startswith("/vsi") and Path(path).exists():
+        path = os.path.abspath(path)  # workers elsewhere do not share this process's folder
+    scene = open_scene(
+        path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
+        pixel_coordinates=pixel_coordinates,
+    )  # fmt: skip
+    grid = TileGrid(scene.width, scene.height, tile_size, overlap)
+    log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    key = run_key(scene, grid, source)
+    report = _report(scene, grid, source, parameters, key, work_dir)
+    work = WorkDir(work_dir, key) if work_dir else None
+    if work is not None:
+        work.check()
+    run = SceneRun(grid, report, work, prompt_rounds, on_tile)
+    reused = run.resume()
+    remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
+    jobs = run.jobs if prompt_rounds else None  # None: no prompts follow, workers keep nothing for them
+    if workers == 0 and not scheduler:
+        report.workers = 1
+        for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
+            run.take(result)
+        report.peak_rss_bytes = {"this process": peak_rss()}
+    else:
+        device = getattr(source, "device", "cpu")
+        with dask_client(workers, scheduler, device) as client:
+            report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+            threads = threads if threads is not None or scheduler else 0
+            batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
+            results = run_tiles(
+                client, scene, grid, source, remaining, retries, threads, report.peak_rss_bytes, batch, jobs
+            )
+            for result in results:
+                run.take(result)
+    objects = run.close()
+    area = _pixel_area_km2(scene)
+    if area is not None:
+        report.area_km2, report.area_km2_this_run = run.pixels_all * area, run.pixels_now * area
+    report.finish(time.monotonic() - started)
+    if report.failed and not allow_partial:
+        raise _failure(report, run, work, len(grid), retries)
+    frame = to_frame(scene, objects, min_area, simplify)
+    report.objects = len(frame)
+    report.status = "partial" if report.failed else "complete"
+    return frame, report
+
+
+def _report(
+    scene: Scene, grid: TileGrid, source: ModelSource, parameters: dict, key: str, work_dir: str | Path | None
+) -> RunReport:
+    identity = model_identity(source)
+    return RunReport(
+        scene=scene.path, scene_size_px=(scene.width, scene.height),
+        crs=scene.crs.to_string() if scene.crs is not None else None,
+        model=identity["name"], model_sha256=identity["checksum"],
+        parameters=json.loads(json.dumps(parameters, default=str)), run_key=key,
+        work_dir=str(work_dir) if work_dir else None, tiles_planned=len(grid),
+    )  # fmt: skip
+
+
+def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int, retries: int) -> TileError:
+    """The error of a run whose tiles failed: which, and what to do."""
+    report.status = "failed"
+    if work is not None:
+        work.remove_if_empty()
+    shown = "; ".join(f"tile {f.row},{f.col}: {f.error}" for f in report.failed[:3])
+    more = f"; and {len(report.failed) - 3} more" if len(report.failed) > 3 else ""
+    kept = f"finished tiles are kept in {work.folder}: " if work is not None and work.finished() else ""
+    error = TileInputError if all(run.input_failures) else TileError
+    return error(
+        f"{len(report.failed)} of {tiles} tiles failed after {retries + 1} tries ({shown}{more}); "
+        f"{kept}run the same command again to retry them, or pass --allow-partial to leave them out",
+        report,
+    )
+
+
+def to_frame(
+    scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0
+) -> gpd.GeoDataFrame:
+    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
+    import geopandas as gpd  # here: workers import this module's neighbours and never need it
+
+    objects = list(objects)
+    pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
+    geometry = to_map(pixel, scene.transform)
+    area = (
+        area_m2(geometry, scene.crs)
+        if scene.crs is not None
+        else np.abs(np.array([g.area for g in pixel], float))
+    )
+    frame = gpd.GeoDataFrame(
+        {
+            "score": np.array([o.score for o in objects], np.float64),
+            "stability": np.array([o.stability for o in objects], np.float64),
+            "area_m2": area,
+            "tiles": np.array([o.tiles for o in objects], np.int32),
+        },
+        geometry=geometry,
+        crs=scene.crs,
+    )
+    frame = frame[(~frame.geometry.is_empty) & (frame["area_m2"] >= min_area)]
+    # objects come in the order tiles finished: sort on the outline too, so equal areas get stable ids
+    frame["_key"] = [g.wkb for g in frame.geometry.normalize()]
+    frame = frame.sort_values(["area_m2", "_key"], ascending=[False, True], kind="stable")
+    frame = frame.drop(columns="_key").reset_index(drop=True)
+    frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    return frame
+
+
+def _pixel_area_km2(scene: Scene) -> float | None:
+    """Mean area of one pixel of the scene's grid, in km² (None without a CRS)."""
+    if scene.crs is None:
+        return None
+    west, south, east, north = scene.bounds
+    total = area_m2(np.array([shapely.box(west, south, east, north)]), scene.crs)[0]
+    return float(total) / (scene.width * scene.height) / 1e6

@@ -1,0 +1,198 @@
+"""Every user-facing setting of geosam, once: its type, default, limits and help text.
+
+Each group is a frozen dataclass whose fields carry their limits and help in the field's metadata
+(``description``, ``ge``, ``gt``, ``le``, ``min_length``...: pydantic's ``Field`` names, so pydantic
+validates the same dataclasses in pipeline files and writes their JSON Schema). Three readers take
+everything from here and spell nothing themselves:
+
+- the command line (``geosam.cli.options``): one click option per field, its help, default and range;
+- pipeline files (``geosam.batch.config``): the same groups as YAML/TOML sections, validated by pydantic;
+- the Python API (``geosam.segment``, ``Session``, ``TileGrid``, ``AutomaticParams``): keyword defaults
+  from the module-level instances at the bottom (``READ``, ``MODEL``, ``TILING``...).
+
+Importing this module is cheap (dataclasses and typing only): Dask workers import it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+
+# metadata keys of geosam's own, beside pydantic's Field names: the option's spelling on the command line
+CLI = "cli"  # e.g. ("-m", "--model"); default: --field-name
+CLI_HELP = "cli_help"  # help on the command line where the pipeline file's words do not fit (units, format)
+
+
+def setting(default: Any = dataclasses.MISSING, description: str = "", **limits: Any) -> Any:
+    """A settings field: its default (immutable), help text and limits (``ge``, ``le``, ``gt``,
+    ``min_length``, ``max_length``) or geosam's ``cli`` spelling."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("settings defaults are immutable: use a tuple")
+    return dataclasses.field(default=default, metadata={"description": description, **limits})
+
+
+Architecture = Literal["vit_t", "vit_b", "vit_l", "vit_h"]
+Backend = Literal["torch", "onnx"]
+Precision = Literal["fp32", "fp16", "bf16"]
+OutputMode = Literal["per_scene", "merged"]
+Percentile = Annotated[float, Ge(0), Le(100)]
+
+
+@dataclass(frozen=True)
+class Read:
+    """How scenes are read: bands and radiometry."""
+
+    bands: tuple[int | str, ...] | None = setting(
+        None, "Bands read as gray (1) or R,G,B (3), by 1-based index or band name, e.g. 3,2,1 or "
+        "nir,red,green [default: RGB bands; 1,2,3 of 3- or 4-band scenes; gray for 1 band].",
+        min_length=1, max_length=3, cli=("-b", "--bands"),
+    )  # fmt: skip
+    percentiles: tuple[Percentile, Percentile] = setting(
+        (2.0, 98.0), "LOW,HIGH percentiles of the scene's valid pixels stretched to 0..255 (not 8-bit data)."
+    )
+    stretch_8bit: bool = setting(False, "Stretch 8-bit data too (they are read as is by default).")
+    resolution: float | None = setting(
+        None, "Resample reads to this pixel size, in the scene CRS's units (metres for UTM) [default: native].",
+        gt=0,
+    )  # fmt: skip
+    pixel_coordinates: bool = setting(
+        False, "Accept a raster without georeferencing; polygons are then in pixel units."
+    )
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model and its automatic-mode settings."""
+
+    name: str = setting(
+        "mobile_sam", "Installed model name (`geosam models list`); a label for the output with checkpoint.",
+        cli=("-m", "--model"),
+    )  # fmt: skip
+    checkpoint: str | None = setting(
+        None, "Load this SAM state dict (.pt/.pth) instead of an installed model."
+    )
+    architecture: Architecture | None = setting(
+        None, "Architecture of checkpoint [default: detected from its weights]."
+    )
+    device: str = setting("cpu", "Torch device: cpu, cuda, cuda:1, mps.")
+    backend: Backend | None = setting(
+        None, "Runtime of the network: torch, or onnx (ONNX Runtime, the model exported once beside its "
+        "checkpoint) [default: torch, measured faster on CPU; ONNX-only models: onnx].",
+    )  # fmt: skip
+    precision: Precision = setting(
+        "fp32", "Image encoder precision; fp16/bf16 (GPUs; bf16 also recent CPUs) run on torch."
+    )
+    points_per_side: int = setting(
+        32, "Automatic mode: the prompt grid is N×N points per tile (fewer is faster).", ge=1, le=256
+    )
+    points_per_batch: int = setting(16, "Prompts decoded per model call.", ge=1, le=1024)
+    pred_iou_thresh: float = setting(0.88, "Drop masks whose predicted IoU is below this.", ge=0, le=1)
+    stability_thresh: float = setting(0.92, "Drop masks whose stability score is below this.", ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Tiles of automatic mode, in pixels of the (resampled) grid."""
+
+    tile_size: int = setting(1024, "Tile size in pixels.", ge=64, le=8192)
+    overlap: int = setting(
+        128, "Overlap between tiles in pixels, smaller than the tile size; objects smaller than this are "
+        "never cut.", ge=1,
+    )  # fmt: skip
+    prompt_rounds: int = setting(
+        3, "Rounds of point prompts to tiles that missed an object their neighbour saw run into them (0: none).",
+        ge=0, le=10,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Prompt mode: scenes with a prompt file get one object per prompt group instead of everything."""
+
+    file: str | None = setting(
+        None, "Prompt vector file shared by all scenes; '{scene}' is replaced by the scene name "
+        "(e.g. prompts/{scene}.gpkg for one file per scene).",
+    )  # fmt: skip
+    layer: str | None = setting(None, "Layer of the prompt file [default: the first].")
+    id_field: str | None = setting(
+        None, "Field grouping prompt features into one object [default: one object each]."
+    )
+    label_field: str | None = setting(
+        None, "Field marking points positive (1, true, fg) or negative (0, false, bg) "
+        "[default: 'label' if present].",
+    )  # fmt: skip
+    cache: bool = setting(True, "Keep window embeddings in the on-disk embedding cache.")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What is kept of each scene's objects."""
+
+    min_area: float = setting(0.0, "Drop objects smaller than this many m² (pixels² without a CRS).", ge=0)
+    simplify: float = setting(0.0, "Simplify outlines by this many pixels (0 keeps exact pixel edges).", ge=0)
+    min_score: float = setting(0.0, "Drop objects whose score (predicted IoU) is below this.", ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The Dask cluster that tiles run on."""
+
+    workers: int | None = setting(
+        None, "Local Dask worker processes [default: 1 on the CPU, one per core with a GPU]; 0 runs tiles in "
+        "this process, without Dask.", ge=0, cli=("-w", "--workers"),
+    )  # fmt: skip
+    scheduler: str | None = setting(
+        None, "Run on an existing Dask cluster: scheduler address (tcp://host:8786) or scheduler file (.json) "
+        "[default: $DASK_SCHEDULER_ADDRESS / Dask's scheduler-address setting, else a local cluster].",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How one scene's run is carried out: tasks, retries, quick-looks (command line and API)."""
+
+    tiles_per_task: int | None = setting(
+        None, "Tiles per task, embedded in one encoder call [default: 4 on a GPU, 1 on CPU].", ge=1
+    )
+    retries: int = setting(
+        2, "Tries more for a tile that fails, before it is reported as failed.", ge=0, le=100
+    )
+    preview_size: int = setting(
+        1024, "Longest side of the --preview image, in pixels (the scene is never enlarged).", ge=16, le=8192
+    )
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a pipeline's results go."""
+
+    path: str = setting(
+        description="per_scene: a folder, one SCENE.gpkg in it per scene; merged: one .gpkg file."
+    )
+    mode: OutputMode = setting(
+        "per_scene", "per_scene: one GeoPackage per scene; merged: one GeoPackage, a 'scene' field, "
+        "one layer per input layer name.",
+    )  # fmt: skip
+    layer: str = setting("objects", "Layer name (merged: for inputs that name no layer).", min_length=1)
+
+
+READ = Read()
+MODEL = Model()
+TILING = Tiling()
+PROMPTS = Prompts()
+FILTERS = Filters()
+CLUSTER = Cluster()
+EXECUTION = Execution()
+
+
+def field(group: type, name: str) -> dataclasses.Field:
+    """The field ``name`` of a settings group."""
+    return next(f for f in dataclasses.fields(group) if f.name == name)
+
+
+def limits(f: dataclasses.Field) -> dict[str, Any]:
+    """A field's limits (``ge``, ``gt``, ``le``, ``min_length``, ``max_length``)."""
+    return {k: v for k, v in f.metadata.items() if k in ("ge", "gt", "le", "lt", "min_length", "max_length")}
