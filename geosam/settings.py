@@ -16,6 +16,7 @@ Importing this module is cheap (dataclasses and typing only): Dask workers impor
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,6 @@ from annotated_types import Ge, Le
 
 # metadata keys of geosam's own, beside pydantic's Field names: the option's spelling on the command line
 CLI = "cli"  # e.g. ("-m", "--model"); default: --field-name
-CLI_HELP = "cli_help"  # help on the command line where the pipeline file's words do not fit (units, format)
 
 
 def setting(default: Any = dataclasses.MISSING, description: str = "", **limits: Any) -> Any:
@@ -191,6 +191,15 @@ EXECUTION = Execution()
 def field(group: type, name: str) -> dataclasses.Field:
     """The field ``name`` of a settings group."""
     return next(f for f in dataclasses.fields(group) if f.name == name)
+
+
+def item_limits(group: type, name: str) -> dict[str, Any]:
+    """The limits of each item of a tuple setting (``ge``, ``le``, ``gt`` in its items' ``Annotated``)."""
+    hint = typing.get_type_hints(group, include_extras=True)[name]
+    items = [a for a in typing.get_args(hint) if typing.get_origin(a) is Annotated][:1]
+    return {
+        k: getattr(m, k) for a in items for m in a.__metadata__ for k in ("ge", "le", "gt") if hasattr(m, k)
+    }
 
 
 def limits(f: dataclasses.Field) -> dict[str, Any]:

@@ -222,10 +222,7 @@ def _check_settings(p: Pipeline) -> list[str]:
 
 # ---- pydantic's errors, worded as geosam's -------------------------------------------------------
 
-_KINDS = {
-    "bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "string": "a string",
-    "dict": "a mapping", "dataclass": "a mapping", "model": "a mapping", "tuple": "a list", "list": "a list",
-}  # fmt: skip
+_KINDS = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
 
 
 def _problems(errors: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -332,15 +329,10 @@ def _strip(tp: Any) -> Any:
 
 def _limit(loc: tuple, name: str) -> Any:
     """A limit of the key at ``loc``: the field's (settings metadata) or its items' (Annotated)."""
-    if isinstance(loc[-1], int):
-        tp = _field_type(loc)
-        names = {"ge": "ge", "le": "le", "gt": "gt"}
-        for meta in getattr(tp, "__metadata__", ()):
-            if hasattr(meta, names.get(name, "")):
-                return getattr(meta, names[name])
-        loc = loc[:-1]
+    if isinstance(loc[-1], int):  # an item of a list: its own limits; the list's length limits
         if name not in ("min_length", "max_length"):
-            return None
+            return settings.item_limits(_owner(loc[:-2]), loc[-2]).get(name)
+        loc = loc[:-1]
     owner = _owner(loc[:-1])
     return settings.field(owner, loc[-1]).metadata.get(name)
 
@@ -355,9 +347,7 @@ def _expected(tp: Any) -> str:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if typing.get_args(tp):
         return " or ".join(_expected(a) for a in typing.get_args(tp) if a is not type(None))
-    return {bool: _KINDS["bool"], int: _KINDS["int"], float: _KINDS["float"], str: _KINDS["string"]}.get(
-        tp, str(tp)
-    )
+    return _KINDS.get(tp, str(tp))
 
 
 def _describe(value: Any) -> str:
@@ -369,7 +359,7 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    kind = {int: "an integer", float: "a number", str: "a string"}.get(type(value), type(value).__name__)
+    kind = _KINDS.get(type(value), type(value).__name__)
     return f"{kind} ({value!r})"
 
 

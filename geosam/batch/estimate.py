@@ -9,8 +9,7 @@ from typing import Any
 
 from geosam.batch import records
 from geosam.batch.config import Pipeline
-from geosam.batch.plan import Plan, SceneJob, cluster_choice, model_spec, open_scenes, plan, read_groups
-from geosam.fingerprint import model_identity
+from geosam.batch.plan import Plan, SceneJob, checked, cluster_choice
 from geosam.georef import Scene
 from geosam.tiling import TileGrid
 
@@ -64,11 +63,8 @@ def dry_run(
     """The plan as text: scenes, size, CRS, tiles, an estimated time and what a run would do."""
     from geosam.cluster import default_workers
 
-    the_plan = plan(pipeline)
-    scenes = open_scenes(the_plan)
-    groups = read_groups(the_plan, scenes)
-    source = model if model is not None else model_spec(pipeline)
-    identity = model_identity(source)
+    ready = checked(pipeline, model)
+    the_plan, scenes, groups, source = ready.plan, ready.scenes, ready.prompts, ready.source
     workers, scheduler = cluster_choice(pipeline, workers, scheduler)
     if not any(job.prompts is None for job in the_plan.jobs):
         cluster, parallel = "none: prompt mode runs in this process", 1
@@ -84,9 +80,7 @@ def dry_run(
         scene = scenes[job.name]
         prompts = groups[job.name].inside if job.name in groups else None
         count, seconds = estimate(the_plan, scene, job, prompts, parallel)
-        state = records.state(
-            job.output, job.record, records.scene_key(the_plan.pipeline, job.path, job.prompts, identity)
-        )
+        state = records.state(job.output, job.record, ready.keys[job.name])
         if state == "stale" and (overwrite or the_plan.merged is not None):
             state = "todo"  # parts of a merged output are the pipeline's own: replaced without asking
         total += seconds

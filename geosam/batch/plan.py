@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosam.batch.config import Input, Pipeline
-from geosam.batch.records import record_path
+from geosam.batch.records import record_path, scene_key
 from geosam.errors import GeosamError
+from geosam.fingerprint import model_identity
 from geosam.georef import Scene, open_scene
 from geosam.models import AutomaticParams, ModelSpec
 
@@ -229,6 +230,29 @@ def read_groups(plan: Plan, scenes: dict[str, Scene]) -> dict[str, ScenePrompts]
     if problems:
         raise plan.pipeline.fail(problems)
     return out
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A pipeline's plan with its inputs checked before any work: every scene opened, every prompt file
+    read, the model source and each scene's key (``records.scene_key``)."""
+
+    plan: Plan
+    scenes: dict[str, Scene]
+    prompts: dict[str, ScenePrompts]
+    source: Any
+    keys: dict[str, str]
+
+
+def checked(pipeline: Pipeline, model: Any = None) -> Checked:
+    """``Checked`` of a pipeline; ``model`` replaces the pipeline's (a source with ``check``/``load``)."""
+    the_plan = plan(pipeline)
+    scenes = open_scenes(the_plan)
+    prompts = read_groups(the_plan, scenes)
+    source = model if model is not None else model_spec(pipeline)
+    identity = model_identity(source)
+    keys = {job.name: scene_key(pipeline, job.path, job.prompts, identity) for job in the_plan.jobs}
+    return Checked(the_plan, scenes, prompts, source, keys)
 
 
 def model_spec(pipeline: Pipeline) -> ModelSpec:

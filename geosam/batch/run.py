@@ -27,15 +27,11 @@ from geosam.batch.plan import (
     Plan,
     SceneJob,
     ScenePrompts,
+    checked,
     cluster_choice,
-    model_spec,
-    open_scenes,
-    plan,
-    read_groups,
     read_options,
 )
 from geosam.errors import GeosamError, reason
-from geosam.fingerprint import model_identity
 from geosam.georef import Scene, area_m2
 from geosam.tiling import TileGrid
 
@@ -101,15 +97,8 @@ def run(
     as each tile finishes (progress).
     """
     started = time.perf_counter()
-    the_plan = plan(pipeline)
-    scenes = open_scenes(the_plan)
-    groups = read_groups(the_plan, scenes)
-    source = model if model is not None else model_spec(pipeline)
-    identity = model_identity(source)
-    keys = {
-        job.name: records.scene_key(the_plan.pipeline, job.path, job.prompts, identity)
-        for job in the_plan.jobs
-    }
+    ready = checked(pipeline, model)
+    the_plan, scenes, groups, source, keys = ready.plan, ready.scenes, ready.prompts, ready.source, ready.keys
     states = {job.name: records.state(job.output, job.record, keys[job.name]) for job in the_plan.jobs}
     _check_outputs(the_plan, states, keys, overwrite)
     todo = [job for job in the_plan.jobs if states[job.name] != "finished"]

@@ -43,9 +43,8 @@ def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 def _percentiles(ctx: click.Context, param: click.Parameter, value: str | tuple) -> tuple[float, float]:
     if isinstance(value, tuple):
         return value
-    hint = typing.get_type_hints(Read, include_extras=True)["percentiles"]
-    item = typing.get_args(hint)[0].__metadata__
-    low_limit, high_limit = (next(getattr(m, k) for m in item if hasattr(m, k)) for k in ("ge", "le"))
+    item = settings.item_limits(Read, "percentiles")
+    low_limit, high_limit = item["ge"], item["le"]
     try:
         low, high = (float(v) for v in value.split(","))
     except ValueError:
@@ -58,7 +57,12 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str | tuple)
 # where the command line reads a setting differently from its type: a path that must exist, a list as text
 _SPECIAL: dict[str, dict[str, Any]] = {
     "Read.bands": {"callback": _bands, "type": str, "metavar": "BANDS"},
-    "Read.percentiles": {"callback": _percentiles, "type": str, "metavar": "LOW,HIGH"},
+    "Read.percentiles": {
+        "callback": _percentiles,
+        "type": str,
+        "metavar": "LOW,HIGH",
+        "default": ",".join(f"{v:g}" for v in settings.READ.percentiles),
+    },
     "Model.checkpoint": {"type": click.Path(exists=True, dir_okay=False, path_type=Path)},
     "Cluster.scheduler": {"metavar": "ADDRESS"},
 }
@@ -85,8 +89,6 @@ def option(group: type, name: str, **overrides: Any) -> Decorator:
         kwargs["type"] = _range(f, kind)
     special = _SPECIAL.get(f"{group.__name__}.{name}", {})
     kwargs.update(special)
-    if name == "percentiles":
-        kwargs["default"] = ",".join(f"{v:g}" for v in settings.READ.percentiles)
     kwargs["show_default"] = f.default is not None and not (kind is bool and not f.default)
     kwargs.update(overrides)
     return click.option(*decls, **kwargs)
@@ -119,8 +121,6 @@ filter_options = group_options(Filters, "min_area", "simplify")
 cluster_options = group_options(Cluster)
 prompt_file_options = group_options(Prompts, "layer", "id_field", "label_field")
 execution_options = options(option(Execution, "tiles_per_task"), option(Tiling, "prompt_rounds"))
-
-SETTINGS_GROUPS = (Read, Model, Tiling, Prompts, Filters, Cluster, Execution)
 
 # the options every command that writes a file has, rio's spellings
 scene_argument = click.argument("scene", type=click.Path(dir_okay=False, path_type=str))
