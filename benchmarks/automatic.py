@@ -10,8 +10,6 @@ thresholds. Each geosam mode runs on the same embedding with the same thresholds
   seconds   encoder + decoding + post-processing (the encoder, timed once, counted for each)
   masks     masks kept
   recall    share of the plain grid's masks that a mask of the mode matches at IoU >= 0.8
-  objects   the same, of the plain grid's masks that are objects by geosam's rule (not the whole
-            image: under ``max_area_fraction`` of its valid pixels), which the mode applies
 Not part of the test run; times only compare within one run (the machine may be shared).
 """
 
@@ -112,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from geosam.models import AutomaticParams, ModelSpec, load_model
-    from geosam.models.automatic import generate, objects
+    from geosam.models.automatic import generate
 
     torch.set_num_threads(args.threads)
     model = load_model(ModelSpec("mobile_sam", backend="torch"))
@@ -127,24 +125,22 @@ def main() -> None:
             start = time.perf_counter()
             reference = plain_grid(model, embedding, valid)
             rows.append({"tile": name, "mode": "plain grid (SAM)", "seconds": encoder + time.perf_counter() - start,
-                         "masks": len(reference), "recall": 1.0, "object_recall": 1.0})  # fmt: skip
+                         "masks": len(reference), "recall": 1.0})  # fmt: skip
             for mode, params in modes.items():
                 start = time.perf_counter()
                 with torch.inference_mode():
                     masks = generate(model, image, valid, params, embedding)
                 seconds = encoder + time.perf_counter() - start
-                objects_only = reference[objects(reference, valid, params.max_area_fraction)]
                 rows.append({"tile": name, "mode": mode, "seconds": seconds, "masks": len(masks),
-                             "recall": recall(reference, masks.masks),
-                             "object_recall": recall(objects_only, masks.masks)})  # fmt: skip
+                             "recall": recall(reference, masks.masks)})  # fmt: skip
             print(f"done {name}", file=sys.stderr)
     print(f"mobile_sam, {args.threads} threads, {os.cpu_count()} cores; recall at IoU >= {MATCH_IOU}")
-    print(f"{'tile':<8} {'mode':<17} {'seconds':>8} {'ratio':>6} {'masks':>6} {'recall':>7} {'objects':>7}")
+    print(f"{'tile':<8} {'mode':<17} {'seconds':>8} {'ratio':>6} {'masks':>6} {'recall':>7}")
     plain = {r["tile"]: r["seconds"] for r in rows if r["mode"].startswith("plain")}
     for r in rows:
         r["time_ratio"] = r["seconds"] / plain[r["tile"]]
         print(f"{r['tile']:<8} {r['mode']:<17} {r['seconds']:>8.1f} {r['time_ratio']:>6.2f} {r['masks']:>6} "
-              f"{r['recall']:>7.3f} {r['object_recall']:>7.3f}")  # fmt: skip
+              f"{r['recall']:>7.3f}")  # fmt: skip
     if args.json:
         meta = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                 "threads": args.threads, "torch": torch.__version__, "tiles": {t: TILES[t] for t in args.tiles}}  # fmt: skip

@@ -100,7 +100,6 @@ def run_geosam(scene: str, out: str, weights: str, settings: Settings) -> dict:
         points_per_side=settings.points_per_side, points_per_batch=settings.points_per_batch,
         pred_iou_thresh=settings.pred_iou_thresh, stability_score_thresh=settings.stability_score_thresh,
         stability_score_offset=settings.stability_score_offset, box_nms_thresh=settings.box_nms_thresh,
-        max_area_fraction=1.0,  # samgeo keeps whole-image masks
     )  # fmt: skip
     # what `geosam segment --checkpoint PATH --architecture vit_b --backend torch` runs
     source = ModelSpec("sam_vit_b_random", params=params, checkpoint=Path(weights), architecture="vit_b",

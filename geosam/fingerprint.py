@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from geosam.tiling import TileGrid
 
 HEADER_BYTES = 1 << 16  # a file's first 64 KiB (its GeoTIFF header) are hashed into its state
-TILE_FORMAT = 1  # bump when a tile file's layout changes: old work folders then become stale
+TILE_FORMAT = 2  # bump when a tile file's layout changes: old work folders then become stale
 
 
 def digest(value: Any, length: int = 64) -> str:

@@ -65,6 +65,7 @@ class RunReport:
     tiles_failed: int = 0
     failed: list[TileFailure] = field(default_factory=list)
     objects: int = 0
+    ground: int = 0  # objects left out as the scene's ground (geosam.stitch.without_ground)
     prompts: int = 0  # point prompts put to tiles about objects their neighbours saw (geosam.reprompt)
     prompt_pieces: int = 0  # pieces the prompts found
     area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
@@ -132,6 +133,9 @@ class RunReport:
             ),
             f"model: {self.model} sha256 {(self.model_sha256 or 'n/a')[:12]}; geosam {self.versions.get('geosam')}",
         ]
+        if self.ground:
+            lines.append(f"left out {self.ground} object{'s' if self.ground != 1 else ''} over more than half of the "
+                         "scene, its ground (--keep-background keeps them)")  # fmt: skip
         for failure in self.failed[:5]:
             lines.append(f"failed tile {failure.row},{failure.col}: {failure.error}")
         if len(self.failed) > 5:

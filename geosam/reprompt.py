@@ -29,7 +29,16 @@ import shapely
 
 from geosam import settings
 from geosam.models.base import Masks, PointPromptable, Segmenter
-from geosam.seams import MATCH_IOU, Piece, continuations, matches, pieces_from_masks, raster, runs_out
+from geosam.seams import (
+    MATCH_IOU,
+    Piece,
+    continuations,
+    matches,
+    pieces_from_masks,
+    raster,
+    runs_out,
+    whole_links,
+)
 from geosam.tiling import Box, Tile, TileGrid, TileImage
 
 ROUNDS = settings.TILING.prompt_rounds  # 3: an object missed by up to three tiles in a row is found
@@ -82,13 +91,17 @@ def prompts_toward(
     window = a.read.intersection(b.read)
     mine = old + new
     core = shapely.box(b.core.x0, b.core.y0, b.core.x1, b.core.y1)
-    cut = [i for i in range(len(old), len(mine)) if runs_out(mine[i], a, b) or _reaches(mine[i], core)]
+    cut = [
+        i for i in range(len(old), len(mine))
+        if not mine[i].whole and (runs_out(mine[i], a, b) or _reaches(mine[i], core))
+    ]  # fmt: skip
     if window is None or not cut:
         return []
     linked: set[int] = set()
     if seen:
         matched, _ = matches(a, b, mine, seen, match_iou)
         linked = {i for i, _ in matched + continuations(a, b, mine, seen, matched, match_iou)}
+        linked |= {i for i, _ in whole_links(a, b, mine, seen)}
     prompts = []
     for piece in (mine[i] for i in cut if i not in linked):
         view = shapely.clip_by_rect(piece.full, window.x0, window.y0, window.x1, window.y1)
@@ -165,7 +178,7 @@ def answer(
         np.array([s for _, s, _ in chosen], np.float32),
         np.array([s for _, _, s in chosen], np.float32),
     )
-    return pieces_from_masks(tile, answers, grid)
+    return pieces_from_masks(tile, answers, grid, image.valid)
 
 
 def _agreement(mask: np.ndarray, tile: Tile, window: Box, view: np.ndarray) -> float:

@@ -89,22 +89,26 @@ class WorkDir:
                 done.add((int(row), int(col)))
         return done
 
-    def store(self, tile: Tile, pieces: list, segmented: bool, round: int = 0, asked: str = "") -> None:
-        """Keep one finished tile, or its answers to round ``round``'s prompts (``asked``: their
-        digest, see geosam.reprompt), atomically: a reader sees the whole file or none."""
+    def store(
+        self, tile: Tile, pieces: list, segmented: bool, round: int = 0, asked: str = "", data_pixels: int = 0
+    ) -> None:
+        """Keep one finished tile (with its core's valid pixels), or its answers to round ``round``'s
+        prompts (``asked``: their digest, see geosam.reprompt), atomically: a reader sees the whole
+        file or none."""
         self._prepare()
         blob = pickle.dumps(
-            (TILE_FORMAT, self.key, tile.row, tile.col, pieces, segmented), protocol=pickle.HIGHEST_PROTOCOL
+            (TILE_FORMAT, self.key, tile.row, tile.col, pieces, segmented, data_pixels),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
         write_bytes(self._path(tile.row, tile.col, round, asked), blob)
 
-    def load(self, tile: Tile, round: int = 0, asked: str = "") -> tuple[list, bool] | None:
-        """A stored tile's (pieces, segmented), or its answers to the prompts ``asked`` of a round; None
-        when missing or not this key's."""
+    def load(self, tile: Tile, round: int = 0, asked: str = "") -> tuple[list, bool, int] | None:
+        """A stored tile's (pieces, segmented, data_pixels), or its answers to the prompts ``asked`` of
+        a round; None when missing or not this key's."""
         path = self._path(tile.row, tile.col, round, asked)
         try:
             with open(path, "rb") as f:
-                fmt, key, row, col, pieces, segmented = pickle.load(f)  # our own files only (see check)
+                fmt, key, row, col, pieces, segmented, data = pickle.load(f)  # our own files only (see check)
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001 - a damaged file is a tile to segment again
@@ -114,7 +118,7 @@ class WorkDir:
         if (fmt, key, row, col) != (TILE_FORMAT, self.key, tile.row, tile.col):
             path.unlink(missing_ok=True)
             return None
-        return pieces, segmented
+        return pieces, segmented, data
 
     def remove(self) -> None:
         """Delete the whole work folder (after the output is safely written)."""
@@ -129,7 +133,7 @@ class WorkDir:
 
 def iter_finished(
     work: WorkDir, grid: TileGrid, done: set[tuple[int, int]]
-) -> Iterator[tuple[Tile, list, bool]]:
+) -> Iterator[tuple[Tile, list, bool, int]]:
     """Stored tiles in grid order (the stitcher's cheapest order)."""
     for row, col in sorted(done):
         tile = grid.tile(row, col)

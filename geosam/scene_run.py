@@ -29,7 +29,7 @@ from geosam.models import ModelSpec
 from geosam.report import RunReport, TileFailure, peak_rss
 from geosam.reprompt import PromptJob, Reprompter
 from geosam.resume import WorkDir, iter_finished
-from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates
+from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, without_ground
 from geosam.tasks import ModelSource, TileResult
 from geosam.tiling import Tile, TileGrid
 from geosam.vectorize import tidy, to_map
@@ -68,15 +68,16 @@ class SceneRun:
         self.finished: deque[tuple[Tile, list[Piece]]] = deque()  # final pieces, not yet stitched
         self.input_failures: list[bool] = []  # of failed tiles: whether each failed on its input
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
+        self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
 
     def resume(self) -> set[tuple[int, int]]:
         """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
         reused: set[tuple[int, int]] = set()
         if self.work is None:
             return reused
-        for tile, pieces, segmented in iter_finished(self.work, self.grid, self.work.finished()):
+        for tile, pieces, segmented, data in iter_finished(self.work, self.grid, self.work.finished()):
             reused.add((tile.row, tile.col))
-            self.take(TileResult(tile, pieces, segmented, reused=True))
+            self.take(TileResult(tile, pieces, segmented, reused=True, data_pixels=data))
         if reused:
             log.info("resuming: %d of %d tiles reused from %s", len(reused), len(self.grid), self.work.folder)
         return reused
@@ -105,10 +106,11 @@ class SceneRun:
             self.input_failures.append(result.input_error)
         else:
             if self.work is not None and not result.reused:
-                self.work.store(result.tile, result.pieces, result.segmented)
+                self.work.store(result.tile, result.pieces, result.segmented, data_pixels=result.data_pixels)
             report.tiles_skipped += result.reused
             report.tiles_done += not result.reused
             report.tiles_empty += not result.segmented
+            self.data_pixels += result.data_pixels
             if result.segmented:
                 core = result.tile.core.width * result.tile.core.height
                 self.pixels_all += core
@@ -134,12 +136,16 @@ class SceneRun:
         while self.finished:
             self.objects.extend(self.stitcher.add(*self.finished.popleft()))
 
-    def close(self) -> list[StitchedObject]:
-        """Every object, once all results are in."""
+    def close(self, keep_background: bool = False) -> list[StitchedObject]:
+        """Every object, once all results are in (the scene's ground too with ``keep_background``)."""
         self.reprompter.close()
         self._stitch()
         self.stitcher.close()
-        return drop_duplicates(self.objects)
+        objects = drop_duplicates(self.objects)
+        if keep_background:
+            return objects
+        objects, self.report.ground = without_ground(objects, self.data_pixels)
+        return objects
 
 
 def segment(path: str | Path | xarray.DataArray, **options: Any) -> gpd.GeoDataFrame:
@@ -183,6 +189,7 @@ def segment_scene(
     prompt_rounds: int = TILING.prompt_rounds,
     min_area: float = FILTERS.min_area,
     simplify: float = FILTERS.simplify,
+    keep_background: bool = FILTERS.keep_background,
     workers: int | None = CLUSTER.workers,
     scheduler: str | None = CLUSTER.scheduler,
     tiles_per_task: int | None = EXECUTION.tiles_per_task,
@@ -197,7 +204,9 @@ def segment_scene(
 
     ``path`` is any GDAL raster path. ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan
     the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid,
-    ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on
+    ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over more than half
+    of the scene's data is its ground and is left out unless ``keep_background`` (see
+    ``geosam.stitch.without_ground``). Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
     using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.
@@ -256,7 +265,7 @@ def segment_scene(
             )
             for result in results:
                 run.take(result)
-    objects = run.close()
+    objects = run.close(keep_background)
     area = _pixel_area_km2(scene)
     if area is not None:
         report.area_km2, report.area_km2_this_run = run.pixels_all * area, run.pixels_now * area

@@ -18,6 +18,9 @@ from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import mask_to_geometry
 
 MATCH_IOU = 0.5  # pieces of neighbouring tiles are one object above this IoU in their shared window
+WHOLE = (
+    0.95  # a mask of at least this share of its tile's valid pixels is the whole tile (see ``Piece.whole``)
+)
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,22 @@ class Piece:
     complete: bool  # the mask touches no internal edge of the tile's read window
     score: float
     stability: float
+    # the mask is (nearly) all of the tile's valid pixels: the tile lies inside an object, or it is the
+    # image rather than an object in it; the stitcher decides which (see geosam.stitch)
+    whole: bool = False
 
 
-def pieces_from_masks(tile: Tile, masks: Masks, grid: TileGrid) -> list[Piece]:
-    """Vectorize a tile's masks (padded to the tile size) into pieces."""
+def pieces_from_masks(
+    tile: Tile, masks: Masks, grid: TileGrid, valid: np.ndarray | None = None
+) -> list[Piece]:
+    """Vectorize a tile's masks (padded to the tile size) into pieces.
+
+    ``valid``: the tile image's valid pixels (default: all of its read window), for ``Piece.whole``.
+    """
     origin = (tile.read.x0, tile.read.y0)
     h, w = tile.read.height, tile.read.width
     cut = (tile.read.y0 > 0, tile.read.y1 < grid.height, tile.read.x0 > 0, tile.read.x1 < grid.width)
+    whole_area = WHOLE * (h * w if valid is None else int(valid[:h, :w].sum()))
     pieces = []
     for mask, score, stability in zip(masks.masks, masks.scores, masks.stability, strict=True):
         mask = mask[:h, :w]
@@ -43,7 +55,8 @@ def pieces_from_masks(tile: Tile, masks: Masks, grid: TileGrid) -> list[Piece]:
         full = mask_to_geometry(mask, origin)
         if full.is_empty:
             continue
-        pieces.append(Piece(full, complete, float(score), float(stability)))
+        whole = not complete and full.area >= whole_area
+        pieces.append(Piece(full, complete, float(score), float(stability), whole))
     return pieces
 
 
@@ -72,20 +85,21 @@ def matches(
     """Pairs of pieces of two neighbouring tiles seen alike in their shared window.
 
     Returns a one-to-one matching of pairs with IoU >= ``min_iou``, best first (one object each), and
-    the other pairs as alike (possible duplicates).
+    the other pairs as alike (possible duplicates). Whole pieces take no part (see ``whole_links``).
     """
     shared = a.read.intersection(b.read)
-    if shared is None:
+    ia, ib = _parts(pa), _parts(pb)
+    if shared is None or not ia or not ib:
         return [], []
     window = shapely.box(shared.x0, shared.y0, shared.x1, shared.y1)
-    in_a = shapely.intersection(np.array([p.full for p in pa]), window)
-    in_b = shapely.intersection(np.array([p.full for p in pb]), window)
+    in_a = shapely.intersection(np.array([pa[i].full for i in ia]), window)
+    in_b = shapely.intersection(np.array([pb[j].full for j in ib]), window)
     left, right = shapely.STRtree(in_b).query(in_a, predicate="intersects")
     if len(left) == 0:
         return [], []
     overlap = iou(in_a[left], in_b[right])
     alike = overlap >= min_iou
-    left, right, overlap = left[alike], right[alike], overlap[alike]
+    left, right, overlap = np.array(ia)[left[alike]], np.array(ib)[right[alike]], overlap[alike]
     # one-to-one, best first: ties (a piece and its near-duplicate) are broken the same way every time
     matched, used_a, used_b = [], set(), set()
     for k in np.lexsort((right, left, -overlap)).tolist():
@@ -106,12 +120,13 @@ def continuations(
     Both pieces run out of their own tile towards the other (each touches its read window's edge
     inside the shared window), and in the shared window more than ``share`` of the smaller one lies
     inside the other: one tile sees a part of what the other sees whole. Best overlap first, one-to-one.
+    Whole pieces take no part.
     """
     shared = a.read.intersection(b.read)
     if shared is None:
         return []
-    free_a = [i for i in range(len(pa)) if i not in {i for i, _ in matched}]
-    free_b = [j for j in range(len(pb)) if j not in {j for _, j in matched}]
+    free_a = [i for i in _parts(pa) if i not in {i for i, _ in matched}]
+    free_b = [j for j in _parts(pb) if j not in {j for _, j in matched}]
     free_a = [i for i in free_a if runs_out(pa[i], a, b)]
     free_b = [j for j in free_b if runs_out(pb[j], b, a)]
     if not free_a or not free_b:
@@ -134,6 +149,35 @@ def continuations(
             used_a.add(i)
             used_b.add(j)
     return pairs
+
+
+def whole_links(a: Tile, b: Tile, pa: list[Piece], pb: list[Piece]) -> list[tuple[int, int]]:
+    """Pairs of a whole piece of one tile and the piece of the other that covers it in their shared
+    window (at least ``WHOLE`` of the whole piece's part there, the most first): there the object
+    that fills the first tile continues into the second. One pair per whole piece."""
+    shared = a.read.intersection(b.read)
+    if shared is None:
+        return []
+    window = shapely.box(shared.x0, shared.y0, shared.x1, shared.y1)
+    pairs = []
+    for mine, theirs, flip in ((pa, pb, False), (pb, pa, True)):
+        if not theirs:
+            continue
+        others = shapely.intersection(np.array([p.full for p in theirs]), window)
+        for i in (i for i, p in enumerate(mine) if p.whole):
+            part = shapely.intersection(mine[i].full, window)
+            if part.is_empty:
+                continue
+            cover = shapely.area(shapely.intersection(others, part)) / part.area
+            j = int(np.argmax(cover))
+            if cover[j] >= WHOLE:
+                pairs.append((j, i) if flip else (i, j))
+    return pairs
+
+
+def _parts(pieces: list[Piece]) -> list[int]:
+    """Indices of the pieces that are not whole."""
+    return [i for i, p in enumerate(pieces) if not p.whole]
 
 
 def clip(geometries: np.ndarray, box: Box) -> np.ndarray:

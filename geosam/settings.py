@@ -134,6 +134,10 @@ class Filters:
     min_area: float = setting(0.0, "Drop objects smaller than this many m² (pixels² without a CRS).", ge=0)
     simplify: float = setting(0.0, "Simplify outlines by this many pixels (0 keeps exact pixel edges).", ge=0)
     min_score: float = setting(0.0, "Drop objects whose score (predicted IoU) is below this.", ge=0, le=1)
+    keep_background: bool = setting(
+        False,
+        "Keep the scene's ground: an object over more than half of the scene's data, dropped by default.",
+    )
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from geosam.seams import MATCH_IOU, Piece, continuations, iou, matches, raster
+from geosam.seams import MATCH_IOU, Piece, continuations, iou, matches, raster, whole_links
 from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import mask_to_geometry
+
+GROUND_SHARE = 0.5  # an object over more of the scene's data than this is its ground (see without_ground)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,12 @@ class Stitcher:
         self._objects = _Groups()  # linked pieces: one object each
         self._clusters = _Groups()  # objects that may duplicate each other
         self._next = 0
+        # whole pieces (see Piece.whole) until their tile is closed: the neighbours whose pieces cover
+        # them across the seam, and those pieces; then kept (linked) or dropped
+        self._covered: dict[int, set[tuple[int, int]]] = {}
+        self._partners: dict[int, list[int]] = {}
+        self._kept: set[int] = set()
+        self._dropped: set[int] = set()
 
     @property
     def held(self) -> int:
@@ -121,6 +129,8 @@ class Stitcher:
             self._tile_of[i] = key
             self._objects.add(i)
             self._clusters.add(i)
+            if piece.whole:
+                self._covered[i], self._partners[i] = set(), []
         for a, b in _same_tile_duplicates(pieces, self.match_iou):
             self._clusters.merge(ids[a], ids[b])
         for other in self.grid.neighbours(tile):
@@ -128,7 +138,12 @@ class Stitcher:
             if okey in self._seen and self._ids[okey] and ids:
                 first, second = sorted([(key, tile), (okey, other)])
                 self._link(first[1], second[1])
-        return self._finish([key] + [(t.row, t.col) for t in self.grid.neighbours(tile)])
+        around = [key] + [(t.row, t.col) for t in self.grid.neighbours(tile)]
+        for k in around:
+            if self._closed(k):
+                for i in [i for i in self._ids.get(k, ()) if i in self._covered]:
+                    self._decide(i)
+        return self._finish(around)
 
     def _link(self, a: Tile, b: Tile) -> None:
         ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
@@ -139,6 +154,41 @@ class Stitcher:
             self._clusters.merge(ia[i], ib[j])
         for i, j in overlapping:
             self._clusters.merge(ia[i], ib[j])
+        for i, j in whole_links(a, b, pa, pb):
+            self._clusters.merge(ia[i], ib[j])  # neither leaves before the whole one is decided
+            for w, other, side in ((ia[i], ib[j], b), (ib[j], ia[i], a)):
+                if w in self._covered:
+                    self._covered[w].add((side.row, side.col))
+                    self._partners[w].append(other)
+
+    def _decide(self, w: int) -> None:
+        """Keep a whole piece whose tile lies inside one object, or drop it as the image.
+
+        It is kept when on every side where it reaches into a neighbour's window a piece of that
+        neighbour covers it (the object continues across every seam of the tile), and then joins
+        those pieces' object; otherwise the tile saw nothing but itself.
+        """
+        tile, piece = self.grid.tile(*self._tile_of[w]), self._pieces[w]
+        sides = [
+            (r, c)
+            for r, c in (
+                (tile.row - 1, tile.col),
+                (tile.row + 1, tile.col),
+                (tile.row, tile.col - 1),
+                (tile.row, tile.col + 1),
+            )
+            if 0 <= r < self.grid.shape[0]
+            and 0 <= c < self.grid.shape[1]
+            and _reaches_into(piece, tile, self.grid.tile(r, c))
+        ]
+        covered, partners = self._covered.pop(w), self._partners.pop(w)
+        if not covered.issuperset(sides):
+            self._dropped.add(w)
+            return
+        self._kept.add(w)
+        for other in partners:
+            if not self._pieces[other].whole or other in self._kept:
+                self._objects.merge(w, other)
 
     def _closed(self, key: tuple[int, int]) -> bool:
         tile = self.grid.tile(*key)
@@ -163,13 +213,19 @@ class Stitcher:
         objects = []
         for root, members in roots.items():
             self._objects.forget(root)
-            parts = [(self.grid.tile(*self._tile_of[i]), self._pieces[i]) for i in members]
-            obj = _assemble(parts, self.grid)
+            parts = [
+                (self.grid.tile(*self._tile_of[i]), self._pieces[i])
+                for i in members
+                if i not in self._dropped
+            ]
+            obj = _assemble(parts, self.grid) if parts else None
             if obj is not None:
                 objects.append(obj)
         for i in cluster:
             del self._pieces[i]
             self._ids[self._tile_of.pop(i)].remove(i)
+            self._kept.discard(i)
+            self._dropped.discard(i)
         return drop_duplicates(objects, self.match_iou)
 
     def close(self) -> None:
@@ -189,6 +245,15 @@ def stitch(
     objects = [obj for tile in grid for obj in stitcher.add(tile, pieces.get((tile.row, tile.col), []))]
     stitcher.close()
     return drop_duplicates(objects, match_iou)
+
+
+def _reaches_into(piece: Piece, tile: Tile, other: Tile) -> bool:
+    """Whether the piece has pixels in the window its tile shares with ``other``."""
+    shared = tile.read.intersection(other.read)
+    return (
+        shared is not None
+        and shapely.clip_by_rect(piece.full, shared.x0, shared.y0, shared.x1, shared.y1).area > 0
+    )
 
 
 def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject | None:
@@ -311,6 +376,17 @@ def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int
     left, right = left[keep], right[keep]
     alike = iou(full[left], full[right]) > max_iou
     return list(zip(left[alike].tolist(), right[alike].tolist(), strict=True))
+
+
+def without_ground(objects: list[StitchedObject], data_pixels: int) -> tuple[list[StitchedObject], int]:
+    """The objects less the scene's ground, and how many that was.
+
+    SAM segments the ground between objects too, as a region that stitching joins across the
+    tiles: an object covering more than ``GROUND_SHARE`` of the scene's data (``data_pixels``, scene
+    pixels) is that ground, not an object in it.
+    """
+    kept = [o for o in objects if o.geometry.area <= GROUND_SHARE * data_pixels]
+    return kept, len(objects) - len(kept)
 
 
 def drop_duplicates(objects: list[StitchedObject], max_iou: float = MATCH_IOU) -> list[StitchedObject]:

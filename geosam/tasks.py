@@ -48,6 +48,7 @@ class TileResult:
     input_error: bool = False  # it failed on its input (an InputError), not in the model or the cluster
     round: int = 0  # 0: automatic mode; k: answers to the tile's round-k prompts (geosam.reprompt)
     model_s: float = 0.0  # seconds in the model on the worker: segmenting the tile, or answering its prompts
+    data_pixels: int = 0  # valid pixels in the tile's core (round 0): its share of the scene's data
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,11 +82,20 @@ def segment_tiles(
             continue
         masks = next(found)
         np.logical_and(masks.masks, image.valid, out=masks.masks)  # invalid pixels are never objects
-        results.append(TileResult(tile, pieces_from_masks(tile, masks, grid), True, model_s=seconds))
+        pieces = pieces_from_masks(tile, masks, grid, image.valid)
+        results.append(
+            TileResult(tile, pieces, True, model_s=seconds, data_pixels=_core_pixels(tile, image.valid))
+        )
     forget = getattr(model, "forget", None)  # SAM models keep embeddings for prompts
     if not prompts_follow and forget is not None:
         forget()
     return results
+
+
+def _core_pixels(tile: Tile, valid: np.ndarray) -> int:
+    """Valid pixels in the tile's core (``valid``: its read window's, padded)."""
+    x0, y0 = tile.core.x0 - tile.read.x0, tile.core.y0 - tile.read.y0
+    return int(valid[y0 : y0 + tile.core.height, x0 : x0 + tile.core.width].sum())
 
 
 def segment_task(

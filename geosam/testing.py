@@ -52,22 +52,25 @@ def make_scene(
     max_size: int = 192,
     objects: int = 60,
     name: str = "scene",
+    min_size: int = 2,
+    rings: bool = True,
 ) -> SyntheticScene:
     """Write a seeded scene of known objects to ``folder``.
 
-    Objects are rectangles, discs and rings (polygons with a hole) from 2 px up to ``max_size`` px
-    across (sizes in pixels, log-uniform), some in touching pairs, some cut by the scene border, some
-    cut by two nodata blocks. Every object's visible part is one 4-connected region, so it is exactly
-    one polygon. The scene has a UTM CRS and 0.5 m pixels.
+    Objects are rectangles, discs and (with ``rings``) rings, polygons with a hole, from ``min_size``
+    up to ``max_size`` px across (sizes in pixels, log-uniform), some in touching pairs, some cut by
+    the scene border, some cut by two nodata blocks. Every object's visible part is one 4-connected
+    region, so it is exactly one polygon. The scene has a UTM CRS and 0.5 m pixels.
     """
     rng = np.random.default_rng(seed)
     labels = np.zeros((height, width), np.int32)
     next_id = 1
+    kinds = ["rect", "disc", "ring"] if rings else ["rect", "disc"]
     for _ in range(objects * 4):
         if next_id > objects:
             break
-        size = int(np.exp(rng.uniform(np.log(2), np.log(max_size))))
-        kind = rng.choice(["rect", "disc", "ring"]) if size >= 8 else "rect"
+        size = int(np.exp(rng.uniform(np.log(min_size), np.log(max_size))))
+        kind = rng.choice(kinds) if size >= 8 else "rect"
         footprint = _footprint(kind, size, rng)
         # centres may fall a little outside the scene, so some objects are cut by its border
         y = int(rng.integers(-size // 3, height - size + size // 3 + 1))
@@ -160,13 +163,14 @@ class ReferenceModel:
     labels: str  # the scene's object-id GeoTIFF
     name: str = "reference"
     misses_cut: bool = False  # see ReferenceSegmenter
+    ground: bool = False  # see ReferenceSegmenter
 
     def check(self) -> None:
         if not Path(self.labels).exists():
             raise FileNotFoundError(f"{self.labels}: no such label raster")
 
     def load(self) -> Segmenter:
-        return ReferenceSegmenter(self.labels, self.misses_cut)
+        return ReferenceSegmenter(self.labels, self.misses_cut, self.ground)
 
 
 class ReferenceSegmenter:
@@ -174,16 +178,20 @@ class ReferenceSegmenter:
 
     It reads the tile's own window (``TileImage.tile.read``) of the scene's object-id raster, so its
     answer depends only on where the tile is, never on how the scene is tiled. Asked with points,
-    it answers the object under the first point. With ``misses_cut``, automatic mode leaves out
-    the objects that run out of the window in every other tile (those whose id + row + col is even),
-    as SAM can miss an object it sees only in part; points still find them.
+    it answers the object under the first point. Like SAM, it answers a tile that lies inside an
+    object with the whole tile. With ``misses_cut``, automatic mode leaves out the objects that run
+    out of the window in every other tile (those whose id + row + col is even), as SAM can miss an
+    object it sees only in part; points still find them. With ``ground``, it also answers the ground
+    between the objects as one mask, as SAM does on uniform ground (the whole tile where the tile
+    holds no object).
     """
 
     name = "reference"
 
-    def __init__(self, labels: str, misses_cut: bool = False) -> None:
+    def __init__(self, labels: str, misses_cut: bool = False, ground: bool = False) -> None:
         self.labels = labels
         self.misses_cut = misses_cut
+        self.ground = ground
 
     def _ids(self, tile: TileImage) -> np.ndarray:
         """The tile's object ids, padded to the tile image, 0 off objects and on invalid pixels."""
@@ -207,7 +215,10 @@ class ReferenceSegmenter:
             missed = np.isin(present, cut) & ((present + tile.tile.row + tile.tile.col) % 2 == 0)
             present = present[~missed]
         masks = ids[None] == present[:, None, None]
-        ones = np.ones(len(present), np.float32)
+        ground = (ids == 0) & tile.valid
+        if self.ground and ground.any():
+            masks = np.concatenate([masks, ground[None]])
+        ones = np.ones(len(masks), np.float32)
         return Masks(masks, ones, ones.copy())
 
     def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:
@@ -216,8 +227,9 @@ class ReferenceSegmenter:
         found = []
         for group in points:
             x, y = np.asarray(group, float)[0]
-            value = ids[min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1)]
-            masks = (ids == value)[None] if value > 0 else np.zeros((0, h, w), bool)
+            row, col = min(max(int(y), 0), h - 1), min(max(int(x), 0), w - 1)
+            hit = tile.valid[row, col] and (ids[row, col] > 0 or self.ground)
+            masks = ((ids == ids[row, col]) & tile.valid)[None] if hit else np.zeros((0, h, w), bool)
             ones = np.ones(len(masks), np.float32)
             found.append(Masks(masks, ones, ones.copy()))
         return found

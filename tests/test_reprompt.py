@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 import geosam.cluster
 from geosam.georef import open_scene
-from geosam.models.automatic import objects
 from geosam.models.base import Masks, PointPromptable
 from geosam.reprompt import Reprompter, answer, prompts_toward
 from geosam.resume import WorkDir
@@ -80,7 +79,7 @@ def test_a_resumed_run_reuses_the_answers(scene, tmp_path, monkeypatch):
     (stored,) = [p for p in work.iterdir() if p.is_dir()]
     folder, tile = WorkDir(work, stored.name), grid.tile(0, 0)
     folder.store(tile, ["piece"], True, 1, "abc")
-    assert folder.load(tile, 1, "abc") == (["piece"], True) and folder.load(tile, 1, "abd") is None
+    assert folder.load(tile, 1, "abc") == (["piece"], True, 0) and folder.load(tile, 1, "abd") is None
     assert (0, 0) in folder.finished() and len(folder.finished()) == len(grid)
 
 
@@ -183,15 +182,6 @@ def test_reprompter_refuses_rounds_out_of_turn():
         reprompter.add(grid.tile(0, 0), 1, [])
     with pytest.raises(RuntimeError, match="not final"):
         reprompter.close()
-
-
-def test_whole_image_masks_are_not_objects():
-    valid = np.zeros((8, 8), bool)
-    valid[:, :4] = True  # a tile that the scene's edge leaves half empty
-    masks = np.zeros((3, 8, 8), bool)
-    masks[0] = valid
-    masks[1, :2, :2] = True
-    assert objects(masks, valid, 0.95).tolist() == [False, True, False]
 
 
 def test_reference_answers_the_object_under_the_first_point(scene):

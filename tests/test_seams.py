@@ -20,7 +20,7 @@ from geosam.models.base import Masks, Segmenter
 from geosam.scene_run import segment
 from geosam.seams import pieces_from_masks
 from geosam.stitch import Stitcher, stitch
-from geosam.testing import ReferenceSegmenter, SyntheticScene, make_scene
+from geosam.testing import ReferenceModel, ReferenceSegmenter, SyntheticScene, make_scene
 from geosam.tiling import TileGrid, read_tile
 from geosam.vectorize import to_pixels
 
@@ -77,6 +77,62 @@ def test_targets_with_objects_up_to_three_tiles_across(tmp_path, size, overlap):
     assert scores.objects >= 40
     assert (scores.split_rate, scores.duplicate_rate, scores.merge_error_rate) == (0, 0, 0)
     assert scores.mean_iou >= 0.99
+
+
+@pytest.mark.parametrize("size, overlap", [(64, 8), (96, 24), (128, 2)])
+def test_objects_up_to_ten_tiles_across_come_out_whole_and_the_ground_is_left_out(tmp_path, size, overlap):
+    scene = make_scene(
+        tmp_path,
+        seed=size,
+        width=1280,
+        height=1024,
+        min_size=2 * size,
+        max_size=10 * size,
+        objects=12,
+        rings=False,
+    )
+    model = ReferenceModel(
+        str(scene.labels), ground=True
+    )  # answers the ground too, and tiles inside objects whole
+    frame = segment(scene.path, model=model, tile_size=size, overlap=overlap, workers=0)
+    found, truth = list(to_pixels(frame.geometry.values, scene.transform)), list(scene.truth.values())
+    assert max(t.area for t in truth) > (4 * size) ** 2  # some object holds whole tiles
+    assert frame.attrs["report"]["ground"] == 1
+    assert _same(found, truth)  # one polygon each, exactly the object: no square holes, no ground
+
+
+def test_the_ground_is_kept_on_request_without_tile_edges(small):
+    model = ReferenceModel(str(small.labels), ground=True)
+    frame = segment(small.path, model=model, tile_size=64, overlap=8, workers=0, keep_background=True)
+    found = list(to_pixels(frame.geometry.values, small.transform))
+    with rasterio.open(small.labels) as labels, rasterio.open(small.path) as image:
+        ground = (labels.read(1) == 0) & (image.read_masks(1) > 0)
+    truth = [shapely.unary_union([shapely.geometry.shape(g) for g, _ in rasterio.features.shapes(
+        ground.astype(np.uint8), mask=ground, connectivity=4)])]  # fmt: skip
+    assert frame.attrs["report"]["ground"] == 0
+    assert _same(found, list(small.truth.values()) + truth)
+
+
+def test_a_tile_inside_an_object_is_kept_and_a_tile_that_is_only_itself_is_not():
+    grid = TileGrid(176, 64, 64, 8)  # three tiles in a row; the middle one reads x = 56 to 120
+    ones = np.ones(1, np.float32)
+
+    def piece(tile, box):
+        mask = np.zeros((1, 64, 64), bool)
+        x0, y0, x1, y1 = (v - o for v, o in zip(box, (tile.read.x0, tile.read.y0) * 2, strict=True))
+        mask[0, max(y0, 0) : y1, max(x0, 0) : x1] = True
+        return pieces_from_masks(tile, Masks(mask, ones, ones), grid)
+
+    left, middle, right = grid
+    # an object from x = 20 to 160: the middle tile lies inside it, and both neighbours cover it there
+    inside = {t: piece(t, (20, 0, 160, 64)) for t in grid}
+    assert [p.whole for p in inside[middle]] == [True]
+    objects = stitch(grid, {(t.row, t.col): inside[t] for t in grid})
+    assert len(objects) == 1 and objects[0].geometry.equals(shapely.box(20, 0, 160, 64))
+    # the middle tile alone answers its whole image: its right neighbour sees nothing there
+    alone = {middle: piece(middle, (0, 0, 192, 64)), left: piece(left, (20, 0, 70, 64)), right: []}
+    objects = stitch(grid, {(t.row, t.col): alone[t] for t in grid})
+    assert [o.geometry.bounds for o in objects] == [(20.0, 0.0, 60.0, 64.0)]  # left's object, cut at its core
 
 
 def test_dask_workers_give_the_in_process_result(small):
@@ -336,3 +392,19 @@ def test_a_window_of_an_outline_burns_as_the_crop_of_the_whole(seed, window):
     whole[10:70, 10:70] = mask  # the mask over (-10, -10) .. (70, 70)
     expected = whole[y0 + 10 : y1 + 10, x0 + 10 : x1 + 10]
     assert np.array_equal(_raster([outline], Box(x0, y0, x1, y1)), expected)
+
+
+def test_a_mask_of_the_tiles_valid_pixels_is_whole():
+    grid = TileGrid(128, 64, 64, 8)
+    tile = grid.tile(0, 1)  # cut on its left: its masks can run out of it
+    valid = np.zeros((64, 64), bool)
+    valid[:, :32] = True  # half of it nodata
+    masks = np.zeros((3, 64, 64), bool)
+    masks[0] = valid
+    masks[1, :4, :4] = True
+    masks[2, :, :30] = True  # under 95% of the valid pixels
+    ones = np.ones(3, np.float32)
+    pieces = pieces_from_masks(tile, Masks(masks, ones, ones), grid, valid)
+    assert [p.whole for p in pieces] == [True, False, False]
+    # without the valid pixels, the tile's whole window counts
+    assert [p.whole for p in pieces_from_masks(tile, Masks(masks, ones, ones), grid)] == [False] * 3

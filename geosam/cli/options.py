@@ -117,7 +117,7 @@ automatic_options = group_options(
     Model, "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_thresh"
 )
 tiling_options = group_options(Tiling, "tile_size", "overlap")
-filter_options = group_options(Filters, "min_area", "simplify")
+filter_options = group_options(Filters, "min_area", "simplify", "keep_background")
 cluster_options = group_options(Cluster)
 prompt_file_options = group_options(Prompts, "layer", "id_field", "label_field")
 execution_options = options(option(Execution, "tiles_per_task"), option(Tiling, "prompt_rounds"))

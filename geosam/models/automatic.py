@@ -219,8 +219,8 @@ def generate(
         return Masks.empty(h, w)
     low_res, iou, stable = found.arrays()
     rows, cols = model.low_res_extent(embedding)
-    boxes, nonempty = _boxes(low_res[:, :rows, :cols])
-    candidates = torch.nonzero(nonempty)[:, 0]
+    boxes, drawn = _boxes(low_res[:, :rows, :cols])
+    candidates = torch.nonzero(drawn)[:, 0]
     if not len(candidates):
         return Masks.empty(h, w)
     kept = candidates[box_nms(boxes[candidates], iou[candidates], params.box_nms_thresh)]
@@ -230,10 +230,10 @@ def generate(
         chunk = kept[start : start + step]
         np.logical_and((model.upscale(embedding, low_res[chunk].float()) > 0).numpy(), valid,
                        out=full[start : start + len(chunk)])  # fmt: skip
-    whole = objects(full, valid, params.max_area_fraction)
-    if not whole.all():
-        full = full[whole]
-    return Masks(full, iou[kept].numpy()[whole], stable[kept].numpy()[whole])
+    seen = nonempty(full)
+    if not seen.all():
+        full = full[seen]
+    return Masks(full, iou[kept].numpy()[seen], stable[kept].numpy()[seen])
 
 
 class _Found:
@@ -274,11 +274,10 @@ def _boxes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, nonempty
 
 
-def objects(masks: np.ndarray, valid: np.ndarray, max_fraction: float) -> np.ndarray:
-    """Which masks (N, H, W) are objects: not empty, and not (nearly) all of the image's valid pixels.
+def nonempty(masks: np.ndarray) -> np.ndarray:
+    """Which masks (N, H, W) hold a pixel (on valid pixels, an upsampled mask can hold none).
 
-    SAM answers some prompts with the whole image, most often on tiles that the scene's edge leaves
-    partly empty; such a mask is the image, not an object in it.
+    Masks of the whole tile are kept: the tile may lie inside an object, or the mask is the image
+    rather than an object in it, which only the neighbouring tiles tell (``geosam.stitch``).
     """
-    area = masks.reshape(len(masks), -1).sum(1)
-    return (area > 0) & (area <= max_fraction * max(int(valid.sum()), 1))
+    return np.asarray(masks.reshape(len(masks), -1).any(1))

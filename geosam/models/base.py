@@ -53,12 +53,9 @@ class AutomaticParams:
             measured with (logit units).
         box_nms_thresh: Of two masks whose boxes overlap (IoU) more than this, the lower-scored one
             is suppressed.
-        max_area_fraction: Masks covering more than this fraction of the tile's valid pixels (above
-            0, at most 1) are the image, not an object, and are dropped.
 
     Raises:
-        ValueError: ``points_per_side`` or ``points_per_batch`` below 1, or ``max_area_fraction``
-            not in (0, 1].
+        ValueError: ``points_per_side`` or ``points_per_batch`` below 1.
     """
 
     points_per_side: int = MODEL.points_per_side  # the prompt grid is points_per_side² over the tile
@@ -69,13 +66,10 @@ class AutomaticParams:
     )  # drop masks that change when the logit threshold moves
     stability_score_offset: float = 1.0  # the logit shift used for the stability score
     box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
-    max_area_fraction: float = 0.95  # masks of more of the tile's valid pixels are the image, not an object
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1:
             raise ValueError("points_per_side and points_per_batch must be at least 1")
-        if not 0 < self.max_area_fraction <= 1:
-            raise ValueError("max_area_fraction must be above 0 and at most 1")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from geosam.models.automatic import (
     Upsampling,
     generate,
     grid_points,
-    objects,
+    nonempty,
     stability_scores,
 )
 from geosam.models.base import Embedding, Masks
@@ -277,7 +277,7 @@ class SamModel:
     @torch.inference_mode()
     def point_masks(self, tile: TileImage, points: list[np.ndarray]) -> list[Masks]:
         """The model's three masks for each set of positive points (N, 2; x, y in tile image pixels),
-        on valid pixels, less those that are empty or the whole image (see ``automatic``'s settings)."""
+        on valid pixels, less those that are empty."""
         if not points:
             return []
         embedding = self._remember(tile.image)  # embedded already where the tile was just segmented
@@ -290,7 +290,7 @@ class SamModel:
             )
             stability = stability_scores(low_res[0], upsampling, self.params.stability_score_offset)
             masks = (self.upscale(embedding, low_res[0].float()) > 0).numpy() & tile.valid
-            keep = objects(masks, tile.valid, self.params.max_area_fraction)
+            keep = nonempty(masks)
             found.append(Masks(masks[keep], iou[0].numpy()[keep], stability.numpy()[keep]))
         return found
 
