@@ -2,7 +2,9 @@
 
 1. The reference segmenter (geosam.testing) on synthetic scenes with known objects up to three tiles
    across, for several tile/overlap settings: split, duplicate and merge-error rates, mean IoU.
-2. The real model on a mosaic of ../shared/data imagery: seam-line fraction and duplicates.
+2. Objects larger than a tile: the reference segmenter answering the ground too, objects 2-10 tiles
+   across; and the real model on flat shapes up to 3.5 tiles across (``geosam.testing.flat_shapes``).
+3. The real model on a mosaic of ../shared/data imagery: seam-line fraction and duplicates.
 
 Run from the repository root:
 
@@ -27,7 +29,7 @@ from geosam.metrics import duplicates, seam_line_fraction, truth_scores
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.reprompt import ROUNDS
 from geosam.scene_run import segment, segment_scene
-from geosam.testing import ReferenceModel, make_scene, mosaic
+from geosam.testing import ReferenceModel, flat_shapes, make_scene, mosaic
 from geosam.tiling import TileGrid
 from geosam.vectorize import to_pixels
 
@@ -61,6 +63,49 @@ def reference_table(folder: Path, seeds: int) -> None:
                 print(f"{size:>5} {overlap:>7} {seed:>4} {'yes' if misses else 'no':>6} {rounds:>6} "
                       f"{scores.objects:>7} {scores.split_rate:>6.3f} {scores.duplicate_rate:>6.3f} "
                       f"{scores.merge_error_rate:>6.3f} {scores.mean_iou:>8.4f} {seconds:>7.1f}")  # fmt: skip
+
+
+def large_table(folder: Path, seeds: int, points: int) -> None:
+    """Objects larger than a tile: every object one polygon, its IoU, holes the truth does not have,
+    and the ground left out."""
+    print("\nobjects 2-10 tiles across, reference segmenter answering the ground too, 1280×1024 px")
+    print(f"{'tile':>5} {'overlap':>7} {'seed':>4} {'objects':>7} {'found':>5} {'split':>6} {'min IoU':>8} "
+          f"{'holes':>5} {'ground':>6}")  # fmt: skip
+    for size, overlap in SETTINGS[:3]:
+        for seed in range(seeds):
+            scene = make_scene(folder, seed, 1280, 1024, max_size=10 * size, objects=12, name=f"l{size}-{seed}",
+                               min_size=2 * size, rings=False)  # fmt: skip
+            model = ReferenceModel(str(scene.labels), ground=True)
+            frame = segment(scene.path, model=model, tile_size=size, overlap=overlap, workers=0)
+            found = to_pixels(frame.geometry.values, scene.transform)
+            truth = list(scene.truth.values())
+            scores = truth_scores(found, truth)
+            ious = [_best(found, t) for t in truth]
+            print(f"{size:>5} {overlap:>7} {seed:>4} {len(truth):>7} {len(found):>5} {scores.split_rate:>6.3f} "
+                  f"{min(i for i, _ in ious):>8.4f} {sum(h for _, h in ious):>5} "
+                  f"{frame.attrs['report']['ground']:>6}")  # fmt: skip
+    scene = flat_shapes(folder)
+    spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
+    start = time.perf_counter()
+    frame = segment(scene.path, model=spec, tile_size=512, overlap=64, workers=0)
+    found = to_pixels(frame.geometry.values, scene.transform)
+    print(f"\nmobile_sam, flat shapes on textured ground, {scene.width}² px, 512 px tiles, overlap 64, "
+          f"{points}² points: {time.perf_counter() - start:.0f} s, {len(found)} objects, "
+          f"{frame.attrs['report']['ground']} left out as ground")  # fmt: skip
+    for name, truth in zip(("disc", "bar", "L", "rectangle"), scene.truth.values(), strict=False):
+        overlap, holes = _best(found, truth)
+        print(f"  {name:<10} {truth.bounds[2] - truth.bounds[0]:>5.0f} px across: IoU {overlap:.4f}, "
+              f"holes {holes}")  # fmt: skip
+
+
+def _best(found: np.ndarray, truth: shapely.Geometry) -> tuple[float, int]:
+    """The IoU of the found polygon most like ``truth``, and how many more holes it has."""
+    if not len(found):
+        return 0.0, 0
+    overlap = shapely.area(shapely.intersection(found, truth)) / shapely.area(shapely.union(found, truth))
+    best = found[int(np.argmax(overlap))]
+    holes = sum(len(p.interiors) for p in getattr(best, "geoms", [best]))
+    return float(overlap.max()), holes - len(getattr(truth, "interiors", []))
 
 
 def model_table(
@@ -126,6 +171,7 @@ def main() -> None:
     parser.add_argument("--prompt-rounds", type=int, default=ROUNDS, help="rounds of prompts to neighbours")
     parser.add_argument("--skip-model", action="store_true", help="only the reference segmenter")
     parser.add_argument("--skip-reference", action="store_true", help="only the real model")
+    parser.add_argument("--skip-large", action="store_true", help="leave out objects larger than a tile")
     parser.add_argument(
         "--cache", type=Path, help="keep the mosaic and the model's tile results here and reuse them"
     )
@@ -133,6 +179,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         if not args.skip_reference:
             reference_table(Path(folder), args.seeds)
+        if not args.skip_large:
+            large_table(Path(folder), args.seeds, 16)
         if not args.skip_model:
             model_table(
                 Path(folder), args.size, args.points_per_side, args.workers, args.cache, args.prompt_rounds

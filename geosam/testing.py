@@ -88,8 +88,41 @@ def make_scene(
         y, x = int(rng.integers(0, height - h)), int(rng.integers(0, width - w))
         valid[y : y + h, x : x + w] = False
     labels[~valid] = 0
-    labels = _one_region_each(labels)
+    return _write_scene(folder, _one_region_each(labels), valid, rng, seed, name)
 
+
+def scene_from_labels(
+    folder: Path, labels: np.ndarray, valid: np.ndarray | None = None, seed: int = 0, name: str = "scene"
+) -> SyntheticScene:
+    """Write a scene whose objects are given: ``labels`` holds an object id per pixel (0: ground), each
+    object one 4-connected region; flat colours over textured ground, nodata off ``valid``."""
+    valid = np.ones(labels.shape, bool) if valid is None else valid
+    return _write_scene(folder, labels, valid, np.random.default_rng(seed), seed, name)
+
+
+def flat_shapes(folder: Path, tile_size: int = 512, overlap: int = 64, seed: int = 1) -> SyntheticScene:
+    """A scene of 4×4 tiles (at ``tile_size`` and ``overlap``) with flat shapes larger than a tile on
+    textured ground: a disc that holds a whole tile, a bar 3.5 tiles long, an L and a rectangle."""
+    step = tile_size - overlap
+    side = 4 * step + overlap
+    centre = step + tile_size / 2  # of tile (1, 1)'s read window
+    shapes = [
+        shapely.Point(centre, centre).buffer(0.8 * tile_size),
+        shapely.box(0.05 * side, 0.81 * side, 0.94 * side, 0.89 * side),
+        shapely.box(0.75 * side, 0.05 * side, 0.86 * side, 0.7 * side)
+        | shapely.box(0.65 * side, 0.6 * side, 0.86 * side, 0.7 * side),
+        shapely.box(0.05 * side, 0.67 * side, 0.38 * side, 0.75 * side),
+    ]
+    labels = rasterio.features.rasterize(
+        [(g, k) for k, g in enumerate(shapes, start=1)], out_shape=(side, side), dtype="int32"
+    )
+    return scene_from_labels(folder, labels, seed=seed, name="flat")
+
+
+def _write_scene(
+    folder: Path, labels: np.ndarray, valid: np.ndarray, rng: np.random.Generator, seed: int, name: str
+) -> SyntheticScene:
+    height, width = labels.shape
     transform = Affine(0.5, 0, 400_000.0 + 100 * seed, 0, -0.5, 5_000_000.0)
     folder.mkdir(parents=True, exist_ok=True)
     path, label_path = folder / f"{name}.tif", folder / f"{name}-labels.tif"

@@ -20,7 +20,7 @@ from geosam.models.base import Masks, Segmenter
 from geosam.scene_run import segment
 from geosam.seams import pieces_from_masks
 from geosam.stitch import Stitcher, stitch
-from geosam.testing import ReferenceModel, ReferenceSegmenter, SyntheticScene, make_scene
+from geosam.testing import ReferenceModel, ReferenceSegmenter, SyntheticScene, flat_shapes, make_scene
 from geosam.tiling import TileGrid, read_tile
 from geosam.vectorize import to_pixels
 
@@ -285,6 +285,24 @@ def test_real_model_gives_no_duplicates_and_few_seam_lines(tmp_path):
     grid = TileGrid(640, 640, 384, 128)
     assert seam_line_fraction(pixels, grid) <= 0.01 and seam_line_fraction(pixels, grid, "read") <= 0.01
     assert duplicates(pixels) == 0
+
+
+@pytest.mark.slow
+def test_real_model_gives_flat_shapes_larger_than_a_tile_whole(tmp_path, model_installed):
+    """A disc that holds a whole 512 px tile, a bar, an L and a rectangle 1-3.5 tiles across: one
+    polygon each, without holes, IoU >= 0.97 (before, the disc's inner tile was a square hole)."""
+    from geosam.models import AutomaticParams, ModelSpec
+
+    scene = flat_shapes(tmp_path)
+    spec = ModelSpec(params=AutomaticParams(points_per_side=16))
+    frame = segment(scene.path, model=spec, tile_size=512, overlap=64, workers=0)
+    found = to_pixels(frame.geometry.values, scene.transform)
+    for truth in scene.truth.values():
+        overlap = shapely.area(shapely.intersection(found, truth)) / shapely.area(shapely.union(found, truth))
+        best = found[int(np.argmax(overlap))]
+        assert overlap.max() >= 0.97
+        assert best.geom_type == "Polygon" and not best.interiors
+    assert frame.attrs["report"]["ground"] <= 1  # the textured ground, if SAM joined it up
 
 
 Boxes = list[tuple[int, int, int, int]]
