@@ -215,8 +215,8 @@ def evaluate(
     How objects are matched and scored, and where, is described in ``geosam.evaluation``.
 
     Args:
-        pred: The predictions: a vector file (GeoPackage, GeoJSON, Shapefile: its first layer;
-            GeoParquet) or a GeoDataFrame of polygons.
+        pred: The predictions: a vector file (GeoPackage, GeoJSON, Shapefile: its first layer with
+            geometries; GeoParquet) or a GeoDataFrame of polygons.
         ref: The reference objects, the same way.
         iou: A prediction and a reference object match when their IoU is at least this.
         class_field: Field of the object classes: objects match within their class where both
@@ -270,7 +270,8 @@ def _name(source: Any, default: str) -> str:
 
 
 def _read(source: str | Path | gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
-    """The GeoDataFrame of a file (its first layer; feature ids as index) or the frame itself."""
+    """The GeoDataFrame of a file (its first layer with geometries, e.g. not QGIS's ``layer_styles``;
+    feature ids as index) or the frame itself."""
     import geopandas as gpd
     import pyogrio
 
@@ -283,7 +284,8 @@ def _read(source: str | Path | gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
         if Path(path).suffix.lower() in (".parquet", ".geoparquet"):
             frame = gpd.read_parquet(path)
         else:
-            frame = pyogrio.read_dataframe(path, fid_as_index=True)
+            spatial = [name for name, kind in pyogrio.list_layers(path) if kind is not None]
+            frame = pyogrio.read_dataframe(path, layer=spatial[0] if spatial else 0, fid_as_index=True)
     except Exception as exc:  # noqa: BLE001 - DataSourceError, ArrowInvalid, ...: all mean "cannot read it"
         raise InputError(
             f"{path}: not a readable vector file ({reason(exc)}); give a GeoPackage, GeoJSON, Shapefile "
@@ -349,10 +351,9 @@ def _objects(frame: gpd.GeoDataFrame, work: CRS | None, class_field: str | None)
     kept = frame[~(shapely.is_missing(geometries) | shapely.is_empty(geometries))]
     if work is not None and kept.crs is not None:
         kept = kept.to_crs(work)
-    repaired = shapely.make_valid(
-        shapely.force_2d(np.asarray(kept.geometry.values, dtype=object)), method="structure",
-        keep_collapsed=False,
-    )  # fmt: skip
+    repaired = _polygonal(
+        shapely.make_valid(shapely.force_2d(np.asarray(kept.geometry.values, dtype=object)))
+    )
     classes = None
     if class_field is not None:
         classes = np.array([NO_CLASS if _missing(v) else str(v) for v in kept[class_field]], dtype=object)
@@ -391,7 +392,8 @@ def _clip(objects: _Objects, region: shapely.Geometry) -> _Objects:
 
 
 def _polygonal(geometries: np.ndarray) -> np.ndarray:
-    """The polygonal parts of each geometry (a clip may add the lines and points where edges touch)."""
+    """The polygonal parts of each geometry (make_valid keeps collapsed parts as lines, a clip adds the
+    lines and points where edges touch)."""
     out = geometries.copy()
     for i in np.flatnonzero(shapely.get_type_id(geometries) == COLLECTION):
         parts = shapely.get_parts(geometries[i])

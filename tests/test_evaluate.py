@@ -249,12 +249,25 @@ def test_empty_prediction_scores_zero_recall_and_no_precision(tmp_path):
 
 def test_invalid_and_missing_geometries(tmp_path):
     bowtie = shapely.Polygon([(X0, Y0), (X0 + 10, Y0 + 10), (X0 + 10, Y0), (X0, Y0 + 10)])  # self-crossing
-    preds = frame([bowtie, None, *PREDS[1:]])
-    result = geosam.evaluate(preds, frame(REFS))
+    spiked = shapely.Polygon(
+        [
+            (X0, Y0 + 20),
+            (X0 + 50, Y0 + 20),
+            (X0 + 50, Y0 + 60),
+            (X0 + 25, Y0 + 60),
+            (X0 + 25, Y0 + 70),
+            (X0 + 25, Y0 + 60),
+            (X0, Y0 + 60),
+        ]
+    )  # R4 with a spike: a line
+    preds = frame([bowtie, None, PREDS[1], PREDS[2], spiked, PREDS[4]])
+    result = geosam.evaluate(preds, frame(REFS), aoi=frame([box(-1, -1, 51, 71)]))  # the spike is not clipped
     assert result.overall.predictions == 5, "the feature without a geometry is left out"
     assert result.outcomes.is_valid.all()
     tp = result.outcomes.set_index("pred_id").loc[0]
     assert tp["outcome"] == "true_positive" and tp["iou"] == pytest.approx(0.5), "the bow-tie's two triangles"
+    assert result.outcomes.set_index("pred_id").loc[4, "iou"] == pytest.approx(1), "the spike is dropped"
+    assert result.outcomes.geom_type.isin(["Polygon", "MultiPolygon"]).all()
 
 
 def test_api_checks_its_arguments():
@@ -276,6 +289,15 @@ def write_pair(folder: Path) -> tuple[str, str]:
     frame(PREDS).to_file(folder / "pred.gpkg", engine="pyogrio")
     frame(REFS).to_file(folder / "ref.shp", engine="pyogrio")
     return str(folder / "pred.gpkg"), str(folder / "ref.shp")
+
+
+def test_geosam_outputs_and_geoparquet_are_inputs(tmp_path):
+    geosam.write(frame(PREDS).assign(score=0.9), tmp_path / "objects.gpkg")  # with QGIS's layer_styles table
+    frame(REFS).to_parquet(tmp_path / "ref.parquet")
+    result = geosam.evaluate(tmp_path / "objects.gpkg", tmp_path / "ref.parquet")
+    assert scores(result.overall) == (4, 5, 3, 2, 1)
+    assert result.prediction == str(tmp_path / "objects.gpkg")
+    assert set(result.outcomes["pred_id"].dropna()) == {1, 2, 3, 4, 5}, "GeoPackage FIDs"
 
 
 def test_cli_writes_the_report_and_a_styled_geopackage(tmp_path):
