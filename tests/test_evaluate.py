@@ -365,6 +365,7 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(tmp_path):
         ([pred, ref, "--iou", "0"], 2, "0<x<=1"),
         ([pred, ref, "--size-bins", "1000,100"], 2, "size bins 1000,100: give ascending areas"),
         ([pred, ref, "--size-bins", "small"], 2, "give areas in m² separated by commas"),
+        ([pred, ref, "-o", str(tmp_path / "pred.json"), "--overwrite"], 2, "pred.gpkg is the input PRED"),
     ]
     for args, code, message in cases:
         done = geosam_cli(*args)
@@ -372,6 +373,7 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(tmp_path):
         assert done.returncode == code and "Traceback" not in done.stderr, done.stderr
         assert message in lines[-1] and len(lines) <= 3, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".json", ".txt")) == []
+    assert len(gpd.read_file(pred)) == 5, "the input is left alone"
 
 
 def test_api_defaults_are_the_settings():

@@ -51,6 +51,14 @@ def command(
         outcomes = outcomes or output.with_suffix(".gpkg")
     if outcomes is not None:
         outputs.check_output(outcomes, overwrite)
+    inputs = {
+        Path(path).resolve(): name for path, name in ((pred, "PRED"), (ref, "REF"), (aoi, "--aoi")) if path
+    }
+    for path in (output, outcomes):
+        if path is not None and path.resolve() in inputs:
+            raise click.UsageError(
+                f"{path} is the input {inputs[path.resolve()]}; write the results to another file"
+            )
     result = evaluate(pred, ref, iou=iou, class_field=class_field, aoi=aoi, size_bins=size_bins)
     click.echo(result.summary())
     written = []
