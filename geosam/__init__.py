@@ -10,12 +10,14 @@ from geosam._version import __version__ as __version__
 # The public API, imported on first use so that `geosam --help` does not wait for torch and dask.
 _EXPORTS = {
     "AutomaticParams": "geosam.models",
+    "EvaluationResult": "geosam.evaluation",
     "GeosamError": "geosam.errors",
     "ModelSpec": "geosam.models",
     "Scene": "geosam.georef",
     "Session": "geosam.session",
     "Tile": "geosam.tiling",
     "TileGrid": "geosam.tiling",
+    "evaluate": "geosam.evaluation",
     "label_raster": "geosam.xr",
     "load_model": "geosam.models",
     "open_scene": "geosam.georef",
@@ -28,12 +30,14 @@ _EXPORTS = {
 
 __all__ = [
     "AutomaticParams",
+    "EvaluationResult",
     "GeosamError",
     "ModelSpec",
     "Scene",
     "Session",
     "Tile",
     "TileGrid",
+    "evaluate",
     "label_raster",
     "load_model",
     "open_scene",
@@ -46,6 +50,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from geosam.errors import GeosamError
+    from geosam.evaluation import EvaluationResult, evaluate
     from geosam.georef import Scene, open_scene
     from geosam.labels import write_labels
     from geosam.models import AutomaticParams, ModelSpec, load_model

@@ -316,6 +316,14 @@ def to_uint8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) 
 _GEOD = Geod(ellps="WGS84")
 
 
+def planar(crs: ProjCRS) -> bool:
+    """Whether planar areas in ``crs`` are true areas: a projected CRS, not a Mercator one."""
+    operation = crs.coordinate_operation if crs.is_projected else None  # a projected CRS's conversion
+    method = (operation.method_name or "").lower() if operation is not None else ""
+    mercator = method.startswith("mercator") or "pseudo mercator" in method  # not Transverse Mercator
+    return bool(crs.is_projected) and not mercator
+
+
 def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:
     """Areas in square metres: planar in projected CRSs, geodesic in geographic and Mercator ones.
 
@@ -324,10 +332,7 @@ def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:
     if crs is None:
         return np.full(len(geometries), np.nan)
     proj = ProjCRS.from_user_input(crs.to_wkt())
-    operation = proj.coordinate_operation if proj.is_projected else None  # a projected CRS's conversion
-    method = (operation.method_name or "").lower() if operation is not None else ""
-    mercator = method.startswith("mercator") or "pseudo mercator" in method  # not Transverse Mercator
-    if proj.is_projected and not mercator:
+    if planar(proj):
         return shapely.area(geometries) * proj.axis_info[0].unit_conversion_factor ** 2
     to_lonlat = Transformer.from_crs(proj, proj.geodetic_crs, always_xy=True)
     lonlat = shapely.transform(

@@ -32,6 +32,7 @@ LAYER_OPTIONS = {"GeoJSON": {"RFC7946": "YES"}, "ESRI Shapefile": {"ENCODING": "
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".qmd")
 SHAPEFILE_NAME = 10  # dBASE field names have at most 10 characters
 STYLE_NAME = "geosam: outlines by score"
+STYLE_DESCRIPTION = "Outlines coloured by the model's score (low: red, high: cyan)"
 
 LAYER = "objects"  # the layer geosam writes its objects to
 
@@ -97,11 +98,13 @@ def write_layers(
     path: Path,
     overwrite: bool = False,
     metadata: Mapping[str, dict[str, str] | None] | None = None,
+    styles: Mapping[str, style.Style] | None = None,
 ) -> None:
     """Write named layers to one new file beside ``path``, then move it into place in one step.
 
     Readers see the old file or the complete new one, never a file with some of the layers.
-    Several layers need a GeoPackage; ``metadata`` (per layer) is kept in GeoPackages.
+    Several layers need a GeoPackage; ``metadata`` and ``styles`` (per layer) are kept in GeoPackages,
+    where a layer with a ``score`` field and no style of its own gets outlines coloured by score.
     """
     path = Path(path)
     driver = check_output(path, overwrite)
@@ -118,8 +121,13 @@ def write_layers(
             _write_layer(objects, tmp, driver, layer, first=i == 0, metadata=(metadata or {}).get(layer))
         if driver == "GPKG":
             for layer, objects in layers.items():
-                if "score" in objects.columns:
-                    add_style(Path(tmp), layer, style.qml(objects["score"].to_numpy()))
+                chosen = (styles or {}).get(layer)
+                if chosen is None and "score" in objects.columns:
+                    chosen = style.Style(
+                        STYLE_NAME, STYLE_DESCRIPTION, style.qml(objects["score"].to_numpy())
+                    )
+                if chosen is not None:
+                    add_style(Path(tmp), layer, chosen)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -183,8 +191,8 @@ def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def add_style(gpkg: Path, layer: str, qml: str, name: str = STYLE_NAME) -> None:
-    """Store ``qml`` as the default style of ``layer`` in the GeoPackage's ``layer_styles`` table.
+def add_style(gpkg: Path, layer: str, chosen: style.Style) -> None:
+    """Store ``chosen`` as the default style of ``layer`` in the GeoPackage's ``layer_styles`` table.
 
     The table is the one QGIS itself creates (OGC / QGIS convention), registered in gpkg_contents
     as an attributes table, so GDAL lists it and QGIS applies the style when the layer is opened.
@@ -210,13 +218,7 @@ def add_style(gpkg: Path, layer: str, qml: str, name: str = STYLE_NAME) -> None:
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
             "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui) "
             "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', '')",
-            (
-                layer,
-                geometry,
-                name,
-                qml,
-                "Outlines coloured by the model's score (low: red, high: cyan)",
-            ),
+            (layer, geometry, chosen.name, chosen.qml, chosen.description),
         )
 
 

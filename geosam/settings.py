@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Le
+from annotated_types import Ge, Gt, Le
 
 # metadata keys of geosam's own, beside pydantic's Field names: the option's spelling on the command line
 CLI = "cli"  # e.g. ("-m", "--model"); default: --field-name
@@ -39,6 +39,7 @@ Backend = Literal["torch", "onnx"]
 Precision = Literal["fp32", "fp16", "bf16"]
 OutputMode = Literal["per_scene", "merged"]
 Percentile = Annotated[float, Ge(0), Le(100)]
+SquareMetres = Annotated[float, Gt(0)]
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,25 @@ class Output:
     layer: str = setting("objects", "Layer name (merged: for inputs that name no layer).", min_length=1)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Scoring predicted polygons against reference ones (``geosam evaluate``)."""
+
+    iou: float = setting(
+        0.5, "A prediction and a reference object match when their IoU is at least this (SpaceNet: 0.5).",
+        gt=0, le=1,
+    )  # fmt: skip
+    class_field: str | None = setting(
+        None, "Field of the object classes: objects match within their class where both files have it; "
+        "where only REF has it, recall is given per class.",
+    )  # fmt: skip
+    size_bins: tuple[SquareMetres, ...] = setting(
+        (100.0, 1000.0), "Edges of the size bins in m², ascending: 100,1000 scores objects under 100 m², "
+        "from 100 to 1000 m² and from 1000 m² apart (a match by its reference's area).",
+        min_length=1,
+    )  # fmt: skip
+
+
 READ = Read()
 MODEL = Model()
 TILING = Tiling()
@@ -190,6 +210,7 @@ PROMPTS = Prompts()
 FILTERS = Filters()
 CLUSTER = Cluster()
 EXECUTION = Execution()
+EVALUATION = Evaluation()
 
 
 def field(group: type, name: str) -> dataclasses.Field:

@@ -1,8 +1,10 @@
-"""How objects look: outlines coloured by score, the same in QGIS (a QML style) and in previews."""
+"""How objects look: outlines coloured by score, the same in QGIS (a QML style) and in previews; an
+evaluation's outcomes coloured by kind."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import pairwise
 from xml.sax.saxutils import quoteattr
 
@@ -12,6 +14,22 @@ import numpy as np
 PALETTE = ((230, 40, 40), (255, 140, 0), (255, 230, 0), (110, 220, 70), (0, 220, 255))
 FIELD = "score"
 OUTLINE_MM = 0.6
+# An evaluation's outcomes (geosam.evaluation): value of the outcome field, legend label, outline colour.
+OUTCOMES = (
+    ("true_positive", "true positive: found", (60, 200, 60)),
+    ("false_positive", "false positive: not in the reference", (255, 140, 0)),
+    ("miss", "miss: reference not found", (230, 40, 230)),
+)
+OUTCOME_FIELD = "outcome"
+
+
+@dataclass(frozen=True)
+class Style:
+    """A QGIS style as a GeoPackage stores it (its ``layer_styles`` table): name, description, QML."""
+
+    name: str
+    description: str
+    qml: str
 
 
 def classes(scores: np.ndarray, n: int = len(PALETTE)) -> list[tuple[float, float]]:
@@ -60,6 +78,33 @@ symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
    <parameters><Option/></parameters>
    <extraInformation/>
   </classificationMethod>
+  <rotation/>
+  <sizescale/>
+ </renderer-v2>
+ <blendMode>0</blendMode>
+ <featureBlendMode>0</featureBlendMode>
+ <layerGeometryType>2</layerGeometryType>
+</qgis>
+"""
+
+
+def outcome_qml(field: str = OUTCOME_FIELD) -> str:
+    """A QGIS 3.x QML: no fill, outlines categorised by ``field``: true positives, false positives, misses."""
+    rows = "\n".join(
+        f'   <category value={quoteattr(value)} symbol="{i}" label={quoteattr(label)} render="true"/>'
+        for i, (value, label, _) in enumerate(OUTCOMES)
+    )
+    symbols = "\n".join(_symbol(i, colour) for i, (_, _, colour) in enumerate(OUTCOMES))
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="Symbology">
+ <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" \
+forceraster="0" referencescale="-1">
+  <categories>
+{rows}
+  </categories>
+  <symbols>
+{symbols}
+  </symbols>
   <rotation/>
   <sizescale/>
  </renderer-v2>

@@ -41,6 +41,8 @@ CLI_SETTINGS = {
     ("prompt", "model"): (settings.Model, "name"),
     ("prompt", "cache"): (settings.Prompts, "cache"),
     ("run", "workers"): (settings.Cluster, "workers"),
+    ("evaluate", "iou"): (settings.Evaluation, "iou"),
+    ("evaluate", "class_field"): (settings.Evaluation, "class_field"),
 }
 
 
@@ -68,6 +70,15 @@ def test_cli_defaults_and_limits_are_the_settings(command, name):
         assert option.type.min == limits.get("ge", limits.get("gt"))
         assert option.type.max == limits.get("le")
         assert option.type.min_open == ("gt" in limits)
+
+
+def test_cli_size_bins_are_the_settings():
+    option = cli_option("evaluate", "size_bins")
+    assert option.default == ",".join(f"{v:g}" for v in settings.EVALUATION.size_bins)
+    assert (
+        option.process_value(click.Context(main.commands["evaluate"]), option.default)
+        == settings.EVALUATION.size_bins
+    )
 
 
 def test_cli_percentiles_are_the_settings():

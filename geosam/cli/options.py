@@ -54,6 +54,21 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str | tuple)
     return low, high
 
 
+def _size_bins(ctx: click.Context, param: click.Parameter, value: str | tuple) -> tuple[float, ...]:
+    if isinstance(value, tuple):
+        return value
+    from geosam.errors import InputError
+    from geosam.evaluation import check_size_bins
+
+    try:
+        return check_size_bins([float(v) for v in value.split(",")])
+    except ValueError as exc:
+        message = (
+            str(exc) if isinstance(exc, InputError) else "give areas in m² separated by commas, e.g. 100,1000"
+        )
+        raise click.BadParameter(message) from None
+
+
 # where the command line reads a setting differently from its type: a path that must exist, a list as text
 _SPECIAL: dict[str, dict[str, Any]] = {
     "Read.bands": {"callback": _bands, "type": str, "metavar": "BANDS"},
@@ -65,6 +80,13 @@ _SPECIAL: dict[str, dict[str, Any]] = {
     },
     "Model.checkpoint": {"type": click.Path(exists=True, dir_okay=False, path_type=Path)},
     "Cluster.scheduler": {"metavar": "ADDRESS"},
+    "Evaluation.size_bins": {
+        "callback": _size_bins,
+        "type": str,
+        "metavar": "M2,...",
+        "default": ",".join(f"{v:g}" for v in settings.EVALUATION.size_bins),
+    },
+    "Evaluation.class_field": {"metavar": "FIELD"},
 }
 
 
