@@ -100,8 +100,8 @@ def prompts_toward(
     linked: set[int] = set()
     if seen:
         matched, _ = matches(a, b, mine, seen, match_iou)
-        linked = {i for i, _ in matched + continuations(a, b, mine, seen, matched, match_iou)}
-        linked |= {i for i, _ in whole_links(a, b, mine, seen)}
+        pairs = matched + continuations(a, b, mine, seen, matched, match_iou)
+        linked = {i for i, _ in pairs + whole_links(a, b, mine, seen, pairs)}
     prompts = []
     for piece in (mine[i] for i in cut if i not in linked):
         view = shapely.clip_by_rect(piece.full, window.x0, window.y0, window.x1, window.y1)

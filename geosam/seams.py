@@ -151,27 +151,45 @@ def continuations(
     return pairs
 
 
-def whole_links(a: Tile, b: Tile, pa: list[Piece], pb: list[Piece]) -> list[tuple[int, int]]:
-    """Pairs of a whole piece of one tile and the piece of the other that covers it in their shared
-    window (at least ``WHOLE`` of the whole piece's part there, the most first): there the object
-    that fills the first tile continues into the second. One pair per whole piece."""
+def whole_links(
+    a: Tile, b: Tile, pa: list[Piece], pb: list[Piece], linked: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Pairs of pieces of two neighbouring tiles, at least one of them whole, where the other covers
+    the whole one's part of their shared window (at least ``WHOLE`` of it; both ways for two whole
+    pieces): the object that fills one tile may continue into the other there.
+
+    One-to-one and apart from the ``linked`` pairs (matches and continuations): a piece linked to one
+    of a tile's own pieces shows that the tile sees the object's outline, not that it lies inside
+    it. A piece that is not whole is the better partner (it is a real outline), then the better
+    cover.
+    """
     shared = a.read.intersection(b.read)
-    if shared is None:
+    free_a = [i for i in range(len(pa)) if i not in {i for i, _ in linked}]
+    free_b = [j for j in range(len(pb)) if j not in {j for _, j in linked}]
+    if shared is None or not free_a or not free_b:
         return []
-    window = shapely.box(shared.x0, shared.y0, shared.x1, shared.y1)
-    pairs = []
-    for mine, theirs, flip in ((pa, pb, False), (pb, pa, True)):
-        if not theirs:
+    in_a = clip(np.array([pa[i].full for i in free_a]), shared)
+    in_b = clip(np.array([pb[j].full for j in free_b]), shared)
+    whole_a = np.array([pa[i].whole for i in free_a])
+    whole_b = np.array([pb[j].whole for j in free_b])
+    left, right = np.nonzero(whole_a[:, None] | whole_b[None, :])
+    inter = shapely.area(shapely.intersection(in_a[left], in_b[right], grid_size=1))
+    area_a, area_b = shapely.area(in_a[left]), shapely.area(in_b[right])
+    # the cover of each whole piece's part by the other; 1 where that piece is not whole
+    cover = np.minimum(
+        np.where(whole_a[left], inter / np.maximum(area_a, 1e-12), 1.0),
+        np.where(whole_b[right], inter / np.maximum(area_b, 1e-12), 1.0),
+    )
+    both = whole_a[left] & whole_b[right]
+    pairs, used_a, used_b = [], set(), set()
+    for k in np.lexsort((right, left, -cover, both)).tolist():
+        if cover[k] < WHOLE:
             continue
-        others = shapely.intersection(np.array([p.full for p in theirs]), window)
-        for i in (i for i, p in enumerate(mine) if p.whole):
-            part = shapely.intersection(mine[i].full, window)
-            if part.is_empty:
-                continue
-            cover = shapely.area(shapely.intersection(others, part)) / part.area
-            j = int(np.argmax(cover))
-            if cover[j] >= WHOLE:
-                pairs.append((j, i) if flip else (i, j))
+        i, j = free_a[int(left[k])], free_b[int(right[k])]
+        if i not in used_a and j not in used_b:
+            pairs.append((i, j))
+            used_a.add(i)
+            used_b.add(j)
     return pairs
 
 

@@ -13,6 +13,15 @@ none of it, and never takes over the tile's core). Where the views agree nowhere
 core edge cuts it. All geometry is in scene pixel coordinates, where seams fall on integer
 coordinates and unions are exact.
 
+A tile inside a lake or a field sees nothing but the object, and the model answers it with the
+whole tile, as it answers a tile with the whole image when it finds nothing in it: such whole
+pieces take no part in the links above. Each is paired instead, one to one, with a piece of each
+neighbour that covers it in their shared window and that no piece of its own tile is linked to (a
+tile that sees the object's outline does not lie inside it). A whole piece is inside an object when
+it is so covered on every side of its tile, by outlines or by whole pieces that are themselves
+inside (so a run of whole tiles counts only where real outlines enclose it, and never ends in a
+straight cut); it then joins those pieces' object. The others are the image, not objects.
+
 The work is local: a ``Stitcher`` takes tiles in any order and gives back each object as soon as
 every tile that could still add to it has been seen, then forgets its pieces. Only the pieces of
 tiles whose neighbourhood is unfinished are held, never the whole scene, and no union spans more
@@ -103,12 +112,8 @@ class Stitcher:
         self._objects = _Groups()  # linked pieces: one object each
         self._clusters = _Groups()  # objects that may duplicate each other
         self._next = 0
-        # whole pieces (see Piece.whole) until their tile is closed: the neighbours whose pieces cover
-        # them across the seam, and those pieces; then kept (linked) or dropped
-        self._covered: dict[int, set[tuple[int, int]]] = {}
-        self._partners: dict[int, list[int]] = {}
-        self._kept: set[int] = set()
-        self._dropped: set[int] = set()
+        # of each whole piece (see Piece.whole): the pieces that cover it across each side of its tile
+        self._cover: dict[int, dict[tuple[int, int], int]] = {}
 
     @property
     def held(self) -> int:
@@ -130,7 +135,7 @@ class Stitcher:
             self._objects.add(i)
             self._clusters.add(i)
             if piece.whole:
-                self._covered[i], self._partners[i] = set(), []
+                self._cover[i] = {}
         for a, b in _same_tile_duplicates(pieces, self.match_iou):
             self._clusters.merge(ids[a], ids[b])
         for other in self.grid.neighbours(tile):
@@ -138,57 +143,61 @@ class Stitcher:
             if okey in self._seen and self._ids[okey] and ids:
                 first, second = sorted([(key, tile), (okey, other)])
                 self._link(first[1], second[1])
-        around = [key] + [(t.row, t.col) for t in self.grid.neighbours(tile)]
-        for k in around:
-            if self._closed(k):
-                for i in [i for i in self._ids.get(k, ()) if i in self._covered]:
-                    self._decide(i)
-        return self._finish(around)
+        return self._finish([key] + [(t.row, t.col) for t in self.grid.neighbours(tile)])
 
     def _link(self, a: Tile, b: Tile) -> None:
         ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
         pa, pb = [self._pieces[i] for i in ia], [self._pieces[i] for i in ib]
         matched, overlapping = matches(a, b, pa, pb, self.match_iou)
-        for i, j in matched + continuations(a, b, pa, pb, matched, self.match_iou):
+        linked = matched + continuations(a, b, pa, pb, matched, self.match_iou)
+        for i, j in linked:
             self._objects.merge(ia[i], ib[j])
             self._clusters.merge(ia[i], ib[j])
         for i, j in overlapping:
             self._clusters.merge(ia[i], ib[j])
-        for i, j in whole_links(a, b, pa, pb):
-            self._clusters.merge(ia[i], ib[j])  # neither leaves before the whole one is decided
+        for i, j in whole_links(a, b, pa, pb, linked):
+            self._clusters.merge(ia[i], ib[j])  # neither leaves before the whole one is judged
             for w, other, side in ((ia[i], ib[j], b), (ib[j], ia[i], a)):
-                if w in self._covered:
-                    self._covered[w].add((side.row, side.col))
-                    self._partners[w].append(other)
+                if w in self._cover:
+                    self._cover[w][(side.row, side.col)] = other
 
-    def _decide(self, w: int) -> None:
-        """Keep a whole piece whose tile lies inside one object, or drop it as the image.
+    def _join_wholes(self, cluster: list[int]) -> set[int]:
+        """Join the cluster's whole pieces that lie inside an object to it (see the module's text);
+        return the others, the image."""
+        wholes = [i for i in cluster if i in self._cover]
+        sides = {w: self._sides(w) for w in wholes}
+        inside = set(wholes)
 
-        It is kept when on every side where it reaches into a neighbour's window a piece of that
-        neighbour covers it (the object continues across every seam of the tile), and then joins
-        those pieces' object; otherwise the tile saw nothing but itself.
-        """
-        tile, piece = self.grid.tile(*self._tile_of[w]), self._pieces[w]
-        sides = [
-            (r, c)
-            for r, c in (
-                (tile.row - 1, tile.col),
-                (tile.row + 1, tile.col),
-                (tile.row, tile.col - 1),
-                (tile.row, tile.col + 1),
+        def enclosed(w: int) -> bool:
+            cover = self._cover[w]
+            return all(
+                s in cover and (cover[s] in inside or not self._pieces[cover[s]].whole) for s in sides[w]
             )
-            if 0 <= r < self.grid.shape[0]
-            and 0 <= c < self.grid.shape[1]
-            and _reaches_into(piece, tile, self.grid.tile(r, c))
-        ]
-        covered, partners = self._covered.pop(w), self._partners.pop(w)
-        if not covered.issuperset(sides):
-            self._dropped.add(w)
-            return
-        self._kept.add(w)
-        for other in partners:
-            if not self._pieces[other].whole or other in self._kept:
-                self._objects.merge(w, other)
+
+        while unsure := [w for w in inside if not enclosed(w)]:
+            inside.difference_update(unsure)
+        for w in inside:
+            for p in self._cover[w].values():
+                if p in inside or not self._pieces[p].whole:
+                    self._objects.merge(w, p)
+        for w in wholes:
+            del self._cover[w]
+        return set(wholes) - inside
+
+    def _sides(self, w: int) -> list[tuple[int, int]]:
+        """The tiles beside (not across a corner from) a whole piece's tile whose windows it reaches into."""
+        tile, piece = self.grid.tile(*self._tile_of[w]), self._pieces[w]
+        rows, cols = self.grid.shape
+        around = (
+            (tile.row - 1, tile.col),
+            (tile.row + 1, tile.col),
+            (tile.row, tile.col - 1),
+            (tile.row, tile.col + 1),
+        )
+        return [
+            (r, c) for r, c in around
+            if 0 <= r < rows and 0 <= c < cols and _reaches_into(piece, tile, self.grid.tile(r, c))
+        ]  # fmt: skip
 
     def _closed(self, key: tuple[int, int]) -> bool:
         tile = self.grid.tile(*key)
@@ -207,25 +216,20 @@ class Stitcher:
         return objects
 
     def _give_out(self, cluster: list[int]) -> list[StitchedObject]:
+        image = self._join_wholes(cluster)
         roots: dict[int, list[int]] = {}
         for i in cluster:
             roots.setdefault(self._objects.find(i), []).append(i)
         objects = []
         for root, members in roots.items():
             self._objects.forget(root)
-            parts = [
-                (self.grid.tile(*self._tile_of[i]), self._pieces[i])
-                for i in members
-                if i not in self._dropped
-            ]
+            parts = [(self.grid.tile(*self._tile_of[i]), self._pieces[i]) for i in members if i not in image]
             obj = _assemble(parts, self.grid) if parts else None
             if obj is not None:
                 objects.append(obj)
         for i in cluster:
             del self._pieces[i]
             self._ids[self._tile_of.pop(i)].remove(i)
-            self._kept.discard(i)
-            self._dropped.discard(i)
         return drop_duplicates(objects, self.match_iou)
 
     def close(self) -> None:
