@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_model": "geosam.models",
     "open_scene": "geosam.georef",
     "overview": "geosam.preview",
+    "sample_path": "geosam.sample",
     "segment": "geosam.scene_run",
     "write": "geosam.output",
     "write_labels": "geosam.labels",
@@ -38,6 +39,7 @@ __all__ = [
     "load_model",
     "open_scene",
     "overview",
+    "sample_path",
     "segment",
     "write",
     "write_labels",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from geosam.models import AutomaticParams, ModelSpec, load_model
     from geosam.output import write
     from geosam.preview import overview, write_preview
+    from geosam.sample import sample_path
     from geosam.scene_run import segment
     from geosam.session import Session
     from geosam.tiling import Tile, TileGrid

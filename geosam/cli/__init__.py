@@ -66,9 +66,9 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 
 
 def _register() -> None:
-    from geosam.cli import info, models, prompt, run, segment
+    from geosam.cli import info, models, prompt, run, sample, segment
 
-    for module in (segment, prompt, run, info):
+    for module in (segment, prompt, run, info, sample):
         main.add_command(module.command)
     main.add_command(models.models)
 
