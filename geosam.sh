@@ -19,6 +19,7 @@ TORCH_INDEX="https://download.pytorch.org/whl/cpu" # PyTorch's CPU-only wheels (
 NEED_MB=3000  # free disk for .venv and pip's downloads: the test environment takes 2.2 GB, the demo's less
 STAMP=.venv/geosam-installed  # what was installed: pyproject.toml's checksum, the pins, the extra
 START=$(date +%s)
+exec 3>&1 # the commands shown, even where their own output is silenced
 
 say() { printf '==> %s\n' "$*"; }
 fail() {
@@ -26,7 +27,7 @@ fail() {
     exit 1
 }
 run() { # show a command, then run it
-    printf '$ %s\n' "$*"
+    printf '$ %s\n' "$*" >&3
     "$@"
 }
 
