@@ -26,8 +26,15 @@ fail() {
     printf 'geosam.sh: error: %s\n' "$*" >&2
     exit 1
 }
-run() { # show a command, then run it
-    printf '$ %s\n' "$*" >&3
+run() { # show a command, quoted for a shell where it needs it, then run it
+    shown='$'
+    for word in "$@"; do
+        case $word in
+            '' | *[!A-Za-z0-9_./:=@%+,-]*) shown="$shown '$word'" ;;
+            *) shown="$shown $word" ;;
+        esac
+    done
+    printf '%s\n' "$shown" >&3
     "$@"
 }
 
