@@ -73,11 +73,11 @@ def ran(calls: list[list[str]]) -> list[list[str]]:
             or (c[0] == "geosam" and c != ["geosam", "-q", "sample"])]  # fmt: skip
 
 
-def readme_blocks(title: str) -> list[list[list[str]]]:
-    """The code blocks of a README section, each as its command lines' argument lists."""
-    text = (ROOT / "README.md").read_text()
+def readme_blocks(title: str, page: str = "README.md") -> list[list[list[str]]]:
+    """The code blocks of a section of the README (or another page), each as its command lines' arguments."""
+    text = (ROOT / page).read_text()
     section = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    assert section, f"README has a '## {title}' section"
+    assert section, f"{page} has a '## {title}' section"
     blocks = re.findall(r"^```\n(.*?)^```", section.group(1), re.MULTILINE | re.DOTALL)
     return [[shlex.split(line, comments=True) for line in b.splitlines() if line.strip()] for b in blocks]
 
@@ -130,6 +130,9 @@ def test_test_installs_every_extra_runs_the_checks_then_pytest_and_the_demo_reus
     (tmp_path / "shared" / "data").mkdir(parents=True)
     result = sandbox.run("test", "-x", "-k", "one thing")
     assert result.returncode == 0, result.stderr
+    one_command, by_hand = readme_blocks("Set up", "CONTRIBUTING.md")[:2]
+    assert one_command[0] == ["./geosam.sh", "test"]
+    assert shown(result)[: len(by_hand)] == by_hand, "it sets up as CONTRIBUTING.md says, by hand"
     calls = sandbox.calls()
     assert ran(calls) == [
         ["python3", "-m", "venv", ".venv"],
