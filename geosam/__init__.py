@@ -22,6 +22,7 @@ _EXPORTS = {
     "load_model": "geosam.models",
     "open_scene": "geosam.georef",
     "overview": "geosam.preview",
+    "sample_path": "geosam.sample",
     "segment": "geosam.scene_run",
     "write": "geosam.output",
     "write_labels": "geosam.labels",
@@ -42,6 +43,7 @@ __all__ = [
     "load_model",
     "open_scene",
     "overview",
+    "sample_path",
     "segment",
     "write",
     "write_labels",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from geosam.models import AutomaticParams, ModelSpec, load_model
     from geosam.output import write
     from geosam.preview import overview, write_preview
+    from geosam.sample import sample_path
     from geosam.scene_run import segment
     from geosam.session import Session
     from geosam.tiling import Tile, TileGrid

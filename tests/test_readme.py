@@ -2,8 +2,8 @@
 
 The CLI and API references are generated from the code (mkdocs-click, mkdocstrings), so these tests
 guard what is still written by hand: options that the README and the guide mention exist in the
-real ``--help`` of the command they are given to; the README's install and test commands are the
-ones CI runs; every public name and every command has a reference entry; and the site builds with
+real ``--help`` of the command they are given to; the README's test command is the one CI runs;
+every public name and every command has a reference entry; and the site builds with
 ``mkdocs build --strict`` (broken links and anchors are errors).
 """
 
@@ -141,15 +141,15 @@ def _readme_section(title: str) -> str:
     return "\n".join(block.split("\n", 1)[1].rsplit("```", 1)[0] for block in FENCE.findall(match.group(1)))
 
 
-def test_readme_install_and_test_commands_are_the_ones_ci_runs():
+def test_readme_test_command_is_the_one_ci_runs():
+    """CI runs the README's test command from scratch; that it installs as the README's Install says
+    is tests/test_setup_script.py's to check."""
     script = CI.read_text()
-    install_marker, tests_marker = "# --- README: Install ---", "# --- README: Run the tests ---"
-    assert install_marker in script and tests_marker in script, ".ci/run marks the README's sections"
-    start = script.index("python3 -m venv")  # the venv and its activation come just before the marker
-    install = script[start : script.index("# --- ", script.index(install_marker) + len(install_marker))]
-    tests = script.split(tests_marker)[1]
-    assert _commands(_readme_section("Install")) == _commands(install)
-    assert _commands(_readme_section("Run the tests")) == _commands(tests) == ["python -m pytest"]
+    marker = "# --- README: Run the tests ---"
+    assert marker in script, ".ci/run marks the README's command"
+    assert "rm -rf .venv" in script.split(marker)[0], "CI installs from scratch"
+    assert _commands(_readme_section("Run the tests")) == _commands(script.split(marker)[1])
+    assert _commands(script.split(marker)[1]) == ["./geosam.sh test"]
 
 
 def test_readme_links_point_at_files_that_exist():

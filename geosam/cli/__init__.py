@@ -66,9 +66,9 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 
 
 def _register() -> None:
-    from geosam.cli import evaluate, info, models, prompt, run, segment
+    from geosam.cli import evaluate, info, models, prompt, run, sample, segment
 
-    for module in (segment, prompt, run, info, evaluate):
+    for module in (segment, prompt, run, info, evaluate, sample):
         main.add_command(module.command)
     main.add_command(models.models)
 
