@@ -135,7 +135,7 @@ class RunReport:
         ]
         if self.ground:
             lines.append(f"left out {self.ground} object{'s' if self.ground != 1 else ''} over more than half of the "
-                         "scene, its ground (--keep-background keeps them)")  # fmt: skip
+                         "scene and across it, its ground (--keep-background keeps them)")  # fmt: skip
         for failure in self.failed[:5]:
             lines.append(f"failed tile {failure.row},{failure.col}: {failure.error}")
         if len(self.failed) > 5:

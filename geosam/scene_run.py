@@ -31,7 +31,7 @@ from geosam.reprompt import PromptJob, Reprompter
 from geosam.resume import WorkDir, iter_finished
 from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, without_ground
 from geosam.tasks import ModelSource, TileResult
-from geosam.tiling import Tile, TileGrid
+from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import tidy, to_map
 from geosam.xr import is_dataarray, scene_file
 
@@ -69,6 +69,7 @@ class SceneRun:
         self.input_failures: list[bool] = []  # of failed tiles: whether each failed on its input
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
         self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
+        self.extent: Box | None = None  # the bounds of the cores of tiles with data
 
     def resume(self) -> set[tuple[int, int]]:
         """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
@@ -111,6 +112,8 @@ class SceneRun:
             report.tiles_done += not result.reused
             report.tiles_empty += not result.segmented
             self.data_pixels += result.data_pixels
+            if result.data_pixels:
+                self.extent = result.tile.core if self.extent is None else self.extent.union(result.tile.core)
             if result.segmented:
                 core = result.tile.core.width * result.tile.core.height
                 self.pixels_all += core
@@ -144,7 +147,7 @@ class SceneRun:
         objects = drop_duplicates(self.objects)
         if keep_background:
             return objects
-        objects, self.report.ground = without_ground(objects, self.data_pixels)
+        objects, self.report.ground = without_ground(objects, self.data_pixels, self.extent)
         return objects
 
 
@@ -205,8 +208,8 @@ def segment_scene(
     ``path`` is any GDAL raster path. ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan
     the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid,
     ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over more than half
-    of the scene's data is its ground and is left out unless ``keep_background`` (see
-    ``geosam.stitch.without_ground``). Tiles run as Dask tasks on
+    of the scene's data that spans it both ways is its ground and is left out unless
+    ``keep_background`` (see ``geosam.stitch.without_ground``). Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
     using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.

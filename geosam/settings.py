@@ -137,7 +137,7 @@ class Filters:
     min_score: float = setting(0.0, "Drop objects whose score (predicted IoU) is below this.", ge=0, le=1)
     keep_background: bool = setting(
         False,
-        "Keep the scene's ground: an object over more than half of the scene's data, dropped by default.",
+        "Keep the scene's ground: an object over more than half of the scene's data and across it, left out by default.",
     )
 
 

@@ -61,6 +61,12 @@ class Box:
         )
         return box if box.x0 < box.x1 and box.y0 < box.y1 else None
 
+    def union(self, other: Box) -> Box:
+        """The smallest box holding both."""
+        return Box(
+            min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1)
+        )
+
 
 @dataclass(frozen=True, order=True)
 class Tile:
