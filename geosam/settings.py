@@ -77,6 +77,9 @@ class Model:
     architecture: Architecture | None = setting(
         None, "Architecture of checkpoint [default: detected from its weights]."
     )
+    offline: bool = setting(
+        False, "Never download a model that is not installed (first use fetches it); also $GEOSAM_OFFLINE=1."
+    )
     device: str = setting("cpu", "Torch device: cpu, cuda, cuda:1, mps.")
     backend: Backend | None = setting(
         None, "Runtime of the network: torch, or onnx (ONNX Runtime, the model exported once beside its "

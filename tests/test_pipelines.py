@@ -377,3 +377,18 @@ def test_model_section_takes_a_checkpoint_backend_and_precision(tmp_path, model_
     raw["model"] = {"backend": "tensorrt", "precision": "fp8"}
     message = problems(raw)
     assert "model.backend" in message and "model.precision" in message
+
+
+def test_offline_in_the_pipeline_or_on_the_command_line_never_downloads(tmp_path, scenes, monkeypatch):
+    from geosam.errors import ModelError
+    from geosam.models import weights
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "no-models"))
+    raw = {"inputs": [str(scenes / "a.tif")], "output": {"path": str(tmp_path / "out")}}
+    assert not batch_plan.model_spec(batch_config.parse(raw, base=tmp_path)).offline
+    offline = {**raw, "model": {"offline": True}}
+    assert batch_plan.model_spec(batch_config.parse(offline, base=tmp_path)).offline
+    for pipeline, flag in ((offline, False), (raw, True)):
+        with pytest.raises(ModelError, match=r"downloads are off.*geosam models import FILE"):
+            batch_run.run(batch_config.parse(pipeline, base=tmp_path), workers=0, offline=flag)
+    assert not (tmp_path / "no-models").exists()

@@ -266,7 +266,7 @@ def model_spec(pipeline: Pipeline) -> ModelSpec:
     )
     return ModelSpec(
         m.name, m.device, params, checkpoint=pipeline.base / m.checkpoint if m.checkpoint else None, architecture=m.architecture,
-        backend=m.backend, precision=m.precision,
+        backend=m.backend, precision=m.precision, offline=m.offline,
     )  # fmt: skip
 
 

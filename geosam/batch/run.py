@@ -7,6 +7,7 @@ resumes scene by scene.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -83,6 +84,7 @@ def run(
     overwrite: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
+    offline: bool = False,
     model: Any = None,
     on_scene: Callable[[SceneOutcome], None] | None = None,
     on_tile: Callable[[SceneJob, int], None] | None = None,
@@ -92,11 +94,14 @@ def run(
     Everything is checked first (inputs, scenes, prompt files, outputs, the model); then scenes run
     one after another, their tiles on one Dask cluster: a local one of ``workers`` processes, the
     scheduler at ``scheduler``, or the pipeline's cluster. A scene that fails is reported in the
-    summary and the others go on; its next run retries it. ``model`` replaces the pipeline's model
+    summary and the others go on; its next run retries it. ``offline`` forbids downloading the model
+    whatever the pipeline's ``model.offline``. ``model`` replaces the pipeline's model
     (a model source with ``check``/``load``; tests use stand-ins). ``on_tile(job, total)`` is called
     as each tile finishes (progress).
     """
     started = time.perf_counter()
+    if offline:
+        pipeline = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, offline=True))
     ready = checked(pipeline, model)
     the_plan, scenes, groups, source, keys = ready.plan, ready.scenes, ready.prompts, ready.source, ready.keys
     states = {job.name: records.state(job.output, job.record, keys[job.name]) for job in the_plan.jobs}
