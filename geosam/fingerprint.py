@@ -88,6 +88,7 @@ def run_key(scene: Scene, grid: TileGrid, source: object) -> str:
         "crs": scene.crs.to_wkt() if scene.crs is not None else None,
         "bands": list(scene.bands),
         "stretch": scene.stretch,
+        "nodata": scene.nodata,
         "tiling": [grid.size, grid.overlap],
         "model": model_identity(source),
         "geosam": __version__,

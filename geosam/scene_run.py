@@ -178,6 +178,7 @@ def segment_scene(
     stretch_8bit: bool = READ.stretch_8bit,
     resolution: float | None = READ.resolution,
     pixel_coordinates: bool = READ.pixel_coordinates,
+    nodata: float | None = READ.nodata,
     tile_size: int = TILING.tile_size,
     overlap: int = TILING.overlap,
     prompt_rounds: int = TILING.prompt_rounds,
@@ -195,8 +196,8 @@ def segment_scene(
 ) -> tuple[gpd.GeoDataFrame, RunReport]:
     """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
-    ``path`` is any GDAL raster path. ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan
-    the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid,
+    ``path`` is any GDAL raster path. ``bands``, ``nodata``, ``percentiles``, ``stretch_8bit`` and
+    ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid,
     ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
@@ -227,7 +228,7 @@ def segment_scene(
         path = os.path.abspath(path)  # workers elsewhere do not share this process's folder
     scene = open_scene(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
-        pixel_coordinates=pixel_coordinates,
+        pixel_coordinates=pixel_coordinates, nodata=nodata,
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)

@@ -50,6 +50,10 @@ class Read:
         "nir,red,green [default: RGB bands; 1,2,3 of 3- or 4-band scenes; gray for 1 band].",
         min_length=1, max_length=3, cli=("-b", "--bands"),
     )  # fmt: skip
+    nodata: float | None = setting(
+        None, "Pixels of this value in any band read are nodata, in place of the file's own nodata value, mask "
+        "or alpha band (e.g. 0 for a black border the file does not declare).",
+    )  # fmt: skip
     percentiles: tuple[Percentile, Percentile] = setting(
         (2.0, 98.0), "LOW,HIGH percentiles of the scene's valid pixels stretched to 0..255 (not 8-bit data)."
     )

@@ -172,7 +172,7 @@ def _stem(path: str) -> str:
 
 def read_options(pipeline: Pipeline) -> dict[str, Any]:
     r = pipeline.read
-    return {"bands": r.bands, "percentiles": r.percentiles, "stretch_8bit": r.stretch_8bit,
+    return {"bands": r.bands, "nodata": r.nodata, "percentiles": r.percentiles, "stretch_8bit": r.stretch_8bit,
             "resolution": r.resolution, "pixel_coordinates": r.pixel_coordinates}  # fmt: skip
 
 

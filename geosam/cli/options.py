@@ -63,6 +63,7 @@ _SPECIAL: dict[str, dict[str, Any]] = {
         "metavar": "LOW,HIGH",
         "default": ",".join(f"{v:g}" for v in settings.READ.percentiles),
     },
+    "Read.nodata": {"metavar": "VALUE"},
     "Model.checkpoint": {"type": click.Path(exists=True, dir_okay=False, path_type=Path)},
     "Cluster.scheduler": {"metavar": "ADDRESS"},
 }

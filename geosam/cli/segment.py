@@ -104,7 +104,8 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         stability_score_thresh=stability_thresh,
     )  # fmt: skip
     reads = {
-        k: options.pop(k) for k in ("bands", "percentiles", "stretch_8bit", "resolution", "pixel_coordinates")
+        k: options.pop(k)
+        for k in ("bands", "nodata", "percentiles", "stretch_8bit", "resolution", "pixel_coordinates")
     }
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
