@@ -373,18 +373,21 @@ def border_fill(sample: np.ma.MaskedArray) -> tuple[float, float] | None:
     ``sample`` (B, h, w) is the scene's as ``open_scene`` reads it: decimated, or its windows in place.
     The candidates are the three values most frequent on the sample's border.
     """
-    from scipy import ndimage  # here: workers import this module and never need scipy
-
     data, valid = sample.data, ~np.ma.getmaskarray(sample)[0]
     same = valid & (data == data[:1]).all(axis=0)
     border = np.ones(same.shape, bool)
     border[1:-1, 1:-1] = False
     values, counts = np.unique(data[0][border & same], return_counts=True)
-    found = None
+    found, total = None, max(int(valid.sum()), 1)
     for value in values[np.argsort(counts)[::-1][:3]]:
-        labels, _ = ndimage.label(same & (data[0] == value))
+        area = same & (data[0] == value)
+        if area.sum() < FILL_SHARE * total:  # too few pixels of it anywhere
+            continue
+        from scipy import ndimage  # here: only for such a value (workers import this module, never this)
+
+        labels, _ = ndimage.label(area)
         touching = np.unique(labels[border])
-        share = np.isin(labels, touching[touching > 0]).sum() / max(int(valid.sum()), 1)
+        share = np.isin(labels, touching[touching > 0]).sum() / total
         if share >= FILL_SHARE and (found is None or share > found[1]):
             found = (float(value), float(share))
     return found
@@ -429,6 +432,15 @@ def to_uint8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) 
 
 
 _GEOD = Geod(ellps="WGS84")
+
+
+def pixel_area_m2(scene: Scene) -> float | None:
+    """The mean area of one pixel of the scene's grid, in m² (geodesic where ``area_m2`` is); None without
+    a CRS."""
+    if scene.crs is None:
+        return None
+    total = area_m2(np.array([shapely.box(*scene.bounds)]), scene.crs)[0]
+    return float(total) / (scene.width * scene.height)
 
 
 def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:

@@ -65,6 +65,10 @@ class RunReport:
     tiles_failed: int = 0
     failed: list[TileFailure] = field(default_factory=list)
     objects: int = 0
+    masks: dict[str, int] = field(
+        default_factory=dict
+    )  # of the tiles segmented in this run: geosam.models.base.Funnel
+    advice: list[str] = field(default_factory=list)  # why there are no objects; pixels too fine or coarse
     prompts: int = 0  # point prompts put to tiles about objects their neighbours saw (geosam.reprompt)
     prompt_pieces: int = 0  # pieces the prompts found
     area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
@@ -132,6 +136,7 @@ class RunReport:
             ),
             f"model: {self.model} sha256 {(self.model_sha256 or 'n/a')[:12]}; geosam {self.versions.get('geosam')}",
         ]
+        lines.extend(self.advice)
         for failure in self.failed[:5]:
             lines.append(f"failed tile {failure.row},{failure.col}: {failure.error}")
         if len(self.failed) > 5:

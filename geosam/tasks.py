@@ -18,7 +18,7 @@ import numpy as np
 
 from geosam import heap
 from geosam.georef import Scene
-from geosam.models.base import Segmenter
+from geosam.models.base import Funnel, Segmenter
 from geosam.report import peak_rss
 from geosam.reprompt import PromptJob, answer
 from geosam.seams import Piece, pieces_from_masks
@@ -48,6 +48,7 @@ class TileResult:
     input_error: bool = False  # it failed on its input (an InputError), not in the model or the cluster
     round: int = 0  # 0: automatic mode; k: answers to the tile's round-k prompts (geosam.reprompt)
     model_s: float = 0.0  # seconds in the model on the worker: segmenting the tile, or answering its prompts
+    funnel: Funnel | None = None  # automatic mode: how many masks each stage kept (models that count them)
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,7 +82,8 @@ def segment_tiles(
             continue
         masks = next(found)
         np.logical_and(masks.masks, image.valid, out=masks.masks)  # invalid pixels are never objects
-        results.append(TileResult(tile, pieces_from_masks(tile, masks, grid), True, model_s=seconds))
+        pieces = pieces_from_masks(tile, masks, grid)
+        results.append(TileResult(tile, pieces, True, model_s=seconds, funnel=masks.funnel))
     forget = getattr(model, "forget", None)  # SAM models keep embeddings for prompts
     if not prompts_follow and forget is not None:
         forget()

@@ -47,8 +47,10 @@ def server(tmp_path):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """An empty model cache, and first use may fetch (each test's sources are on 127.0.0.1)."""
     folder = tmp_path / "models"
     monkeypatch.setenv(weights.CACHE_ENV, str(folder))
+    monkeypatch.delenv(weights.OFFLINE_ENV)
     return folder
 
 

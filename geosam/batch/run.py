@@ -45,7 +45,7 @@ class SceneOutcome:
     status: str  # 'done' (run now), 'skipped' (finished earlier), 'failed'
     objects: int = 0
     seconds: float = 0.0
-    message: str = ""
+    message: str = ""  # why it failed; why it has no objects
     skipped_prompts: int = 0
 
 
@@ -187,6 +187,7 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on
             frame, skipped = _automatic(plan, job, scene, source, local, address, on_tile), 0
         else:
             frame, skipped = _prompted(plan, scene, groups, source, loaded)
+        found, advice = len(frame), frame.attrs.get("report", {}).get("advice", [])
         frame = _filter(plan.pipeline, frame, scene, renumber=job.prompts is None)
         output.write(frame, job.output, overwrite=True)
     except GeosamError as exc:
@@ -197,7 +198,14 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on
         "key": key, "scene": job.path, "objects": len(frame), "seconds": round(seconds, 3),
         "geosam": __version__, "pipeline": plan.pipeline.source, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
-    return SceneOutcome(job, "done", len(frame), seconds, skipped_prompts=skipped)
+    note = (
+        "; ".join(advice)
+        if not found
+        else f"{found} objects, none passed the filters"
+        if not len(frame)
+        else ""
+    )
+    return SceneOutcome(job, "done", len(frame), seconds, note, skipped_prompts=skipped)
 
 
 def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoDataFrame:

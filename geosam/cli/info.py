@@ -14,7 +14,9 @@ from geosam.cli.options import check_tiling, read_options, scene_argument, tilin
 def command(
     scene, bands, nodata, percentiles, stretch_8bit, resolution, pixel_coordinates, tile_size, overlap
 ) -> None:
-    """Show how geosam reads SCENE: size, CRS, bands, stretch and tiling."""
+    """Show how geosam reads SCENE: size, CRS, bands, stretch and tiling, the ground a tile covers, and
+    advice when the pixel size is far from what the model segments typical objects at."""
+    from geosam import scale
     from geosam.georef import open_scene
     from geosam.tiling import TileGrid
 
@@ -38,3 +40,9 @@ def command(
     click.echo(
         f"tiles:     {len(grid)} ({grid.shape[0]} × {grid.shape[1]}) of {tile_size} px, overlap {overlap}"
     )
+    ground, pixel = scale.footprint(plan, tile_size), scale.ground_pixel_m(plan)
+    if ground is not None and pixel is not None:
+        click.echo(f"ground:    {scale.length(pixel)} pixels; a tile covers {ground}")
+    advice = scale.advice(plan, tile_size, overlap)
+    if advice is not None:
+        click.echo(f"advice:    {advice}")
