@@ -75,6 +75,7 @@ def cache_key(
         "grid": [scene.width, scene.height, list(scene.transform)[:6], scene.resampling],
         "bands": list(scene.bands),
         "stretch": scene.stretch,
+        "nodata": scene.nodata,
         "window": [window.box.x0, window.box.y0, window.box.x1, window.box.y1, window.factor],
         "model": [model_name, checksum, encoder],
         "format": FORMAT,

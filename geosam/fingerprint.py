@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,8 +57,21 @@ def model_identity(source: object) -> dict[str, Any]:
         from geosam.models.weights import known
 
         checksum = known(name).sha256
-    settings = json.loads(json.dumps(asdict(source), default=str)) if is_dataclass(source) else repr(source)  # type: ignore[arg-type]
+    settings = (
+        json.loads(json.dumps(_compared(source), default=str)) if is_dataclass(source) else repr(source)
+    )
     return {"name": name, "checksum": checksum, "type": type(source).__qualname__, "settings": settings}
+
+
+def _compared(source: Any) -> dict[str, Any]:
+    """A dataclass's fields, less those it leaves out of comparisons (``ModelSpec.offline``: how weights are
+    found, not which)."""
+    return {
+        f.name: asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+        for f in fields(source)
+        if f.compare
+        for value in [getattr(source, f.name)]
+    }
 
 
 def run_key(scene: Scene, grid: TileGrid, source: object) -> str:
@@ -75,6 +88,7 @@ def run_key(scene: Scene, grid: TileGrid, source: object) -> str:
         "crs": scene.crs.to_wkt() if scene.crs is not None else None,
         "bands": list(scene.bands),
         "stretch": scene.stretch,
+        "nodata": scene.nodata,
         "tiling": [grid.size, grid.overlap],
         "model": model_identity(source),
         "geosam": __version__,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -16,8 +18,9 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.dtypes import dtype_rev, typename_fwd
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -26,10 +29,19 @@ from geosam import heap
 from geosam.errors import InputError, SceneNotFoundError, reason
 from geosam.settings import READ
 
+log = logging.getLogger(__name__)
+
 STRETCH_SAMPLE = 1024  # longest side, in pixels, of the decimated read that the stretch is computed on
 SAMPLE_WINDOWS = 16  # without overviews, the stretch reads SAMPLE_WINDOWS² windows spread over the scene
 SCAN_PIXELS = 1 << 22  # pixels per read while searching a scene that looks all-nodata for a valid pixel
 MAX_PIXELS = 1 << 34  # a resampled grid larger than this is a mistake, not a scene
+# A value that fills this share of a scene's valid pixels, in areas that reach its border, with no nodata
+# declared: most likely a collar or a blank part the file does not flag (pan2/pan3 of the samples: a third);
+# warned about once per scene and value. Real ground of one exact value over a tenth of a scene is rare
+# (saturated cloud or snow, clipped water), and the warning only suggests --nodata.
+FILL_SHARE = 0.1
+_warned: set[tuple[str, float]] = set()
+_GDAL_TYPES = {name: typename_fwd[code] for name, code in dtype_rev.items()}  # "uint16": "UInt16"
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class Scene:
         stretch: Per band, the (low, high) values mapped to 0..255; None reads 8-bit data as is.
         resampling: A rasterio Resampling name when the grid is not the file's; None reads the
             file's own pixels.
+        nodata: The value read as nodata in every band, in place of the file's own nodata value,
+            mask or alpha band; None keeps the file's.
     """
 
     path: str
@@ -60,6 +74,7 @@ class Scene:
     bands: tuple[int, ...]  # 1-based band indexes read as gray (1) or red, green, blue (3)
     stretch: tuple[tuple[float, float], ...] | None  # per band (low, high) mapped to 0..255
     resampling: str | None = None  # a rasterio Resampling name when the grid is not the file's
+    nodata: float | None = None  # declared nodata in every band, over the file's own validity
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -73,10 +88,11 @@ class Scene:
 
 @contextmanager
 def reader(scene: Scene) -> Iterator[DatasetReader | WarpedVRT]:
-    """The scene's raster on the scene's grid: the file itself, or a WarpedVRT onto the resampled grid."""
+    """The scene's raster on the scene's grid: the file itself (with the scene's nodata declared), or a
+    WarpedVRT onto the resampled grid."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(scene.path) as ds:
+        with _opened(scene.path, scene.nodata) as ds:
             if scene.resampling is None:
                 yield ds
                 return
@@ -87,6 +103,45 @@ def reader(scene: Scene) -> Iterator[DatasetReader | WarpedVRT]:
                 yield vrt
 
 
+@contextmanager
+def _opened(path: str, nodata: float | None) -> Iterator[DatasetReader]:
+    """The raster at ``path``; with ``nodata``, through a VRT that declares it nodata in every band."""
+    with rasterio.open(path) as ds:
+        if nodata is None:
+            yield ds
+            return
+        with warnings.catch_warnings(), rasterio.open(_nodata_vrt(ds, nodata)) as vrt:
+            warnings.simplefilter("ignore", NodataShadowWarning)  # replacing the alpha band is the point
+            yield vrt
+
+
+def _nodata_vrt(ds: DatasetReader, nodata: float) -> str:
+    """A VRT (XML) of ``ds``, band for band, with ``nodata`` as every band's nodata value but alpha bands'.
+
+    GDAL then masks those pixels just as a value declared in the file: in reads, in their masks, in
+    averaged and overview reads and in warping. A band's nodata value takes precedence over the file's
+    mask and alpha band, which --nodata thus replaces.
+    """
+    from rasterio._path import _parse_path  # the GDAL path rasterio.open read (https:// -> /vsicurl/https://)
+
+    source = escape(_parse_path(ds.name).as_vsi())
+    georeferencing = f"<SRS>{escape(ds.crs.to_wkt())}</SRS>" if ds.crs is not None else ""
+    if ds.transform != Affine.identity():
+        georeferencing += f"<GeoTransform>{', '.join(repr(v) for v in ds.transform.to_gdal())}</GeoTransform>"
+    bands = []
+    for b, (kind, dtype, description) in enumerate(
+        zip(ds.colorinterp, ds.dtypes, ds.descriptions, strict=True), 1
+    ):
+        value = "" if kind == ColorInterp.alpha else f"<NoDataValue>{float(nodata)!r}</NoDataValue>"
+        bands.append(
+            f'<VRTRasterBand dataType="{_GDAL_TYPES[dtype]}" band="{b}"><ColorInterp>{kind.name}</ColorInterp>'
+            f"<Description>{escape(description or '')}</Description>{value}<SimpleSource>"
+            f'<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>'
+            "</SimpleSource></VRTRasterBand>"
+        )
+    return f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">{georeferencing}{"".join(bands)}</VRTDataset>'
+
+
 def open_scene(
     path: str | Path,
     bands: tuple[int | str, ...] | None = READ.bands,
@@ -94,6 +149,7 @@ def open_scene(
     stretch_8bit: bool = READ.stretch_8bit,
     resolution: float | None = READ.resolution,
     pixel_coordinates: bool = READ.pixel_coordinates,
+    nodata: float | None = READ.nodata,
 ) -> Scene:
     """Open a raster once and plan how every tile of it is read.
 
@@ -103,7 +159,8 @@ def open_scene(
     8-bit (and 8-bit data with ``stretch_8bit``) get one stretch for the whole scene, from the
     ``percentiles`` of the valid pixels of a sample. ``resolution`` (CRS units per pixel) resamples
     every read onto a grid of that pixel size. A raster without georeferencing is refused unless
-    ``pixel_coordinates`` is true.
+    ``pixel_coordinates`` is true. ``nodata`` declares pixels of that value in any band read invalid,
+    in place of the file's own nodata value, mask or alpha band.
 
     Only a sample of the scene is read here; tiles are read later, each on its own.
 
@@ -116,6 +173,7 @@ def open_scene(
         stretch_8bit: Stretch 8-bit data too; otherwise they are read as is.
         resolution: Pixel size to resample reads to, in the CRS's units (default: the file's own).
         pixel_coordinates: Accept a raster without georeferencing; its polygons are then in pixels.
+        nodata: The nodata value of every band (default: the file's nodata, mask or alpha).
 
     Returns:
         The scene: its grid, CRS, band plan and stretch, all a worker needs to read any window.
@@ -124,7 +182,7 @@ def open_scene(
         SceneNotFoundError: ``path`` is a local path that does not exist.
         InputError: The raster cannot be read or has no pixels, no valid pixel, or no georeferencing
             (without ``pixel_coordinates``); the bands cannot be chosen or do not exist; the
-            percentiles or resolution are out of range.
+            percentiles or resolution are out of range; ``nodata`` is not a value of the data type.
     """
     path = str(path)
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
@@ -137,8 +195,10 @@ def open_scene(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as ds:
-                scene = _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates)
+            with _opened(path, nodata) as ds:
+                scene = _plan(
+                    ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, nodata
+                )
     except RasterioIOError as exc:
         raise InputError(
             f"{path}: not a readable raster ({reason(exc)}); "
@@ -149,7 +209,7 @@ def open_scene(
     return scene
 
 
-def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates) -> Scene:
+def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, nodata) -> Scene:
     if ds.width == 0 or ds.height == 0:
         raise InputError(f"{path}: the raster has no pixels")
     georeferenced = ds.crs is not None and ds.transform != Affine.identity()
@@ -159,7 +219,11 @@ def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordina
             "georeference it first, or pass --pixel-coordinates to work in pixel units"
         )
     chosen = _choose_bands(ds, bands, path)
+    if nodata is not None:
+        _check_nodata(nodata, {ds.dtypes[b - 1] for b in chosen}, path)
     sample = _sample(ds, chosen)
+    if nodata is None and all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in chosen):
+        _warn_fill(path, sample)
     if sample.mask.all():  # the sample missed every valid pixel, or there are none
         strip = _valid_strip(ds, chosen)
         if strip is None:
@@ -181,7 +245,19 @@ def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordina
         bands=chosen,
         stretch=stretch,
         resampling=resampling,
+        nodata=nodata,
     )
+
+
+def _check_nodata(nodata: float, dtypes: set[str], path: str) -> None:
+    """Fail on a nodata value that no pixel of these data types can have (it would mask nothing)."""
+    for dtype in sorted(dtypes):
+        if np.dtype(dtype).kind in "iu":
+            info = np.iinfo(dtype)
+            if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
+                raise InputError(
+                    f"{path}: --nodata {nodata:g} is not a {dtype} value; give an integer from {info.min} to {info.max}"
+                )
 
 
 def _resample(ds, resolution: float, path: str) -> tuple[int, int, Affine, str]:
@@ -260,7 +336,8 @@ def _sample(ds, bands) -> np.ma.MaskedArray:
     """A cheap, scene-wide sample of the bands, masked where any band is invalid: (B, h, w).
 
     A decimated read where the scene is small or has overviews (GDAL then reads those); otherwise
-    SAMPLE_WINDOWS² small windows spread evenly over the scene, so big scenes are never read whole.
+    SAMPLE_WINDOWS² small windows spread evenly over the scene, so big scenes are never read whole,
+    side by side as they lie in the scene (a coarse picture of it, with the scene's border as its own).
     """
     if max(ds.width, ds.height) <= STRETCH_SAMPLE or ds.overviews(bands[0]):
         factor = max(1.0, max(ds.width, ds.height) / STRETCH_SAMPLE)
@@ -269,10 +346,51 @@ def _sample(ds, bands) -> np.ma.MaskedArray:
     w, h = min(STRETCH_SAMPLE // SAMPLE_WINDOWS, ds.width), min(STRETCH_SAMPLE // SAMPLE_WINDOWS, ds.height)
     xs = np.linspace(0, ds.width - w, SAMPLE_WINDOWS).round().astype(int)
     ys = np.linspace(0, ds.height - h, SAMPLE_WINDOWS).round().astype(int)
-    reads = [_masked(ds.read(list(bands), window=Window(x, y, w, h), masked=True)) for y in ys for x in xs]
+    rows = [[_masked(ds.read(list(bands), window=Window(x, y, w, h), masked=True)) for x in xs] for y in ys]
     return np.ma.masked_array(
-        np.concatenate([r.data for r in reads], axis=2), np.concatenate([r.mask for r in reads], axis=2)
+        np.concatenate([np.concatenate([r.data for r in row], axis=2) for row in rows], axis=1),
+        np.concatenate([np.concatenate([r.mask for r in row], axis=2) for row in rows], axis=1),
     )
+
+
+def _warn_fill(path: str, sample: np.ma.MaskedArray) -> None:
+    """Warn (once per scene and value) when ``border_fill`` finds a value the scene should declare nodata."""
+    found = border_fill(sample)
+    if found is not None and (path, found[0]) not in _warned:
+        _warned.add((path, found[0]))
+        value, share = found
+        log.warning(
+            "%s: %.0f%% of the pixels are %g in a block at the border and no nodata value is declared; "
+            "pass --nodata %g if they are not data",
+            path, 100 * share, value, value,
+        )  # fmt: skip
+
+
+def border_fill(sample: np.ma.MaskedArray) -> tuple[float, float] | None:
+    """A value, the same in every band, whose areas that touch the sample's border hold at least
+    FILL_SHARE of its valid pixels: (value, share), the largest such share; None when there is none.
+
+    ``sample`` (B, h, w) is the scene's as ``open_scene`` reads it: decimated, or its windows in place.
+    The candidates are the three values most frequent on the sample's border.
+    """
+    data, valid = sample.data, ~np.ma.getmaskarray(sample)[0]
+    same = valid & (data == data[:1]).all(axis=0)
+    border = np.ones(same.shape, bool)
+    border[1:-1, 1:-1] = False
+    values, counts = np.unique(data[0][border & same], return_counts=True)
+    found, total = None, max(int(valid.sum()), 1)
+    for value in values[np.argsort(counts)[::-1][:3]]:
+        area = same & (data[0] == value)
+        if area.sum() < FILL_SHARE * total:  # too few pixels of it anywhere
+            continue
+        from scipy import ndimage  # here: only for such a value (workers import this module, never this)
+
+        labels, _ = ndimage.label(area)
+        touching = np.unique(labels[border])
+        share = np.isin(labels, touching[touching > 0]).sum() / total
+        if share >= FILL_SHARE and (found is None or share > found[1]):
+            found = (float(value), float(share))
+    return found
 
 
 def _valid_strip(ds, bands) -> np.ma.MaskedArray | None:
@@ -322,6 +440,15 @@ def planar(crs: ProjCRS) -> bool:
     method = (operation.method_name or "").lower() if operation is not None else ""
     mercator = method.startswith("mercator") or "pseudo mercator" in method  # not Transverse Mercator
     return bool(crs.is_projected) and not mercator
+
+
+def pixel_area_m2(scene: Scene) -> float | None:
+    """The mean area of one pixel of the scene's grid, in m² (geodesic where ``area_m2`` is); None without
+    a CRS."""
+    if scene.crs is None:
+        return None
+    total = area_m2(np.array([shapely.box(*scene.bounds)]), scene.crs)[0]
+    return float(total) / (scene.width * scene.height)
 
 
 def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:

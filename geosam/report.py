@@ -66,6 +66,10 @@ class RunReport:
     failed: list[TileFailure] = field(default_factory=list)
     objects: int = 0
     ground: int = 0  # objects left out as the scene's ground (geosam.stitch.without_ground)
+    masks: dict[str, int] = field(
+        default_factory=dict
+    )  # of the tiles segmented in this run: geosam.models.base.Funnel
+    advice: list[str] = field(default_factory=list)  # why there are no objects; pixels too fine or coarse
     prompts: int = 0  # point prompts put to tiles about objects their neighbours saw (geosam.reprompt)
     prompt_pieces: int = 0  # pieces the prompts found
     area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
@@ -136,6 +140,7 @@ class RunReport:
         if self.ground:
             lines.append(f"left out {self.ground} object{'s' if self.ground != 1 else ''} over more than half of the "
                          "scene and across it, its ground (--keep-background keeps them)")  # fmt: skip
+        lines.extend(self.advice)
         for failure in self.failed[:5]:
             lines.append(f"failed tile {failure.row},{failure.col}: {failure.error}")
         if len(self.failed) > 5:

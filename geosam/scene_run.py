@@ -7,6 +7,7 @@ state that tile results change as they arrive (stitcher, prompt rounds, report),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,20 +19,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import shapely
 
-from geosam import settings
+from geosam import scale, settings
 from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
 from geosam.errors import TileError, TileInputError
 from geosam.fingerprint import model_identity, run_key
-from geosam.georef import Scene, area_m2, open_scene
-from geosam.models import ModelSpec
+from geosam.georef import Scene, area_m2, open_scene, pixel_area_m2
+from geosam.models import AutomaticParams, ModelSpec
+from geosam.models.base import Funnel
 from geosam.report import RunReport, TileFailure, peak_rss
 from geosam.reprompt import PromptJob, Reprompter
 from geosam.resume import WorkDir, iter_finished
 from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, without_ground
 from geosam.tasks import ModelSource, TileResult
-from geosam.tiling import Box, Tile, TileGrid
+from geosam.tiling import Box, Tile, TileGrid, read_pixels
 from geosam.vectorize import tidy, to_map
 from geosam.xr import is_dataarray, scene_file
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 READ, MODEL, TILING, FILTERS = settings.READ, settings.MODEL, settings.TILING, settings.FILTERS
 CLUSTER, EXECUTION = settings.CLUSTER, settings.EXECUTION
+FEATURELESS_SAMPLE = 1024  # longest side of the read that tells a featureless scene, where no object came out
 
 
 class SceneRun:
@@ -70,6 +72,7 @@ class SceneRun:
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
         self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
         self.extent: Box | None = None  # the bounds of the cores of tiles with data
+        self.funnel = Funnel(tiles=0)  # masks through automatic mode's stages, over this run's tiles
 
     def resume(self) -> set[tuple[int, int]]:
         """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
@@ -114,6 +117,7 @@ class SceneRun:
             self.data_pixels += result.data_pixels
             if result.data_pixels:
                 self.extent = result.tile.core if self.extent is None else self.extent.union(result.tile.core)
+            self.funnel += result.funnel or Funnel(tiles=0)
             if result.segmented:
                 core = result.tile.core.width * result.tile.core.height
                 self.pixels_all += core
@@ -187,6 +191,7 @@ def segment_scene(
     stretch_8bit: bool = READ.stretch_8bit,
     resolution: float | None = READ.resolution,
     pixel_coordinates: bool = READ.pixel_coordinates,
+    nodata: float | None = READ.nodata,
     tile_size: int = TILING.tile_size,
     overlap: int = TILING.overlap,
     prompt_rounds: int = TILING.prompt_rounds,
@@ -205,10 +210,10 @@ def segment_scene(
 ) -> tuple[gpd.GeoDataFrame, RunReport]:
     """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
-    ``path`` is any GDAL raster path. ``bands``, ``percentiles``, ``stretch_8bit`` and ``resolution`` plan
-    the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the (resampled) grid,
-    ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over more than half
-    of the scene's data that spans it both ways is its ground and is left out unless
+    ``path`` is any GDAL raster path. ``bands``, ``nodata``, ``percentiles``, ``stretch_8bit`` and
+    ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
+    (resampled) grid, ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over
+    more than half of the scene's data that spans it both ways is its ground and is left out unless
     ``keep_background`` (see ``geosam.stitch.without_ground``). Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
@@ -239,7 +244,7 @@ def segment_scene(
         path = os.path.abspath(path)  # workers elsewhere do not share this process's folder
     scene = open_scene(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
-        pixel_coordinates=pixel_coordinates,
+        pixel_coordinates=pixel_coordinates, nodata=nodata,
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
@@ -269,16 +274,89 @@ def segment_scene(
             for result in results:
                 run.take(result)
     objects = run.close(keep_background)
-    area = _pixel_area_km2(scene)
+    area = pixel_area_m2(scene)
     if area is not None:
-        report.area_km2, report.area_km2_this_run = run.pixels_all * area, run.pixels_now * area
+        report.area_km2, report.area_km2_this_run = run.pixels_all * area / 1e6, run.pixels_now * area / 1e6
     report.finish(time.monotonic() - started)
     if report.failed and not allow_partial:
         raise _failure(report, run, work, len(grid), retries)
     frame = to_frame(scene, objects, min_area, simplify)
     report.objects = len(frame)
     report.status = "partial" if report.failed else "complete"
+    report.masks = dataclasses.asdict(run.funnel)
+    params = getattr(source, "params", None)
+    report.advice = _advice(
+        scene, run.funnel, params if isinstance(params, AutomaticParams) else None, (len(objects), len(frame)),
+        (tile_size, overlap, min_area), report.ground,
+    )  # fmt: skip
     return frame, report
+
+
+def _advice(
+    scene: Scene, funnel: Funnel, params: AutomaticParams | None, counts: tuple[int, int],
+    settings: tuple[int, int, float], ground: int,
+) -> list[str]:  # fmt: skip
+    """A run's advice: why it gave no objects (``counts``: found, and kept by --min-area; ``ground``: left
+    out as the scene's ground), and what the scene's pixel size means for the model (``geosam.scale``);
+    ``settings``: tile size, overlap, min area."""
+    tile_size, overlap, min_area = settings
+    found, kept = counts
+    lines = [] if kept else [_why_none(scene, funnel, params, found, min_area, ground)]
+    points = params.points_per_side if params is not None else MODEL.points_per_side
+    pixels = scale.advice(scene, tile_size, overlap, points)
+    return lines + ([pixels] if pixels else [])
+
+
+def _why_none(
+    scene: Scene, funnel: Funnel, params: AutomaticParams | None, found: int, min_area: float, ground: int
+) -> str:
+    """Why a run gave no objects, in one line: the stage of automatic mode that let none through, what to try."""
+    if found:
+        return f"no objects: {found} found, all smaller than --min-area {min_area:g} m²; lower it"
+    if not funnel.tiles:  # tiles of an earlier run, or a model that does not count
+        return "no objects: the model found none"
+    if not funnel.prompts:
+        return "no objects: no prompt point fell on valid pixels; try more --points-per-side"
+    iou = f" {params.pred_iou_thresh:g}" if params is not None else ""
+    stability = f" {params.stability_score_thresh:g}" if params is not None else ""
+    if not funnel.confident:
+        return (
+            f"no objects: none of the {funnel.masks} masks the model proposed for {funnel.prompts} prompts reached "
+            f"--pred-iou-thresh{iou} (its predicted IoU); try a lower one"
+        )
+    if not funnel.stable:
+        return (
+            f"no objects: {funnel.confident} of the model's {funnel.masks} masks reached --pred-iou-thresh{iou}, "
+            f"none --stability-thresh{stability}; try a lower one"
+        )
+    whole = (
+        f"no objects: of the model's {funnel.masks} masks {funnel.stable} passed the thresholds, and those that "
+        + (
+            f"differ ({funnel.distinct}) make one region over most of the scene: its ground, left out "
+            "(--keep-background keeps it)"
+            if ground
+            else f"differ ({funnel.distinct}) each cover (nearly) all valid pixels of their tile: the image, not an object"
+        )
+    )
+    value = _one_value(scene)
+    if value is not None:
+        return f"{whole}; every valid pixel of the scene reads as {value}: check --bands and --nodata (geosam info)"
+    return (
+        f"{whole}; the objects may be larger than a tile: try a coarser --resolution or a larger --tile-size"
+    )
+
+
+def _one_value(scene: Scene) -> str | None:
+    """The one value every valid pixel of a decimated read of the scene has, as the model sees it; None if
+    it has more."""
+    factor = max(1.0, max(scene.width, scene.height) / FEATURELESS_SAMPLE)
+    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
+    image, valid = read_pixels(scene, Box(0, 0, scene.width, scene.height), out_shape=shape)
+    values = np.unique(image[valid], axis=0)
+    if len(values) != 1:
+        return None
+    red, green, blue = (int(v) for v in values[0])
+    return str(red) if red == green == blue else f"{red},{green},{blue}"
 
 
 def _report(
@@ -341,12 +419,3 @@ def to_frame(
     frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
     return frame
-
-
-def _pixel_area_km2(scene: Scene) -> float | None:
-    """Mean area of one pixel of the scene's grid, in km² (None without a CRS)."""
-    if scene.crs is None:
-        return None
-    west, south, east, north = scene.bounds
-    total = area_m2(np.array([shapely.box(west, south, east, north)]), scene.crs)[0]
-    return float(total) / (scene.width * scene.height) / 1e6

@@ -108,6 +108,7 @@ class Session:
         stretch_8bit: As in ``geosam.open_scene``.
         resolution: As in ``geosam.open_scene``.
         pixel_coordinates: As in ``geosam.open_scene``.
+        nodata: As in ``geosam.open_scene``.
         decode_threads: The torch threads the mask decoder runs on (None, the default: torch's
             setting, all cores; 1 keeps a prompt off the other cores of a busy machine).
 
@@ -134,6 +135,7 @@ class Session:
         stretch_8bit: bool = READ.stretch_8bit,
         resolution: float | None = READ.resolution,
         pixel_coordinates: bool = READ.pixel_coordinates,
+        nodata: float | None = READ.nodata,
         decode_threads: int | None = None,
     ) -> None:
         self.decode_threads = decode_threads
@@ -150,6 +152,7 @@ class Session:
                 stretch_8bit=stretch_8bit,
                 resolution=resolution,
                 pixel_coordinates=pixel_coordinates,
+                nodata=nodata,
             )
         )
         if isinstance(model, (str, ModelSpec)):

@@ -51,6 +51,10 @@ class Read:
         "nir,red,green [default: RGB bands; 1,2,3 of 3- or 4-band scenes; gray for 1 band].",
         min_length=1, max_length=3, cli=("-b", "--bands"),
     )  # fmt: skip
+    nodata: float | None = setting(
+        None, "Pixels of this value in any band read are nodata, in place of the file's own nodata value, mask "
+        "or alpha band (e.g. 0 for a black border the file does not declare).",
+    )  # fmt: skip
     percentiles: tuple[Percentile, Percentile] = setting(
         (2.0, 98.0), "LOW,HIGH percentiles of the scene's valid pixels stretched to 0..255 (not 8-bit data)."
     )
@@ -77,6 +81,9 @@ class Model:
     )
     architecture: Architecture | None = setting(
         None, "Architecture of checkpoint [default: detected from its weights]."
+    )
+    offline: bool = setting(
+        False, "Never download a model that is not installed (first use fetches it); also $GEOSAM_OFFLINE=1."
     )
     device: str = setting("cpu", "Torch device: cpu, cuda, cuda:1, mps.")
     backend: Backend | None = setting(

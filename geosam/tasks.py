@@ -18,7 +18,7 @@ import numpy as np
 
 from geosam import heap
 from geosam.georef import Scene
-from geosam.models.base import Segmenter
+from geosam.models.base import Funnel, Segmenter
 from geosam.report import peak_rss
 from geosam.reprompt import PromptJob, answer
 from geosam.seams import Piece, pieces_from_masks
@@ -49,6 +49,7 @@ class TileResult:
     round: int = 0  # 0: automatic mode; k: answers to the tile's round-k prompts (geosam.reprompt)
     model_s: float = 0.0  # seconds in the model on the worker: segmenting the tile, or answering its prompts
     data_pixels: int = 0  # valid pixels in the tile's core (round 0): its share of the scene's data
+    funnel: Funnel | None = None  # automatic mode: how many masks each stage kept (models that count them)
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,7 +85,14 @@ def segment_tiles(
         np.logical_and(masks.masks, image.valid, out=masks.masks)  # invalid pixels are never objects
         pieces = pieces_from_masks(tile, masks, grid, image.valid)
         results.append(
-            TileResult(tile, pieces, True, model_s=seconds, data_pixels=_core_pixels(tile, image.valid))
+            TileResult(
+                tile,
+                pieces,
+                True,
+                model_s=seconds,
+                data_pixels=_core_pixels(tile, image.valid),
+                funnel=masks.funnel,
+            )
         )
     forget = getattr(model, "forget", None)  # SAM models keep embeddings for prompts
     if not prompts_follow and forget is not None:

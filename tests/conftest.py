@@ -9,6 +9,15 @@ import pytest
 from .rasters import DATA
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch) -> None:
+    """Tests never download a model by accident (a missing model is fetched on first use): tests of
+    fetching serve the files from 127.0.0.1 and turn this off."""
+    from geosam.models.weights import OFFLINE_ENV
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+
+
 @pytest.fixture(scope="session")
 def data() -> Path:
     if not DATA.is_dir():

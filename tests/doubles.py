@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from geosam.models.base import Embedding, Masks
+from geosam.models.base import AutomaticParams, Embedding, Funnel, Masks
 from geosam.testing import ReferenceSegmenter
 from geosam.tiling import TileImage
 
@@ -96,6 +96,24 @@ class Bright:
     def automatic(self, tile: TileImage) -> Masks:
         mask = np.ones(tile.valid.shape, bool) if self.everything else tile.image.mean(axis=2) > 128
         return Masks(mask[None], np.ones(1, np.float32), np.ones(1, np.float32))
+
+
+@dataclass(frozen=True)
+class Counting:
+    """A segmenter that finds nothing and says so as automatic mode counts it: ``funnel`` every tile."""
+
+    funnel: Funnel
+    params: AutomaticParams = field(default_factory=AutomaticParams)
+    name: str = "counting"
+
+    def check(self) -> None:
+        pass
+
+    def load(self) -> Counting:
+        return self
+
+    def automatic(self, tile: TileImage) -> Masks:
+        return Masks.empty(*tile.valid.shape, self.funnel)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from rasterio.windows import Window
 from geosam.models import AutomaticParams, ModelSpec, load_model
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.automatic import BOXES_PER_STEP, Upsampling, _boxes, _Found, stability_scores
+from geosam.models.base import Funnel
 from geosam.tiling import TileGrid, TileImage
 
 
@@ -121,3 +122,18 @@ def test_a_tile_where_no_mask_passes_the_filters_has_no_objects(model_installed,
     place = next(iter(TileGrid(256, 256, 256, 32)))
     masks = model.automatic(TileImage(place, np.ascontiguousarray(pixels), np.ones((256, 256), bool)))
     assert masks.masks.shape == (0, 256, 256) and len(masks.scores) == 0
+    assert masks.funnel == Funnel(tiles=1, prompts=16, masks=48, confident=0)
+
+
+def test_the_funnel_counts_what_each_stage_kept(model_installed, data):
+    model = load_model(ModelSpec("mobile_sam", backend="torch", params=AutomaticParams(points_per_side=8)))
+    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 256, 256)).transpose(1, 2, 0)
+    place = next(iter(TileGrid(256, 256, 256, 32)))
+    valid = np.ones((256, 256), bool)
+    valid[:128] = False  # half the grid's points fall on invalid pixels
+    masks = model.automatic(TileImage(place, np.ascontiguousarray(pixels), valid))
+    f = masks.funnel
+    assert (f.tiles, f.prompts, f.masks) == (1, 32, 96)
+    assert f.masks >= f.confident >= f.stable >= f.distinct >= f.objects == len(masks) > 0
+    assert (masks.scores >= 0.88).all() and (masks.stability >= 0.92).all()

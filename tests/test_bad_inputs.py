@@ -60,7 +60,8 @@ ROWS = [
     ("missing file", "rgb", ["-o", "out.gpkg"], "out.gpkg", 1, "no such file"),
     ("not a raster", "not a raster", ["-o", "out.gpkg"], "out.gpkg", 1, "not a readable raster"),
     ("truncated TIFF", "truncated", ["-o", "out.gpkg"], "out.gpkg", 1, "not a readable raster"),
-    ("truncated COG, found in a tile", "truncated cog", ["-o", "out.gpkg"], "out.gpkg", 1, "truncated or corrupt"),
+    ("truncated COG, found in a tile", "truncated cog", ["--nodata", "1", "-o", "out.gpkg"], "out.gpkg", 1,
+     "truncated or corrupt"),  # its collar of 1s: declared, as the warning about it asks
     ("zero-size raster", "zero size", ["-o", "out.gpkg"], "out.gpkg", 1, "not a readable raster"),
     ("all-nodata scene", "all nodata", ["-o", "out.gpkg"], "out.gpkg", 1, "every pixel is nodata"),
     ("no georeferencing", "no georeferencing", ["-o", "out.gpkg"], "out.gpkg", 1, "--pixel-coordinates"),
@@ -69,6 +70,8 @@ ROWS = [
     ("two bands", "rgb", ["-b", "1,2", "-o", "out.gpkg"], "out.gpkg", 1, "choose 1 or 3 bands"),
     ("many bands, none chosen", "many bands", ["-o", "out.gpkg"], "out.gpkg", 1, "choose 1 or 3 with --bands"),
     ("bad band list", "rgb", ["-b", "3,,1", "-o", "out.gpkg"], "out.gpkg", 2, "Invalid value for '-b'"),
+    ("nodata outside the data type", "rgb", ["--nodata", "-1", "-o", "out.gpkg"], "out.gpkg", 1,
+     "--nodata -1 is not a uint8 value"),
     ("bad percentiles", "rgb", ["--percentiles", "98,2", "-o", "out.gpkg"], "out.gpkg", 2, "LOW < HIGH"),
     ("absurd resolution", "rgb", ["--resolution", "1e9", "-o", "out.gpkg"], "out.gpkg", 1, "1 × 1 px grid"),
     ("tile size <= overlap", "rgb", ["--tile-size", "128", "--overlap", "128", "-o", "out.gpkg"], "out.gpkg", 2,

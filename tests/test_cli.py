@@ -75,10 +75,11 @@ def test_tile_size_not_above_overlap(tmp_path, data):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_model_names_the_fetch_command(tmp_path, data, monkeypatch):
+def test_missing_model_offline_names_the_fetch_and_import_commands(tmp_path, data, monkeypatch):
     monkeypatch.setenv("GEOSAM_MODELS_DIR", str(tmp_path / "empty"))
-    done = geosam("segment", str(data / "RGB.byte.tif"), "-o", str(tmp_path / "o.gpkg"))
+    done = geosam("segment", str(data / "RGB.byte.tif"), "-o", str(tmp_path / "o.gpkg"), "--offline")
     assert_one_line_error(done, 1, "geosam models fetch mobile_sam")
+    assert "geosam models import FILE" in done.stderr
 
 
 def test_info(data):

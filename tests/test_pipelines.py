@@ -325,6 +325,23 @@ def test_failed_scene_is_reported_and_others_go_on(tmp_path, scenes):
     assert [o.status for o in again.outcomes] == ["skipped", "skipped", "failed"]
 
 
+def test_a_scene_without_objects_says_why_in_the_summary(tmp_path, scenes):
+    from geosam.models.base import Funnel
+
+    from .doubles import Counting
+
+    config = batch_config.load(
+        pipeline_file(
+            tmp_path, "inputs: [scenes/a.tif]\ntiling: {tile_size: 256, overlap: 64}\noutput: {path: out}\n"
+        )
+    )
+    summary = batch_run.run(config, workers=0, model=Counting(Funnel(1, 16, 48, 0, 0, 0, 0)))
+    (outcome,) = summary.outcomes
+    assert outcome.status == "done" and outcome.objects == 0
+    assert outcome.message.startswith("no objects: none of the 192 masks the model proposed for 64 prompts")
+    assert outcome.message in summary.table()
+
+
 # ---- the examples --------------------------------------------------------------------------------
 
 
@@ -377,3 +394,22 @@ def test_model_section_takes_a_checkpoint_backend_and_precision(tmp_path, model_
     raw["model"] = {"backend": "tensorrt", "precision": "fp8"}
     message = problems(raw)
     assert "model.backend" in message and "model.precision" in message
+
+
+def test_offline_in_the_pipeline_or_on_the_command_line_never_downloads(tmp_path, scenes, monkeypatch):
+    from geosam.errors import ModelError
+    from geosam.models import weights
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "no-models"))
+    monkeypatch.delenv(weights.OFFLINE_ENV)  # the pipeline's key or the argument alone turns downloads off
+    monkeypatch.setitem(
+        weights.KNOWN, "mobile_sam", dataclasses.replace(weights.known("mobile_sam"), sources=())
+    )
+    raw = {"inputs": [str(scenes / "a.tif")], "output": {"path": str(tmp_path / "out")}}
+    assert not batch_plan.model_spec(batch_config.parse(raw, base=tmp_path)).offline
+    offline = {**raw, "model": {"offline": True}}
+    assert batch_plan.model_spec(batch_config.parse(offline, base=tmp_path)).offline
+    for pipeline, flag in ((offline, False), (raw, True)):
+        with pytest.raises(ModelError, match=r"downloads are off.*geosam models import FILE"):
+            batch_run.run(batch_config.parse(pipeline, base=tmp_path), workers=0, offline=flag)
+    assert not (tmp_path / "no-models").exists()

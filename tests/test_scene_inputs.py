@@ -21,9 +21,10 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geosam.errors import InputError
+from geosam.fingerprint import run_key
 from geosam.georef import area_m2, open_scene, to_uint8
 from geosam.scene_run import segment
-from geosam.tiling import TileGrid, read_tile
+from geosam.tiling import Box, TileGrid, read_pixels, read_tile
 
 from .doubles import Bright
 from .rasters import DATA, squares, write, write_ungeoreferenced
@@ -155,8 +156,8 @@ def test_the_sample_leaves_no_memory_behind(tmp_path):
         rows = np.full((3, 512, 6144), 100, np.uint8)
         for y in range(0, 6144, 512):
             ds.write(rows, window=Window(0, y, 6144, 512))
-    code = (
-        "import sys, psutil; from geosam.georef import open_scene; p = psutil.Process(); "
+    code = (  # scipy, which looks at this scene's one value for a nodata border (19 MB), counted before
+        "import sys, psutil, scipy.ndimage; from geosam.georef import open_scene; p = psutil.Process(); "
         "before = p.memory_info().rss; open_scene(sys.argv[1]); print((p.memory_info().rss - before) / 2**20)"
     )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
@@ -218,6 +219,156 @@ def test_invalid_pixels_never_become_objects(tmp_path, scheduler, kind):
     hole = shapely.box(500_000, 5_000_000 - 400, 500_000 + 400, 5_000_000)  # the 200 × 200 px invalid corner
     assert shapely.area(shapely.intersection(covered, hole)) == 0
     assert covered.area == pytest.approx(4 * (512 * 512 - 200 * 200))
+
+
+def _black_top(tmp_path: Path, dtype="uint16", **profile) -> Path:
+    """A 16-bit scene whose top third is 0, declared nodata or not (``profile``)."""
+    data = squares(600, 480, dtype, 100, 4000, seed=3)
+    data[:, :200] = 0
+    return write(tmp_path / "black.tif", data, **profile)
+
+
+def test_nodata_value_given_masks_pixels_the_file_does_not_declare(tmp_path, scheduler):
+    path = _black_top(tmp_path)
+    plain, given = open_scene(path), open_scene(path, nodata=0)
+    assert given.nodata == 0 and plain.nodata is None
+    assert plain.stretch[0][0] == 0 and given.stretch[0][0] > 90  # the stretch leaves the zeros out
+    tile = read_tile(given, TileGrid(480, 600, 1024, 128).tile(0, 0), 1024)
+    assert not tile.valid[:200].any() and tile.valid[200:600, :480].all()
+    tiles_equal_untiled(given, size=128, overlap=16)
+    _, decimated = read_pixels(given, Box(0, 0, 480, 600), out_shape=(150, 120))  # overviews, prompt windows
+    assert not decimated[:50].any() and decimated[50:].all()
+    resampled = read_tile(
+        open_scene(path, nodata=0, resolution=4.0), TileGrid(240, 300, 256, 32).tile(0, 0), 256
+    )
+    assert not resampled.valid[:100].any() and resampled.valid[100:300, :240].all()
+    assert run_key(plain, TileGrid(480, 600), Bright()) != run_key(given, TileGrid(480, 600), Bright())
+    frame = segment(
+        path, model=Bright(everything=True), tile_size=256, overlap=32, nodata=0, scheduler=scheduler
+    )
+    black = shapely.box(500_000, 5_000_000 - 400, 500_000 + 960, 5_000_000)  # the top 200 px
+    assert (
+        len(frame)
+        and shapely.area(shapely.intersection(shapely.union_all(frame.geometry.values), black)) == 0
+    )
+
+
+def test_nodata_value_given_replaces_the_files_own(tmp_path):
+    data = np.repeat(squares(), 3, axis=0)
+    data[:, :100] = 255
+    data[:, 400:] = 0
+    path = write(tmp_path / "s.tif", data, nodata=255)
+    tile = read_tile(open_scene(path, nodata=0), TileGrid(512, 512, 512, 1).tile(0, 0), 512)
+    assert tile.valid[:400].all() and not tile.valid[400:].any()
+    alpha = np.concatenate([data, np.full((1, 512, 512), 255, "uint8")])  # alpha says all valid
+    path = write(tmp_path / "alpha.tif", alpha, photometric="RGB", alpha="YES")
+    scene = open_scene(path, nodata=0)
+    assert scene.bands == (1, 2, 3)  # the alpha band is still no colour
+    assert not read_tile(scene, TileGrid(512, 512, 512, 1).tile(0, 0), 512).valid[400:].any()
+
+
+def test_nodata_value_must_fit_the_data_type(tmp_path):
+    with pytest.raises(
+        InputError, match=r"--nodata -1 is not a uint16 value; give an integer from 0 to 65535"
+    ):
+        open_scene(_black_top(tmp_path), nodata=-1)
+    with pytest.raises(InputError, match="not a uint8 value"):
+        open_scene(DATA / "RGB.byte.tif", nodata=0.5)
+    assert open_scene(DATA / "ms1.tif", nodata=0.5).nodata == 0.5  # float data take any value
+
+
+def test_nodata_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from geosam.cli import main
+
+    result = CliRunner().invoke(main, ["info", str(_black_top(tmp_path)), "--nodata", "0"])
+    assert result.exit_code == 0, result.output
+    assert "nodata:    0 (--nodata)" in result.stdout and "WARNING" not in result.stderr
+    result = CliRunner().invoke(main, ["info", str(DATA / "pan1.tif"), "--nodata", "zero"])
+    assert result.exit_code == 2 and "'zero' is not a valid float" in result.stderr
+
+
+@pytest.fixture
+def warnings_once(monkeypatch, caplog):
+    """The log of geosam's warnings, with none yet given (they are given once per scene and value)."""
+    import geosam.georef
+
+    monkeypatch.setattr(geosam.georef, "_warned", set())
+    caplog.set_level("WARNING", logger="geosam")
+    return caplog
+
+
+def _warned(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize(("name", "share"), [("pan2.tif", 32), ("pan3.tif", 39), ("cog.tif", 48)])
+def test_a_large_constant_border_without_nodata_is_warned_about(warnings_once, name, share):
+    open_scene(DATA / name)
+    open_scene(DATA / name)  # a run opens its scene more than once: one warning
+    assert _warned(warnings_once) == [
+        f"{DATA / name}: {share}% of the pixels are {1 if name == 'cog.tif' else 0} in a block at the border "
+        f"and no nodata value is declared; pass --nodata {1 if name == 'cog.tif' else 0} if they are not data"
+    ]
+
+
+def test_no_warning_where_nodata_is_declared_given_or_not_at_the_border(warnings_once, tmp_path):
+    open_scene(DATA / "pan3.tif", nodata=0)
+    open_scene(_black_top(tmp_path, nodata=0))
+    inside = squares(600, 480, "uint16", 100, 4000, seed=3)
+    inside[:, 100:400, 100:380] = 0  # 29% of the pixels, not touching the border
+    open_scene(write(tmp_path / "inside.tif", inside))
+    thin = squares(600, 480, "uint16", 100, 4000, seed=3)
+    thin[:, :30] = 0  # 5%: a border, but a thin one
+    open_scene(write(tmp_path / "thin.tif", thin))
+    for name in ("pan1.tif", "RGB.byte.tif", "rgb_unmasked.tif", "ms1.tif", "m_4709963_se_14_1_20200831.tif"):
+        open_scene(DATA / name)
+    assert _warned(warnings_once) == []
+
+
+def test_a_big_scene_without_overviews_is_checked_on_its_sampled_windows(warnings_once, tmp_path):
+    data = squares(3000, 3000, "uint16", 100, 4000, seed=4)
+    data[:, :, :1000] = 0  # the left third
+    open_scene(write(tmp_path / "big.tif", data, tiled=True))
+    (line,) = _warned(warnings_once)
+    assert "33% of the pixels are 0 in a block at the border" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pan2.tif", "pan3.tif"])
+def test_with_nodata_given_no_object_lies_on_the_black_part(tmp_path, model_installed, name):
+    """The real model on the sample scenes whose black part has no nodata tag, through the command line."""
+    import pyogrio
+    from click.testing import CliRunner
+    from rasterio.features import shapes
+
+    from geosam.cli import main
+
+    output = tmp_path / "objects.gpkg"
+    args = [
+        "segment",
+        str(DATA / name),
+        "-o",
+        str(output),
+        "-w",
+        "0",
+        "--points-per-side",
+        "16",
+        "--nodata",
+        "0",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "WARNING" not in result.stderr
+    with rasterio.open(DATA / name) as ds:
+        zero = (ds.read(1) == 0).astype("uint8")
+        black = shapely.union_all(
+            [shapely.geometry.shape(g) for g, v in shapes(zero, transform=ds.transform) if v]
+        )
+    objects = pyogrio.read_dataframe(output, layer="objects")
+    assert len(objects) > 0
+    assert shapely.area(shapely.intersection(shapely.union_all(objects.geometry.values), black)) == 0
 
 
 # CRSs and areas
@@ -412,6 +563,11 @@ def test_remote_cog_over_http(http_data, prefix):
     )  # fmt: skip
     tile = TileGrid(local.width, local.height, 512, 64).tile(2, 3)
     assert np.array_equal(read_tile(remote, tile, 512).image, read_tile(local, tile, 512).image)
+    corner = TileGrid(local.width, local.height, 512, 64).tile(0, 1)  # a fifth of it out of the collar of 1s
+    remote, local = open_scene(url, nodata=1), open_scene(DATA / "cog.tif", nodata=1)
+    assert remote.stretch == local.stretch
+    assert np.array_equal(read_tile(remote, corner, 512).valid, read_tile(local, corner, 512).valid)
+    assert 0 < read_tile(local, corner, 512).valid.mean() < 0.9
     assert http_data.requests > 0
     assert os.path.getsize(DATA / "cog.tif") > 0
 

@@ -47,8 +47,10 @@ def server(tmp_path):
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """An empty model cache, and first use may fetch (each test's sources are on 127.0.0.1)."""
     folder = tmp_path / "models"
     monkeypatch.setenv(weights.CACHE_ENV, str(folder))
+    monkeypatch.delenv(weights.OFFLINE_ENV)
     return folder
 
 
@@ -353,3 +355,121 @@ def test_sam_vit_b_by_name_served_locally_loads_as_vit_b(random_vit_b, server, c
     model = load_model(ModelSpec("sam_vit_b", backend="torch"))
     assert model.name == "sam_vit_b" and model.checksum == file.sha256
     assert model.runtime.sam.image_encoder.patch_embed.proj.out_channels == 768
+
+
+def test_first_use_fetches_with_progress_and_says_where(server, cache, fake, caplog, monkeypatch):
+    root, url = server
+    (root / "fake.pt").write_bytes(PAYLOAD)
+    served = Checkpoint("fake", "vit_t", fake.files, "test", (UrlSource(f"{url}/fake.pt"),))
+    monkeypatch.setitem(weights.KNOWN, "fake", served)
+    with caplog.at_level("INFO", logger="geosam"):
+        path = weights.ensure("fake")
+    assert path == cache / "fake.pt" and path.read_bytes() == PAYLOAD
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line == f"fetched fake (0.1 MB) into {cache} (first use)"
+    caplog.clear()
+    assert weights.ensure("fake") == path and not caplog.records  # installed: nothing fetched, nothing said
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_offline_never_downloads_and_names_fetch_and_import(flaky, cache, fake, monkeypatch, how):
+    handler, url = flaky
+    handler.failures = 0
+    monkeypatch.setitem(
+        weights.KNOWN, "fake", Checkpoint("fake", "vit_t", fake.files, "test", (UrlSource(url),))
+    )
+    if how == "environment":
+        monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    with pytest.raises(ModelError) as raised:
+        weights.ensure("fake", offline=how == "argument")
+    message = str(raised.value)
+    assert "\n" not in message and "not installed" in message
+    assert "`geosam models fetch fake`" in message and "`geosam models import FILE`" in message
+    assert handler.requests == 0 and not cache.exists()
+
+
+def test_workers_load_installed_weights_only(flaky, cache, fake, monkeypatch):
+    """``ModelSpec.load`` (what a Dask worker runs) reports a missing model; only ``check`` fetches."""
+    from geosam.models import ModelSpec
+
+    handler, url = flaky
+    handler.failures = 0
+    monkeypatch.setitem(
+        weights.KNOWN, "fake", Checkpoint("fake", "vit_t", fake.files, "test", (UrlSource(url),))
+    )
+    spec = ModelSpec("fake")
+    with pytest.raises(ModelError, match="geosam models fetch fake"):
+        spec.load()
+    assert handler.requests == 0
+    spec.check()
+    assert handler.requests == 1 and weights.installed_path("fake") == cache / "fake.pt"
+
+
+def test_a_corrupt_copy_is_reported_not_replaced_on_first_use(server, cache, fake):
+    cache.mkdir()
+    (cache / "fake.pt").write_bytes(PAYLOAD[::-1])
+    with pytest.raises(ModelError, match=r"corrupt.*geosam models fetch fake --force"):
+        weights.ensure("fake")
+    assert (cache / "fake.pt").read_bytes() == PAYLOAD[::-1]
+
+
+def test_offline_is_not_part_of_a_models_identity():
+    from geosam.fingerprint import model_identity
+    from geosam.models import ModelSpec
+
+    assert ModelSpec(offline=True) == ModelSpec() and hash(ModelSpec(offline=True)) == hash(ModelSpec())
+    assert model_identity(ModelSpec(offline=True)) == model_identity(ModelSpec())
+
+
+def _segment_cli(args: list[str]):
+    from click.testing import CliRunner
+
+    from geosam.cli import main
+
+    return CliRunner().invoke(main, ["segment", *args])
+
+
+def test_segment_fetches_the_model_on_first_use(model_installed, server, cache, monkeypatch, tmp_path):
+    """``geosam segment`` with no model installed: the real mobile_sam.pt, served from 127.0.0.1, is
+    fetched with a progress bar and one line saying where, verified, and the scene is segmented."""
+    import dataclasses
+
+    from .rasters import squares, write
+
+    root, url = server
+    (root / "mobile_sam.pt").symlink_to(model_installed)
+    served = dataclasses.replace(weights.known("mobile_sam"), sources=(UrlSource(f"{url}/mobile_sam.pt"),))
+    monkeypatch.setitem(weights.KNOWN, "mobile_sam", served)
+    scene = write(tmp_path / "scene.tif", squares(256, 256))
+    out = tmp_path / "out.gpkg"
+    result = _segment_cli(
+        [str(scene), "-o", str(out), "--workers", "0", "--points-per-side", "4", "--tile-size", "256"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"fetched mobile_sam (40.7 MB) into {cache} (first use)" in result.stderr
+    assert "40.7M/40.7M" in result.stderr  # the progress bar
+    assert weights.installed_path("mobile_sam") == cache / "mobile_sam.pt" and out.exists()
+
+
+@pytest.mark.parametrize("how", ["--offline", "GEOSAM_OFFLINE=1"])
+def test_segment_offline_fails_in_one_line_naming_fetch_and_import(flaky, cache, monkeypatch, tmp_path, how):
+    import dataclasses
+
+    from .rasters import squares, write
+
+    handler, url = flaky
+    handler.failures = 0
+    served = dataclasses.replace(weights.known("mobile_sam"), sources=(UrlSource(url),))
+    monkeypatch.setitem(weights.KNOWN, "mobile_sam", served)
+    scene = write(tmp_path / "scene.tif", squares(128, 128))
+    args = [str(scene), "-o", str(tmp_path / "out.gpkg"), "--workers", "0"]
+    if how == "--offline":
+        args.append("--offline")
+    else:
+        monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    result = _segment_cli(args)
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: model 'mobile_sam' is not installed and downloads are off")
+    assert "`geosam models fetch mobile_sam`" in line and "`geosam models import FILE`" in line
+    assert handler.requests == 0 and not (tmp_path / "out.gpkg").exists()

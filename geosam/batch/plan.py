@@ -172,7 +172,7 @@ def _stem(path: str) -> str:
 
 def read_options(pipeline: Pipeline) -> dict[str, Any]:
     r = pipeline.read
-    return {"bands": r.bands, "percentiles": r.percentiles, "stretch_8bit": r.stretch_8bit,
+    return {"bands": r.bands, "nodata": r.nodata, "percentiles": r.percentiles, "stretch_8bit": r.stretch_8bit,
             "resolution": r.resolution, "pixel_coordinates": r.pixel_coordinates}  # fmt: skip
 
 
@@ -266,7 +266,7 @@ def model_spec(pipeline: Pipeline) -> ModelSpec:
     )
     return ModelSpec(
         m.name, m.device, params, checkpoint=pipeline.base / m.checkpoint if m.checkpoint else None, architecture=m.architecture,
-        backend=m.backend, precision=m.precision,
+        backend=m.backend, precision=m.precision, offline=m.offline,
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ resumes scene by scene.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ class SceneOutcome:
     status: str  # 'done' (run now), 'skipped' (finished earlier), 'failed'
     objects: int = 0
     seconds: float = 0.0
-    message: str = ""
+    message: str = ""  # why it failed; why it has no objects
     skipped_prompts: int = 0
 
 
@@ -83,6 +84,7 @@ def run(
     overwrite: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
+    offline: bool = False,
     model: Any = None,
     on_scene: Callable[[SceneOutcome], None] | None = None,
     on_tile: Callable[[SceneJob, int], None] | None = None,
@@ -92,11 +94,14 @@ def run(
     Everything is checked first (inputs, scenes, prompt files, outputs, the model); then scenes run
     one after another, their tiles on one Dask cluster: a local one of ``workers`` processes, the
     scheduler at ``scheduler``, or the pipeline's cluster. A scene that fails is reported in the
-    summary and the others go on; its next run retries it. ``model`` replaces the pipeline's model
+    summary and the others go on; its next run retries it. ``offline`` forbids downloading the model
+    whatever the pipeline's ``model.offline``. ``model`` replaces the pipeline's model
     (a model source with ``check``/``load``; tests use stand-ins). ``on_tile(job, total)`` is called
     as each tile finishes (progress).
     """
     started = time.perf_counter()
+    if offline:
+        pipeline = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, offline=True))
     ready = checked(pipeline, model)
     the_plan, scenes, groups, source, keys = ready.plan, ready.scenes, ready.prompts, ready.source, ready.keys
     states = {job.name: records.state(job.output, job.record, keys[job.name]) for job in the_plan.jobs}
@@ -182,6 +187,7 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on
             frame, skipped = _automatic(plan, job, scene, source, local, address, on_tile), 0
         else:
             frame, skipped = _prompted(plan, scene, groups, source, loaded)
+        found, advice = len(frame), frame.attrs.get("report", {}).get("advice", [])
         frame = _filter(plan.pipeline, frame, scene, renumber=job.prompts is None)
         output.write(frame, job.output, overwrite=True)
     except GeosamError as exc:
@@ -192,7 +198,14 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on
         "key": key, "scene": job.path, "objects": len(frame), "seconds": round(seconds, 3),
         "geosam": __version__, "pipeline": plan.pipeline.source, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
-    return SceneOutcome(job, "done", len(frame), seconds, skipped_prompts=skipped)
+    note = (
+        "; ".join(advice)
+        if not found
+        else f"{found} objects, none passed the filters"
+        if not len(frame)
+        else ""
+    )
+    return SceneOutcome(job, "done", len(frame), seconds, note, skipped_prompts=skipped)
 
 
 def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoDataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -22,17 +21,10 @@ def models() -> None:
 @click.pass_context
 def models_fetch(ctx, names: tuple[str, ...], force: bool) -> None:
     """Download and verify checkpoints NAMES (default: mobile_sam) into the model cache."""
-    from tqdm import tqdm
-
     from geosam.models import DEFAULT_MODEL, weights
 
     for name in names or (DEFAULT_MODEL,):
-        with tqdm(unit="B", unit_scale=True, desc=name, disable=ctx.obj["quiet"], file=sys.stderr) as bar:
-
-            def progress(done: int, total: int | None) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
+        with weights.progress_bar(name, disable=ctx.obj["quiet"]) as progress:
             path = weights.fetch(name, force=force, progress=progress, log=log.info)
         click.echo(f"{name}: {path}")
 

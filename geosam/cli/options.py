@@ -78,6 +78,7 @@ _SPECIAL: dict[str, dict[str, Any]] = {
         "metavar": "LOW,HIGH",
         "default": ",".join(f"{v:g}" for v in settings.READ.percentiles),
     },
+    "Read.nodata": {"metavar": "VALUE"},
     "Model.checkpoint": {"type": click.Path(exists=True, dir_okay=False, path_type=Path)},
     "Cluster.scheduler": {"metavar": "ADDRESS"},
     "Evaluation.size_bins": {
@@ -133,7 +134,7 @@ def group_options(group: type, *names: str) -> Decorator:
 
 
 read_options = group_options(Read)
-model_options = group_options(Model, "name", "checkpoint", "architecture")
+model_options = group_options(Model, "name", "checkpoint", "architecture", "offline")
 runtime_options = group_options(Model, "device", "backend", "precision")
 automatic_options = group_options(
     Model, "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_thresh"
@@ -159,8 +160,8 @@ def output_options(what: str, overwrite: str) -> Decorator:
 
 
 def model_spec(
-    name: str, device: str, checkpoint: Path | None, architecture: str | None, backend: str | None,
-    precision: str, **params: Any,
+    name: str, device: str, checkpoint: Path | None, architecture: str | None, offline: bool,
+    backend: str | None, precision: str, **params: Any,
 ) -> Any:  # fmt: skip
     """The ``ModelSpec`` of the model options (``params``: automatic mode's settings)."""
     from geosam.models import AutomaticParams, ModelSpec
@@ -169,7 +170,7 @@ def model_spec(
         raise click.UsageError("--architecture applies to --checkpoint PATH only")
     return ModelSpec(
         name, device, AutomaticParams(**params), checkpoint=checkpoint, architecture=architecture,
-        backend=backend, precision=precision,
+        backend=backend, precision=precision, offline=offline,
     )  # fmt: skip
 
 

@@ -78,7 +78,7 @@ def _crs_option(ctx, param, value: str | None):
 @option(Prompts, "cache")
 @click.pass_context
 def command(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_field, points, negative_points,
-            boxes, prompt_crs, model, checkpoint, architecture, bands, percentiles, stretch_8bit, resolution,
+            boxes, prompt_crs, model, checkpoint, architecture, offline, bands, nodata, percentiles, stretch_8bit, resolution,
             pixel_coordinates, device, backend, precision, cache_dir, cache) -> None:  # fmt: skip
     """Segment the objects at point and box prompts in SCENE and write them to a GeoPackage.
 
@@ -110,8 +110,9 @@ def command(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_f
     outputs.check_output(output, overwrite)
     store = EmbeddingCache(cache_dir) if cache else False
     session = Session(
-        scene, model_spec(model, device, checkpoint, architecture, backend, precision), cache=store, bands=bands,
+        scene, model_spec(model, device, checkpoint, architecture, offline, backend, precision), cache=store, bands=bands,
         percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution, pixel_coordinates=pixel_coordinates,
+        nodata=nodata,
     )  # fmt: skip
     frame = session.predict(prompts=groups, crs=crs)
     skipped = frame.attrs.get("skipped", [])

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from geosam.cli.options import option
-from geosam.settings import Cluster
+from geosam.settings import Cluster, Model
 
 
 @click.command("run")
@@ -23,9 +23,10 @@ from geosam.settings import Cluster
     help="Local Dask worker processes; 0 runs tiles in this process [default: the pipeline's].",
 )
 @option(Cluster, "scheduler", help="Address of an existing Dask scheduler [default: the pipeline's].")
+@option(Model, "offline", help="Never download a model that is not installed [default: the pipeline's].")
 @click.option("--overwrite", is_flag=True, help="Replace outputs left by other runs or settings.")
 @click.pass_context
-def command(ctx, pipeline, dry_run, schema, workers, scheduler, overwrite) -> None:
+def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwrite) -> None:
     """Run the pipeline file PIPELINE (YAML or TOML): the same job over many scenes.
 
     All scenes run through one Dask cluster; a scene finished by an earlier run with the same
@@ -67,8 +68,8 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, overwrite) -> No
             )
             click.echo(f"{outcome.job.name}: {what}", err=True)
 
-    summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, on_scene=on_scene,
-                         on_tile=on_tile)  # fmt: skip
+    summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, offline=offline,
+                      on_scene=on_scene, on_tile=on_tile)  # fmt: skip
     click.echo(summary.table())
     if summary.failed:
         first = summary.failed[0]

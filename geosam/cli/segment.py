@@ -72,7 +72,7 @@ from geosam.settings import Execution
 @click.pass_context
 def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, preview: Path | None,
             preview_size: int, labels: Path | None, model: str, checkpoint: Path | None, architecture: str | None,
-            tile_size: int, overlap: int, points_per_side: int, points_per_batch: int, pred_iou_thresh: float,
+            offline: bool, tile_size: int, overlap: int, points_per_side: int, points_per_batch: int, pred_iou_thresh: float,
             stability_thresh: float, device: str, backend: str | None, precision: str, work_dir: Path | None,
             keep_work: bool, allow_partial: bool, report_path: Path | None, **options: Any) -> None:  # fmt: skip
     """Segment every object in SCENE and write them as polygons (GeoPackage, GeoJSON, GeoParquet, .shp).
@@ -99,12 +99,13 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     work_dir = work_dir or default_work_dir(output)
     report_path = report_path or output.with_name(f"{output.stem}.report.json")
     spec = model_spec(
-        model, device, checkpoint, architecture, backend, precision, points_per_side=points_per_side,
+        model, device, checkpoint, architecture, offline, backend, precision, points_per_side=points_per_side,
         points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
         stability_score_thresh=stability_thresh,
     )  # fmt: skip
     reads = {
-        k: options.pop(k) for k in ("bands", "percentiles", "stretch_8bit", "resolution", "pixel_coordinates")
+        k: options.pop(k)
+        for k in ("bands", "nodata", "percentiles", "stretch_8bit", "resolution", "pixel_coordinates")
     }
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from geosam.errors import ModelError
 from geosam.models.base import AutomaticParams, Masks, Segmenter
-from geosam.models.weights import installed_path, known, sha256_file
+from geosam.models.weights import ensure, installed_path, known, sha256_file
 from geosam.settings import MODEL
 
 DEFAULT_MODEL = MODEL.name
@@ -34,6 +34,8 @@ class ModelSpec:
     beside it) or None: the faster of the two for torch checkpoints, ONNX Runtime for ONNX-only
     models, torch for SAM ViT-H (too large for one ONNX file). ``precision`` fp16 or bf16 runs the image
     encoder in half precision under torch autocast (GPUs; bf16 also on recent CPUs); it implies torch.
+    A named model that is not installed is fetched by ``check`` (on the client) or ``load_model``, on
+    its first use, unless ``offline``; ``load`` (on workers) never downloads.
 
     Attributes:
         name: An installed model's name (``geosam models list``), or a label for ``checkpoint``
@@ -47,6 +49,8 @@ class ModelSpec:
         backend: "torch", "onnx" or None (see above).
         precision: The image encoder's precision: fp32, fp16 or bf16 (default: the settings'
             precision).
+        offline: Never download: a named model that is not installed is an error naming the
+            commands that install it (also ``$GEOSAM_OFFLINE``). Not part of the model's identity.
 
     Raises:
         ModelError: ``checkpoint`` does not exist, is not a SAM checkpoint, or ``architecture`` is
@@ -62,6 +66,7 @@ class ModelSpec:
     checksum: str | None = None
     backend: str | None = None
     precision: str = MODEL.precision
+    offline: bool = field(default=MODEL.offline, compare=False)  # how weights are found, not which
 
     def __post_init__(self) -> None:
         if self.checkpoint is None:
@@ -105,13 +110,17 @@ class ModelSpec:
         return self.backend or FASTER_BACKEND
 
     def check(self) -> None:
-        """Fail early, on the client, if the model is unknown or not installed; export it for ONNX Runtime."""
+        """Fail early, on the client, if the model is unknown or cannot be had: a named model not installed
+        is fetched now (unless ``offline``); a torch checkpoint is exported for ONNX Runtime."""
+        if self.checkpoint is None:
+            ensure(self.name, offline=self.offline)
         architecture, _, _ = self.weights()
         if self.runtime() == "onnx" and architecture not in ONNX_ONLY:
             export_model(self)
 
     def load(self) -> Segmenter:
-        return load_model(self)
+        """The model, from weights already installed (what workers run: they never download)."""
+        return _load(self)
 
 
 def export_model(spec: ModelSpec | str, force: bool = False):
@@ -126,7 +135,11 @@ def export_model(spec: ModelSpec | str, force: bool = False):
 
 
 def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
-    """Load a named, installed model (``geosam models fetch NAME`` installs it) or a spec's checkpoint.
+    """Load a named model or a spec's checkpoint; a named model not installed is fetched first.
+
+    The first use of a named model downloads and verifies it into the model cache (as ``geosam
+    models fetch NAME`` does), with a progress bar and one line saying where it went, unless the
+    spec is ``offline`` or ``$GEOSAM_OFFLINE`` is set.
 
     Args:
         spec: A ``ModelSpec``, or an installed model's name (default: the settings' model).
@@ -136,12 +149,20 @@ def load_model(spec: ModelSpec | str = DEFAULT_MODEL) -> Segmenter:
             answer prompts.
 
     Raises:
-        ModelError: The model is unknown or not installed, its files are corrupt, or the spec's
-            backend or precision is unknown or does not suit the model.
+        ModelError: The model is unknown, not installed and cannot be fetched (offline), its files
+            are corrupt, or the spec's backend or precision is unknown or does not suit the model;
+            ``FetchError`` when no source gives a verified copy.
     """
+    spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    if spec.checkpoint is None:
+        ensure(spec.name, offline=spec.offline)
+    return _load(spec)
+
+
+def _load(spec: ModelSpec) -> Segmenter:
+    """The model of ``spec`` from its local weights."""
     from geosam.models.sam import SamModel
 
-    spec = ModelSpec(spec) if isinstance(spec, str) else spec
     architecture, path, checksum = spec.weights()
     if spec.runtime() == "torch":
         return SamModel.load(

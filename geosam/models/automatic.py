@@ -8,7 +8,7 @@ on the low-resolution masks, so only the masks that are kept are upsampled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Protocol
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.base import AutomaticParams, Embedding, Masks
+from geosam.models.base import AutomaticParams, Embedding, Funnel, Masks
 
 # Float32 logits upsampled per call, at the model input's size and at the image's: 4 masks of a 1024²
 # tile, 16 MB an array. Under glibc's mmap threshold in workers (geosam.cluster.MALLOC), so they reuse
@@ -196,13 +196,14 @@ def generate(
     embedding: Embedding | None = None,
 ) -> Masks:
     """Every object the model finds in ``image`` (embedded now unless ``embedding`` is given), as masks
-    restricted to ``valid`` pixels."""
+    restricted to ``valid`` pixels, with the ``Funnel`` of how many each stage kept."""
     h, w = valid.shape
     points = grid_points(params.points_per_side, valid)
     if len(points) == 0:
-        return Masks.empty(h, w)
+        return Masks.empty(h, w, Funnel())
     embedding = embedding or model.embed(image)
     found = _Found(len(points) * (3 if model.runtime.multimask else 1))
+    confident = 0
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
         low_res, iou = model.confident_points(  # a runtime that answers one mask: its single-mask answer
@@ -215,14 +216,16 @@ def generate(
         stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
         keep = stable >= params.stability_score_thresh
         found.add(low_res[keep], iou[keep], stable[keep])
+        confident += len(low_res)
+    funnel = Funnel(1, len(points), found.most, confident, found.count)
     if not found.count:
-        return Masks.empty(h, w)
+        return Masks.empty(h, w, funnel)
     low_res, iou, stable = found.arrays()
     rows, cols = model.low_res_extent(embedding)
     boxes, drawn = _boxes(low_res[:, :rows, :cols])
     candidates = torch.nonzero(drawn)[:, 0]
     if not len(candidates):
-        return Masks.empty(h, w)
+        return Masks.empty(h, w, funnel)
     kept = candidates[box_nms(boxes[candidates], iou[candidates], params.box_nms_thresh)]
     full = np.empty((len(kept), h, w), bool)
     step = max(1, UPSCALE_BYTES // (4 * (model.image_size**2 + h * w)))
@@ -233,7 +236,8 @@ def generate(
     seen = nonempty(full)
     if not seen.all():
         full = full[seen]
-    return Masks(full, iou[kept].numpy()[seen], stable[kept].numpy()[seen])
+    funnel = replace(funnel, distinct=len(kept), objects=int(seen.sum()))
+    return Masks(full, iou[kept].numpy()[seen], stable[kept].numpy()[seen], funnel)
 
 
 class _Found:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -15,12 +15,30 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Funnel:
+    """How many masks each stage of automatic mode let through, in a tile or (added up) a scene: what says
+    why a scene gave no objects."""
+
+    tiles: int = 1  # tiles counted
+    prompts: int = 0  # grid points on valid pixels
+    masks: int = 0  # masks the model answered them with (3 a point, or 1)
+    confident: int = 0  # of those, predicted IoU at least pred_iou_thresh
+    stable: int = 0  # of those, stability score at least stability_score_thresh
+    distinct: int = 0  # of those, not empty and not suppressed by a better one overlapping it
+    objects: int = 0  # of those, holding a valid pixel (masks of the whole tile too: the stitcher judges them)
+
+    def __add__(self, other: Funnel) -> Funnel:
+        return Funnel(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass(frozen=True)
 class Masks:
     """Boolean masks over one tile image, with the model's confidence in each."""
 
     masks: np.ndarray  # bool (N, H, W)
     scores: np.ndarray  # float32 (N,): predicted IoU
     stability: np.ndarray  # float32 (N,): stability score
+    funnel: Funnel | None = None  # automatic mode: how many masks each stage kept
 
     def __post_init__(self) -> None:
         n = len(self.masks)
@@ -31,8 +49,10 @@ class Masks:
         return len(self.masks)
 
     @classmethod
-    def empty(cls, height: int, width: int) -> Masks:
-        return cls(np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    def empty(cls, height: int, width: int, funnel: Funnel | None = None) -> Masks:
+        return cls(
+            np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.float32), funnel
+        )
 
 
 @dataclass(frozen=True)

