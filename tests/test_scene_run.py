@@ -78,8 +78,9 @@ def test_shade_gives_no_objects_and_the_summary_says_why(tmp_path, model_install
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "shade.report.json").read_text())
-    assert report["objects"] == 0 and report["masks"]["masks"] > 0 and report["masks"]["objects"] == 0
+    # the model's one mask is all of the scene's valid pixels: the ground, left out
+    assert report["objects"] == 0 and report["masks"]["masks"] > 0 and report["ground"] == 1
     (why,) = report["advice"]
-    assert "each cover (nearly) all valid pixels of their tile" in why
+    assert "make one region over most of the scene: its ground, left out (--keep-background keeps it)" in why
     assert why.endswith("every valid pixel of the scene reads as 0: check --bands and --nodata (geosam info)")
     assert why in result.stderr.splitlines()
