@@ -25,7 +25,7 @@ class Funnel:
     confident: int = 0  # of those, predicted IoU at least pred_iou_thresh
     stable: int = 0  # of those, stability score at least stability_score_thresh
     distinct: int = 0  # of those, not empty and not suppressed by a better one overlapping it
-    objects: int = 0  # of those, holding a valid pixel (masks of the whole tile too: the stitcher judges them)
+    objects: int = 0  # of those, holding a valid pixel (whole-tile masks too: the stitcher judges them)
 
     def __add__(self, other: Funnel) -> Funnel:
         return Funnel(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
