@@ -101,13 +101,7 @@ def matches(
     alike = overlap >= min_iou
     left, right, overlap = np.array(ia)[left[alike]], np.array(ib)[right[alike]], overlap[alike]
     # one-to-one, best first: ties (a piece and its near-duplicate) are broken the same way every time
-    matched, used_a, used_b = [], set(), set()
-    for k in np.lexsort((right, left, -overlap)).tolist():
-        i, j = int(left[k]), int(right[k])
-        if i not in used_a and j not in used_b:
-            matched.append((i, j))
-            used_a.add(i)
-            used_b.add(j)
+    matched = _one_to_one(left, right, np.lexsort((right, left, -overlap)))
     others = sorted(set(zip(left.tolist(), right.tolist(), strict=True)) - set(matched))
     return matched, others
 
@@ -139,16 +133,8 @@ def continuations(
     inter = shapely.area(shapely.intersection(in_a[left], in_b[right], grid_size=1))
     smaller = np.minimum(shapely.area(in_a[left]), shapely.area(in_b[right]))
     overlap = inter / np.maximum(smaller, 1e-12)
-    pairs, used_a, used_b = [], set(), set()
-    for k in np.lexsort((right, left, -overlap)).tolist():
-        if overlap[k] <= share:
-            break
-        i, j = free_a[int(left[k])], free_b[int(right[k])]
-        if i not in used_a and j not in used_b:
-            pairs.append((i, j))
-            used_a.add(i)
-            used_b.add(j)
-    return pairs
+    order = np.lexsort((right, left, -overlap))
+    return _one_to_one(np.array(free_a)[left], np.array(free_b)[right], order[overlap[order] > share])
 
 
 def whole_links(
@@ -180,12 +166,15 @@ def whole_links(
         np.where(whole_a[left], inter / np.maximum(area_a, 1e-12), 1.0),
         np.where(whole_b[right], inter / np.maximum(area_b, 1e-12), 1.0),
     )
-    both = whole_a[left] & whole_b[right]
+    order = np.lexsort((right, left, -cover, whole_a[left] & whole_b[right]))
+    return _one_to_one(np.array(free_a)[left], np.array(free_b)[right], order[cover[order] >= WHOLE])
+
+
+def _one_to_one(left: np.ndarray, right: np.ndarray, order: np.ndarray) -> list[tuple[int, int]]:
+    """Candidate pairs (``left[k]``, ``right[k]``) taken greedily in ``order``, each piece at most once."""
     pairs, used_a, used_b = [], set(), set()
-    for k in np.lexsort((right, left, -cover, both)).tolist():
-        if cover[k] < WHOLE:
-            continue
-        i, j = free_a[int(left[k])], free_b[int(right[k])]
+    for k in order.tolist():
+        i, j = int(left[k]), int(right[k])
         if i not in used_a and j not in used_b:
             pairs.append((i, j))
             used_a.add(i)

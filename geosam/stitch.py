@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from geosam.seams import MATCH_IOU, Piece, continuations, iou, matches, raster, whole_links
+from geosam.seams import MATCH_IOU, Piece, clip, continuations, iou, matches, raster, whole_links
 from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import mask_to_geometry
 
@@ -257,10 +257,7 @@ def stitch(
 def _reaches_into(piece: Piece, tile: Tile, other: Tile) -> bool:
     """Whether the piece has pixels in the window its tile shares with ``other``."""
     shared = tile.read.intersection(other.read)
-    return (
-        shared is not None
-        and shapely.clip_by_rect(piece.full, shared.x0, shared.y0, shared.x1, shared.y1).area > 0
-    )
+    return shared is not None and bool(shapely.area(clip(piece.full, shared)) > 0)
 
 
 def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject | None:

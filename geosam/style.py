@@ -62,9 +62,7 @@ def qml(scores: np.ndarray, field: str = FIELD) -> str:
         for i, (low, high) in enumerate(ranges)
     )
     symbols = "\n".join(_symbol(i, colour) for i, colour in enumerate(PALETTE[: len(ranges)]))
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="Symbology">
- <renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" \
+    return _document(f""" <renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" \
 symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
   <ranges>
 {rows}
@@ -78,14 +76,7 @@ symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
    <parameters><Option/></parameters>
    <extraInformation/>
   </classificationMethod>
-  <rotation/>
-  <sizescale/>
- </renderer-v2>
- <blendMode>0</blendMode>
- <featureBlendMode>0</featureBlendMode>
- <layerGeometryType>2</layerGeometryType>
-</qgis>
-"""
+""")
 
 
 def outcome_qml(field: str = OUTCOME_FIELD) -> str:
@@ -95,9 +86,7 @@ def outcome_qml(field: str = OUTCOME_FIELD) -> str:
         for i, (value, label, _) in enumerate(OUTCOMES)
     )
     symbols = "\n".join(_symbol(i, colour) for i, (_, _, colour) in enumerate(OUTCOMES))
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="Symbology">
- <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" \
+    return _document(f""" <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" \
 forceraster="0" referencescale="-1">
   <categories>
 {rows}
@@ -105,7 +94,14 @@ forceraster="0" referencescale="-1">
   <symbols>
 {symbols}
   </symbols>
-  <rotation/>
+""")
+
+
+def _document(renderer: str) -> str:
+    """A QGIS 3.x QML document of polygons around a renderer's opening tag and its symbols."""
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22.0" styleCategories="Symbology">
+{renderer}  <rotation/>
   <sizescale/>
  </renderer-v2>
  <blendMode>0</blendMode>
