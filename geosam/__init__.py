@@ -10,6 +10,7 @@ from geosam._version import __version__ as __version__
 # The public API, imported on first use so that `geosam --help` does not wait for torch and dask.
 _EXPORTS = {
     "AutomaticParams": "geosam.models",
+    "ClassModel": "geosam.classes",
     "EvaluationResult": "geosam.evaluation",
     "GeosamError": "geosam.errors",
     "ModelSpec": "geosam.models",
@@ -31,6 +32,7 @@ _EXPORTS = {
 
 __all__ = [
     "AutomaticParams",
+    "ClassModel",
     "EvaluationResult",
     "GeosamError",
     "ModelSpec",

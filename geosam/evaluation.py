@@ -270,13 +270,18 @@ def _name(source: Any, default: str) -> str:
 
 
 def _read(source: str | Path | gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
-    """The GeoDataFrame of a file (its first layer with geometries, e.g. not QGIS's ``layer_styles``;
-    feature ids as index) or the frame itself."""
+    """The polygons of a file (``read_vector``) or of a frame."""
+    return _check_polygons(read_vector(source), name)
+
+
+def read_vector(source: str | Path | gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The GeoDataFrame of a vector file (its first layer with geometries, e.g. not QGIS's ``layer_styles``;
+    feature ids as index) or the frame itself; ``InputError`` where it cannot be read."""
     import geopandas as gpd
     import pyogrio
 
     if isinstance(source, gpd.GeoDataFrame):
-        return _check_polygons(source, name)
+        return source
     path = str(source)
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
         raise InputError(f"{path}: no such file; check the path")
@@ -291,7 +296,7 @@ def _read(source: str | Path | gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
             f"{path}: not a readable vector file ({reason(exc)}); give a GeoPackage, GeoJSON, Shapefile "
             "or GeoParquet file"
         ) from None
-    return _check_polygons(frame, path)
+    return frame
 
 
 def _check_class_field(

@@ -71,6 +71,11 @@ class RunReport:
     )  # of the tiles segmented in this run: geosam.models.base.Funnel
     advice: list[str] = field(default_factory=list)  # why there are no objects; pixels too fine or coarse
     prompts: int = 0  # point prompts put to tiles about objects their neighbours saw (geosam.reprompt)
+    classes: dict[str, int] = field(default_factory=dict)  # objects written per class (with classes)
+    sources: dict[str, int] = field(
+        default_factory=dict
+    )  # objects per prompts that found them (Piece.source)
+    class_model: str | None = None  # the class model file learnt from --examples, or read with --class-model
     prompt_pieces: int = 0  # pieces the prompts found
     area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
     area_km2_this_run: float | None = None  # the same, for the tiles segmented in this run
@@ -140,6 +145,10 @@ class RunReport:
         if self.ground:
             lines.append(f"left out {self.ground} object{'s' if self.ground != 1 else ''} over more than half of the "
                          "scene and across it, its ground (--keep-background keeps them)")  # fmt: skip
+        if self.classes:
+            shown = ", ".join(f"{n} {c}" for c, n in self.classes.items())
+            found = ", ".join(f"{n} {s}" for s, n in self.sources.items())
+            lines.append(f"classes: {shown} (found by: {found})")
         lines.extend(self.advice)
         for failure in self.failed[:5]:
             lines.append(f"failed tile {failure.row},{failure.col}: {failure.error}")

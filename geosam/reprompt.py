@@ -152,7 +152,7 @@ def answer(
     tile = image.tile
     origin = np.array([tile.read.x0, tile.read.y0], np.float32)
     offered = model.point_masks(image, [np.array(p.points, np.float32) - origin for p in prompts])
-    chosen: list[tuple[np.ndarray, float, float]] = []
+    chosen: list[tuple[np.ndarray, float, float, np.ndarray | None]] = []
     asked: list[list[tuple[Prompt, np.ndarray]]] = []  # the prompts (with their views) each answers
     for prompt, masks in zip(prompts, offered, strict=True):
         view = raster([prompt.view], prompt.window)
@@ -160,8 +160,9 @@ def answer(
         if not agree or max(agree) < match_iou:
             continue
         best = int(np.argmax(agree))
-        found = (masks.masks[best], float(masks.scores[best]), float(masks.stability[best]))
-        same = next((k for k, (m, _, _) in enumerate(chosen) if iou(m, found[0]) > match_iou), None)
+        described = masks.descriptors[best] if masks.descriptors is not None else None
+        found = (masks.masks[best], float(masks.scores[best]), float(masks.stability[best]), described)
+        same = next((k for k, c in enumerate(chosen) if iou(c[0], found[0]) > match_iou), None)
         if same is None:
             chosen.append(found)
             asked.append([(prompt, view)])
@@ -173,12 +174,14 @@ def answer(
         )
     if not chosen:
         return []
+    described = [c[3] for c in chosen]
     answers = Masks(
-        np.stack([m for m, _, _ in chosen]),
-        np.array([s for _, s, _ in chosen], np.float32),
-        np.array([s for _, _, s in chosen], np.float32),
+        np.stack([c[0] for c in chosen]),
+        np.array([c[1] for c in chosen], np.float32),
+        np.array([c[2] for c in chosen], np.float32),
+        descriptors=None if any(d is None for d in described) else np.stack(described),
     )
-    return pieces_from_masks(tile, answers, grid, image.valid)
+    return pieces_from_masks(tile, answers, grid, image.valid, source="prompt")
 
 
 def _agreement(mask: np.ndarray, tile: Tile, window: Box, view: np.ndarray) -> float:

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geosam import scale, settings
+from geosam.classes import ClassModel
 from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
-from geosam.errors import TileError, TileInputError
+from geosam.errors import InputError, TileError, TileInputError
+from geosam.examples import encoder, learn, read_examples
 from geosam.fingerprint import model_identity, run_key
 from geosam.georef import Scene, area_m2, open_scene, pixel_area_m2
 from geosam.models import AutomaticParams, ModelSpec
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ, MODEL, TILING, FILTERS = settings.READ, settings.MODEL, settings.TILING, settings.FILTERS
+CLASSES = settings.CLASSES
 CLUSTER, EXECUTION = settings.CLUSTER, settings.EXECUTION
 FEATURELESS_SAMPLE = 1024  # longest side of the read that tells a featureless scene, where no object came out
 
@@ -198,6 +201,11 @@ def segment_scene(
     min_area: float = FILTERS.min_area,
     simplify: float = FILTERS.simplify,
     keep_background: bool = FILTERS.keep_background,
+    examples: str | Path | gpd.GeoDataFrame | None = CLASSES.examples,
+    class_field: str = CLASSES.class_field,
+    class_model: ClassModel | str | Path | None = CLASSES.class_model,
+    keep: tuple[str, ...] | None = CLASSES.keep,
+    find_all: bool = CLASSES.find_all,
     workers: int | None = CLUSTER.workers,
     scheduler: str | None = CLUSTER.scheduler,
     tiles_per_task: int | None = EXECUTION.tiles_per_task,
@@ -214,7 +222,13 @@ def segment_scene(
     ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
     (resampled) grid, ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over
     more than half of the scene's data that spans it both ways is its ground and is left out unless
-    ``keep_background`` (see ``geosam.stitch.without_ground``). Tiles run as Dask tasks on
+    ``keep_background`` (see ``geosam.stitch.without_ground``).
+
+    With ``examples`` (a vector file or frame of points or polygons with a ``class_field``), a class model
+    is learnt on this scene first (``geosam.examples``; in ``frame.attrs["class_model"]``), or
+    ``class_model`` (a ``ClassModel`` or its file) is used: every object gets ``class``,
+    ``class_score`` and ``source``; ``keep`` leaves only those classes; ``find_all`` also prompts
+    where tiles look like a class's examples. Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
     using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.
@@ -248,6 +262,8 @@ def segment_scene(
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    classes = _classes(scene, grid, source, examples, class_field, class_model)
+    source = _finding(source, classes, find_all)
     key = run_key(scene, grid, source)
     report = _report(scene, grid, source, parameters, key, work_dir)
     work = WorkDir(work_dir, key) if work_dir else None
@@ -280,7 +296,8 @@ def segment_scene(
     report.finish(time.monotonic() - started)
     if report.failed and not allow_partial:
         raise _failure(report, run, work, len(grid), retries)
-    frame = to_frame(scene, objects, min_area, simplify)
+    frame = to_frame(scene, objects, min_area, simplify, classes, keep)
+    _count_classes(report, frame, classes)
     report.objects = len(frame)
     report.status = "partial" if report.failed else "complete"
     report.masks = dataclasses.asdict(run.funnel)
@@ -290,6 +307,39 @@ def segment_scene(
         (tile_size, overlap, min_area), report.ground,
     )  # fmt: skip
     return frame, report
+
+
+def _classes(
+    scene: Scene, grid: TileGrid, source: ModelSource, examples: Any, class_field: str, class_model: Any
+) -> ClassModel | None:
+    """The run's class model: learnt from ``examples`` on the scene, or ``class_model`` (or its file)."""
+    if examples is not None and class_model is not None:
+        raise InputError("give examples or a class model, not both")
+    if examples is not None:
+        found = read_examples(examples, scene, class_field)
+        log.info("learning %d classes from %d examples", found["class"].nunique(), len(found))
+        return learn(scene, grid, source.load(), found)
+    if class_model is None:
+        return None
+    classes = class_model if isinstance(class_model, ClassModel) else ClassModel.load(class_model)
+    identity = model_identity(source)
+    classes.check_encoder(encoder(identity["name"], identity["checksum"]))
+    return classes
+
+
+def _count_classes(report: RunReport, frame: gpd.GeoDataFrame, classes: ClassModel | None) -> None:
+    """Objects per class and per source in the report; the class model in the frame's attrs."""
+    if classes is not None:
+        report.classes = {str(k): int(v) for k, v in frame["class"].value_counts(sort=False).items()}
+        report.sources = {str(k): int(v) for k, v in frame["source"].value_counts(sort=False).items()}
+        frame.attrs["class_model"] = classes
+
+
+def _finding(source: ModelSource, classes: ClassModel | None, find_all: bool) -> ModelSource:
+    """With ``find_all``, the model source that also prompts where tiles look like the classes' examples."""
+    if classes is None or not find_all or not isinstance(source, ModelSpec):
+        return source
+    return dataclasses.replace(source, params=dataclasses.replace(source.params, find=classes.find()))
 
 
 def _advice(
@@ -389,12 +439,20 @@ def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int,
 
 
 def to_frame(
-    scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0
-) -> gpd.GeoDataFrame:
-    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
+    scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0,
+    classes: ClassModel | None = None, keep: tuple[str, ...] | None = None,
+) -> gpd.GeoDataFrame:  # fmt: skip
+    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first; with
+    ``classes``, each object's ``class``, ``class_score`` and ``source``, only ``keep``'s classes."""
     import geopandas as gpd  # here: workers import this module's neighbours and never need it
 
     objects = list(objects)
+    if classes is not None and keep:
+        unknown = sorted(set(keep) - set(classes.classes))
+        if unknown:
+            raise InputError(
+                f"--keep {','.join(unknown)}: not a class of the class model ({', '.join(classes.classes)})"
+            )
     pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
     geometry = to_map(pixel, scene.transform)
     area = (
@@ -408,14 +466,34 @@ def to_frame(
             "stability": np.array([o.stability for o in objects], np.float64),
             "area_m2": area,
             "tiles": np.array([o.tiles for o in objects], np.int32),
+            **_class_columns(objects, classes),
         },
         geometry=geometry,
         crs=scene.crs,
     )
-    frame = frame[(~frame.geometry.is_empty) & (frame["area_m2"] >= min_area)]
+    kept = (~frame.geometry.is_empty) & (frame["area_m2"] >= min_area)
+    if classes is not None and keep:
+        kept &= frame["class"].isin(keep)
+    frame = frame[kept]
     # objects come in the order tiles finished: sort on the outline too, so equal areas get stable ids
     frame["_key"] = [g.wkb for g in frame.geometry.normalize()]
     frame = frame.sort_values(["area_m2", "_key"], ascending=[False, True], kind="stable")
     frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
     return frame
+
+
+def _class_columns(objects: list[StitchedObject], classes: ClassModel | None) -> dict[str, np.ndarray]:
+    """``class``, ``class_score`` and ``source`` of each object (none without a class model)."""
+    if classes is None:
+        return {}
+    if any(o.descriptor is None for o in objects):
+        raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
+    names, scores = classes.predict(
+        np.stack([o.descriptor for o in objects]) if objects else np.zeros((0, 1))
+    )
+    return {
+        "class": names.astype(str) if len(names) else np.array([], str),
+        "class_score": scores.astype(np.float64),
+        "source": np.array([o.source for o in objects], str),
+    }

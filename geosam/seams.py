@@ -6,7 +6,7 @@ All geometry is in scene pixel coordinates, where seams fall on integer coordina
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio.features
@@ -34,21 +34,29 @@ class Piece:
     # the mask is (nearly) all of the tile's valid pixels: the tile lies inside an object, or it is the
     # image rather than an object in it; the stitcher decides which (see geosam.stitch)
     whole: bool = False
+    # what the object looks like to the model (float32 (C,), geosam.models.features), where it says
+    descriptor: np.ndarray | None = field(default=None, compare=False, repr=False)
+    source: str = "grid"  # the prompts that found it: grid, proposal (find-them-all), prompt (seams)
 
 
 def pieces_from_masks(
-    tile: Tile, masks: Masks, grid: TileGrid, valid: np.ndarray | None = None
+    tile: Tile, masks: Masks, grid: TileGrid, valid: np.ndarray | None = None, source: str = "grid"
 ) -> list[Piece]:
     """Vectorize a tile's masks (padded to the tile size) into pieces.
 
-    ``valid``: the tile image's valid pixels (default: all of its read window), for ``Piece.whole``.
+    ``valid``: the tile image's valid pixels (default: all of its read window), for ``Piece.whole``;
+    ``source``: what prompted the masks (``proposal`` instead where ``masks.proposed`` says so).
     """
     origin = (tile.read.x0, tile.read.y0)
     h, w = tile.read.height, tile.read.width
     cut = (tile.read.y0 > 0, tile.read.y1 < grid.height, tile.read.x0 > 0, tile.read.x1 < grid.width)
     whole_area = WHOLE * (h * w if valid is None else int(valid[:h, :w].sum()))
     pieces = []
-    for mask, score, stability in zip(masks.masks, masks.scores, masks.stability, strict=True):
+    described = masks.descriptors if masks.descriptors is not None else [None] * len(masks)
+    proposed = masks.proposed if masks.proposed is not None else np.zeros(len(masks), bool)
+    for mask, score, stability, descriptor, found in zip(
+        masks.masks, masks.scores, masks.stability, described, proposed, strict=True
+    ):
         mask = mask[:h, :w]
         edges = (mask[0].any(), mask[-1].any(), mask[:, 0].any(), mask[:, -1].any())
         complete = not any(c and e for c, e in zip(cut, edges, strict=True))
@@ -56,7 +64,8 @@ def pieces_from_masks(
         if full.is_empty:
             continue
         whole = not complete and full.area >= whole_area
-        pieces.append(Piece(full, complete, float(score), float(stability), whole))
+        kind = "proposal" if found else source
+        pieces.append(Piece(full, complete, float(score), float(stability), whole, descriptor, kind))
     return pieces
 
 

@@ -149,6 +149,29 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Classes:
+    """Classes from the analyst's examples: each object's class, and find-them-all."""
+
+    examples: str | None = setting(
+        None, "Vector file of examples: points on objects or polygons around them (any CRS), with a class "
+        "field; learnt on this scene, every object gets a class and class_score (class 'background': "
+        "what is none of them).",
+    )  # fmt: skip
+    class_field: str = setting("class", "Field of --examples holding each example's class.", min_length=1)
+    class_model: str | None = setting(
+        None, "Class model file (.json: a run with --examples writes OUT.classes.json) used instead of "
+        "--examples, e.g. on another scene.",
+    )  # fmt: skip
+    keep: tuple[str, ...] | None = setting(
+        None, "Write only objects of these classes, e.g. building,tank [default: every class, background too].",
+        min_length=1,
+    )  # fmt: skip
+    find_all: bool = setting(
+        True, "With classes: also prompt where a tile looks like a class's examples (find-them-all).",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The Dask cluster that tiles run on."""
 
@@ -215,6 +238,7 @@ MODEL = Model()
 TILING = Tiling()
 PROMPTS = Prompts()
 FILTERS = Filters()
+CLASSES = Classes()
 CLUSTER = Cluster()
 EXECUTION = Execution()
 EVALUATION = Evaluation()

@@ -31,7 +31,7 @@ than one object.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -52,6 +52,9 @@ class StitchedObject:
     score: float
     stability: float
     tiles: int  # how many tiles contributed pieces
+    # what it looks like to the model: its pieces' descriptors, weighted by area (None: the model gives none)
+    descriptor: np.ndarray | None = field(default=None, compare=False, repr=False)
+    source: str = "grid"  # the prompts that found its largest piece (``Piece.source``)
 
 
 class _Groups:
@@ -278,7 +281,24 @@ def _assemble(parts: list[tuple[Tile, Piece]], grid: TileGrid) -> StitchedObject
     # simplify(0) drops the vertices that seams leave on straight edges, so any tiling gives one outline
     geometry = shapely.simplify(shapely.union_all(shapes), 0, preserve_topology=True)
     scores, stability = [p.score for _, p in parts], [p.stability for _, p in parts]
-    return StitchedObject(geometry, max(scores), float(np.mean(stability)), len(views))
+    areas = shapely.area([p.full for _, p in parts])
+    largest = parts[int(np.argmax(areas))][1]
+    return StitchedObject(
+        geometry,
+        max(scores),
+        float(np.mean(stability)),
+        len(views),
+        _descriptor(parts, areas),
+        largest.source,
+    )
+
+
+def _descriptor(parts: list[tuple[Tile, Piece]], areas: np.ndarray) -> np.ndarray | None:
+    """The area-weighted mean of the pieces' descriptors, at unit length; None where a piece has none."""
+    if any(p.descriptor is None for _, p in parts):
+        return None
+    mean = np.average(np.stack([p.descriptor for _, p in parts]), axis=0, weights=areas)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
 def _territory(

@@ -102,11 +102,14 @@ def test_kept_masks_are_joined_in_prompt_order_and_boxed_a_few_at_a_time():
     batches[3] = batches[3][:0]  # a batch that keeps nothing
     found = _Found(sum(len(b) for b in batches) + 5)
     for i, batch in enumerate(batches):
-        found.add(batch, torch.full((len(batch),), float(i)), torch.arange(len(batch)).float())
-    logits, iou, stability = found.arrays()
+        found.add(batch, torch.full((len(batch),), float(i)), torch.arange(len(batch)).float(), i % 2 == 1)
+    logits, iou, stability, proposed = found.arrays()
     assert torch.equal(logits, torch.cat(batches).half())
     assert torch.equal(iou, torch.cat([torch.full((len(b),), float(i)) for i, b in enumerate(batches)]))
     assert torch.equal(stability, torch.cat([torch.arange(len(b)).float() for b in batches]))
+    assert torch.equal(
+        proposed, torch.cat([torch.full((len(b),), i % 2 == 1) for i, b in enumerate(batches)])
+    )
     _, amg = import_mobile_sam()
     assert len(logits) > BOXES_PER_STEP
     boxes, nonempty = _boxes(logits)

@@ -176,6 +176,16 @@ def read_options(pipeline: Pipeline) -> dict[str, Any]:
             "resolution": r.resolution, "pixel_coordinates": r.pixel_coordinates}  # fmt: skip
 
 
+def classes_options(pipeline: Pipeline) -> dict[str, Any]:
+    """The ``classes`` section as ``segment_scene``'s keywords, its files relative to the pipeline file."""
+    c = pipeline.classes
+    return {
+        "examples": pipeline.resolve(c.examples) if c.examples else None, "class_field": c.class_field,
+        "class_model": pipeline.resolve(c.class_model) if c.class_model else None, "keep": c.keep,
+        "find_all": c.find_all,
+    }  # fmt: skip
+
+
 def open_scenes(plan: Plan) -> dict[str, Scene]:
     """Every scene opened (georeferencing, bands, stretch): every problem listed before any work."""
     scenes, problems = {}, []

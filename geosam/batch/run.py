@@ -29,6 +29,7 @@ from geosam.batch.plan import (
     SceneJob,
     ScenePrompts,
     checked,
+    classes_options,
     cluster_choice,
     read_options,
 )
@@ -219,6 +220,7 @@ def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoData
         job.path, model=source, tile_size=p.tiling.tile_size, overlap=p.tiling.overlap,
         prompt_rounds=p.tiling.prompt_rounds,
         min_area=p.filters.min_area, simplify=p.filters.simplify, keep_background=p.filters.keep_background,
+        **classes_options(p),
         workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
         on_tile=(lambda result: on_tile(job, total)) if on_tile else None, **read_options(p),
     )  # fmt: skip

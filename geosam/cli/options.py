@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from geosam import settings
-from geosam.settings import Cluster, Execution, Filters, Model, Prompts, Read, Tiling
+from geosam.settings import Classes, Cluster, Execution, Filters, Model, Prompts, Read, Tiling
 
 Decorator = Callable[[Callable], Callable]
 
@@ -69,6 +69,15 @@ def _size_bins(ctx: click.Context, param: click.Parameter, value: str | tuple) -
         raise click.BadParameter(message) from None
 
 
+def _names(ctx: click.Context, param: click.Parameter, value: str | tuple | None) -> tuple[str, ...] | None:
+    if value is None or isinstance(value, tuple):
+        return value
+    names = tuple(v.strip() for v in value.split(","))
+    if "" in names:
+        raise click.BadParameter("give class names separated by commas, e.g. building,tank")
+    return names
+
+
 # where the command line reads a setting differently from its type: a path that must exist, a list as text
 _SPECIAL: dict[str, dict[str, Any]] = {
     "Read.bands": {"callback": _bands, "type": str, "metavar": "BANDS"},
@@ -88,6 +97,10 @@ _SPECIAL: dict[str, dict[str, Any]] = {
         "default": ",".join(f"{v:g}" for v in settings.EVALUATION.size_bins),
     },
     "Evaluation.class_field": {"metavar": "FIELD"},
+    "Classes.examples": {"type": click.Path(exists=True, dir_okay=False), "metavar": "FILE"},
+    "Classes.class_model": {"type": click.Path(exists=True, dir_okay=False), "metavar": "FILE"},
+    "Classes.class_field": {"metavar": "FIELD"},
+    "Classes.keep": {"callback": _names, "type": str, "metavar": "CLASS,..."},
 }
 
 
@@ -141,6 +154,7 @@ automatic_options = group_options(
 )
 tiling_options = group_options(Tiling, "tile_size", "overlap")
 filter_options = group_options(Filters, "min_area", "simplify", "keep_background")
+class_options = group_options(Classes)
 cluster_options = group_options(Cluster)
 prompt_file_options = group_options(Prompts, "layer", "id_field", "label_field")
 execution_options = options(option(Execution, "tiles_per_task"), option(Tiling, "prompt_rounds"))

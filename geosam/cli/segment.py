@@ -12,6 +12,7 @@ import click
 from geosam.cli.options import (
     automatic_options,
     check_tiling,
+    class_options,
     cluster_options,
     execution_options,
     filter_options,
@@ -50,6 +51,7 @@ from geosam.settings import Execution
 @tiling_options
 @automatic_options
 @filter_options
+@class_options
 @cluster_options
 @runtime_options
 @execution_options
@@ -89,13 +91,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
 
     started = time.monotonic()
     check_tiling(tile_size, overlap)
-    outputs.check_output(output, overwrite)
-    if preview is not None:
-        from geosam.preview import check_preview
-
-        check_preview(preview, overwrite)
-    if labels is not None:
-        outputs.check_output(labels, overwrite, formats={".tif": "COG", ".tiff": "COG"})
+    _check_outputs(output, overwrite, preview, labels, bool(options.get("examples")))
     work_dir = work_dir or default_work_dir(output)
     report_path = report_path or output.with_name(f"{output.stem}.report.json")
     spec = model_spec(
@@ -120,9 +116,16 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
                 exc.report.write(report_path)
             raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
     report.output = str(output)
+    written = [str(output)]
+    if "class_model" in frame.attrs and options.get("examples"):  # learnt here: kept for other scenes
+        report.class_model = str(
+            frame.attrs["class_model"].save(output.with_name(f"{output.stem}.classes.json"))
+        )
+        written.append(report.class_model)
+    elif options.get("class_model"):
+        report.class_model = str(options["class_model"])
     report.finish(time.monotonic() - started)
     outputs.write(frame, output, overwrite=overwrite, report=report)
-    written = [str(output)]
     if preview is not None:
         from geosam.preview import write_preview
 
@@ -140,6 +143,35 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         if report.failed:
             click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
         click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
+
+
+def _check_outputs(
+    output: Path, overwrite: bool, preview: Path | None, labels: Path | None, learn: bool
+) -> None:
+    """Fail before any work where an output cannot be written (``learn``: the class model file too)."""
+    from geosam import output as outputs
+
+    outputs.check_output(output, overwrite)
+    if learn:
+        outputs.check_output(class_model_path(output), overwrite, formats={".json": "JSON"})
+    if preview is not None:
+        from geosam.preview import check_preview
+
+        check_preview(preview, overwrite)
+    if labels is not None:
+        outputs.check_output(labels, overwrite, formats={".tif": "COG", ".tiff": "COG"})
+
+
+def _class_model(frame: Any, output: Path, options: dict[str, Any]) -> str | None:
+    """The run's class model file: learnt from --examples, written beside the output; or --class-model."""
+    if options.get("examples"):
+        return str(frame.attrs["class_model"].save(class_model_path(output)))
+    return options.get("class_model")
+
+
+def class_model_path(output: Path) -> Path:
+    """Where a run with --examples keeps its class model: OUT.classes.json."""
+    return output.with_name(f"{output.stem}.classes.json")
 
 
 def _progress(total: int, quiet: bool) -> Any:

@@ -8,6 +8,7 @@ on the low-resolution masks, so only the masks that are kept are upsampled.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Protocol
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geosam.models import features
 from geosam.models._mobile_sam import import_mobile_sam
 from geosam.models.base import AutomaticParams, Embedding, Funnel, Masks
 
@@ -196,16 +198,25 @@ def generate(
     embedding: Embedding | None = None,
 ) -> Masks:
     """Every object the model finds in ``image`` (embedded now unless ``embedding`` is given), as masks
-    restricted to ``valid`` pixels, with the ``Funnel`` of how many each stage kept."""
+    restricted to ``valid`` pixels, with their descriptors and the ``Funnel`` of how many each stage kept.
+
+    With ``params.find``, the points that ``features.proposals`` proposes are asked too, after the grid's
+    and in batches of their own; their masks go through the same filters and suppression.
+    """
     h, w = valid.shape
     points = grid_points(params.points_per_side, valid)
     if len(points) == 0:
         return Masks.empty(h, w, Funnel())
     embedding = embedding or model.embed(image)
-    found = _Found(len(points) * (3 if model.runtime.multimask else 1))
+    proposed = (
+        features.proposals(embedding, params.find, valid, model.image_size)[0]
+        if params.find is not None
+        else np.zeros((0, 2), np.float32)
+    )
+    asked = len(points) + len(proposed)
+    found = _Found(asked * (3 if model.runtime.multimask else 1))
     confident = 0
-    for start in range(0, len(points), params.points_per_batch):
-        batch = points[start : start + params.points_per_batch]
+    for batch, from_proposal in _batches(points, proposed, params.points_per_batch):
         low_res, iou = model.confident_points(  # a runtime that answers one mask: its single-mask answer
             embedding,
             batch[:, None, :],
@@ -215,12 +226,12 @@ def generate(
         )
         stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
         keep = stable >= params.stability_score_thresh
-        found.add(low_res[keep], iou[keep], stable[keep])
+        found.add(low_res[keep], iou[keep], stable[keep], from_proposal)
         confident += len(low_res)
-    funnel = Funnel(1, len(points), found.most, confident, found.count)
+    funnel = Funnel(1, asked, found.most, confident, found.count, proposals=len(proposed))
     if not found.count:
         return Masks.empty(h, w, funnel)
-    low_res, iou, stable = found.arrays()
+    low_res, iou, stable, from_proposal = found.arrays()
     rows, cols = model.low_res_extent(embedding)
     boxes, drawn = _boxes(low_res[:, :rows, :cols])
     candidates = torch.nonzero(drawn)[:, 0]
@@ -236,8 +247,19 @@ def generate(
     seen = nonempty(full)
     if not seen.all():
         full = full[seen]
+    described = features.pool(embedding, features.low_res_weights(low_res[kept].float()))
     funnel = replace(funnel, distinct=len(kept), objects=int(seen.sum()))
-    return Masks(full, iou[kept].numpy()[seen], stable[kept].numpy()[seen], funnel)
+    return Masks(
+        full, iou[kept].numpy()[seen], stable[kept].numpy()[seen], funnel, described[seen],
+        from_proposal[kept].numpy()[seen],
+    )  # fmt: skip
+
+
+def _batches(points: np.ndarray, proposed: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """Batches of ``size`` grid points, then of proposed points, each with whether it is proposed."""
+    for group, from_proposal in ((points, False), (proposed, True)):
+        for start in range(0, len(group), size):
+            yield group[start : start + size], from_proposal
 
 
 class _Found:
@@ -249,8 +271,9 @@ class _Found:
     def __init__(self, most: int) -> None:
         self.most, self.count = most, 0
         self._logits = self._iou = self._stability = torch.empty(0)
+        self._proposed = torch.zeros(most, dtype=torch.bool)
 
-    def add(self, logits: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor) -> None:
+    def add(self, logits: torch.Tensor, iou: torch.Tensor, stability: torch.Tensor, proposed: bool) -> None:
         if not len(logits):
             return
         if not len(self._logits):
@@ -258,12 +281,13 @@ class _Found:
             self._iou, self._stability = torch.empty(self.most), torch.empty(self.most)
         end = self.count + len(logits)
         self._logits[self.count : end], self._iou[self.count : end] = logits, iou
-        self._stability[self.count : end] = stability
+        self._stability[self.count : end], self._proposed[self.count : end] = stability, proposed
         self.count = end
 
-    def arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits (N, h, w), IoU (N,) and stability (N,) of the N masks kept."""
-        return self._logits[: self.count], self._iou[: self.count], self._stability[: self.count]
+    def arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (N, h, w), IoU (N,), stability (N,) and whether proposed (N,) of the N masks kept."""
+        n = self.count
+        return self._logits[:n], self._iou[:n], self._stability[:n], self._proposed[:n]
 
 
 def _boxes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

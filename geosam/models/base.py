@@ -26,6 +26,7 @@ class Funnel:
     stable: int = 0  # of those, stability score at least stability_score_thresh
     distinct: int = 0  # of those, not empty and not suppressed by a better one overlapping it
     objects: int = 0  # of those, holding a valid pixel (whole-tile masks too: the stitcher judges them)
+    proposals: int = 0  # prompts proposed where the tile looks like a class's examples (find-them-all)
 
     def __add__(self, other: Funnel) -> Funnel:
         return Funnel(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -39,11 +40,15 @@ class Masks:
     scores: np.ndarray  # float32 (N,): predicted IoU
     stability: np.ndarray  # float32 (N,): stability score
     funnel: Funnel | None = None  # automatic mode: how many masks each stage kept
+    descriptors: np.ndarray | None = None  # float32 (N, C): what each object looks like to the model
+    proposed: np.ndarray | None = None  # bool (N,): answers to find-them-all's proposals, not the grid
 
     def __post_init__(self) -> None:
         n = len(self.masks)
         if self.masks.ndim != 3 or len(self.scores) != n or len(self.stability) != n:
             raise ValueError("masks must be (N, H, W) with N scores and N stability values")
+        if any(a is not None and len(a) != n for a in (self.descriptors, self.proposed)):
+            raise ValueError("masks must have one descriptor and one proposed flag each")
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -53,6 +58,16 @@ class Masks:
         return cls(
             np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.float32), funnel
         )
+
+
+@dataclass(frozen=True)
+class Find:
+    """Find-them-all: each class's prototype descriptor and the cell similarity that proposes a prompt
+    (``geosam.models.features.proposals``)."""
+
+    prototypes: tuple[tuple[float, ...], ...]  # (K, C) unit vectors, one per class
+    thresholds: tuple[float, ...]  # (K,) a cell at least this similar to its class's prototype is a peak
+    most: int = 64  # proposals per class and tile, the most similar first
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,8 @@ class AutomaticParams:
             measured with (logit units).
         box_nms_thresh: Of two masks whose boxes overlap (IoU) more than this, the lower-scored one
             is suppressed.
+        find: Prompts proposed where the tile looks like a class's examples, answered beside the
+            grid's (``geosam.classes``).
 
     Raises:
         ValueError: ``points_per_side`` or ``points_per_batch`` below 1.
@@ -86,6 +103,7 @@ class AutomaticParams:
     )  # drop masks that change when the logit threshold moves
     stability_score_offset: float = 1.0  # the logit shift used for the stability score
     box_nms_thresh: float = 0.7  # suppress lower-scored masks whose boxes overlap more than this
+    find: Find | None = None  # also prompt where the tile looks like these classes' examples
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1 or self.points_per_batch < 1:

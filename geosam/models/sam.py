@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geosam.models import features
 from geosam.models.automatic import (
     AutomaticParams,
     Upsampling,
@@ -292,8 +293,22 @@ class SamModel:
             stability = stability_scores(low_res[0], upsampling, self.params.stability_score_offset)
             masks = (self.upscale(embedding, low_res[0].float()) > 0).numpy() & tile.valid
             keep = nonempty(masks)
-            found.append(Masks(masks[keep], iou[0].numpy()[keep], stability.numpy()[keep]))
+            described = features.pool(embedding, features.low_res_weights(low_res[0].float()))
+            found.append(
+                Masks(masks[keep], iou[0].numpy()[keep], stability.numpy()[keep], None, described[keep])
+            )
         return found
+
+    @torch.inference_mode()
+    def describe(self, tile: TileImage, masks: np.ndarray) -> np.ndarray:
+        """Descriptors (N, C) of masks (N, H, W) of the tile image, from its embedding (``geosam.models.features``)."""
+        embedding = self._remember(tile.image)
+        return features.pool(embedding, features.mask_weights(embedding, masks, self.image_size))
+
+    @torch.inference_mode()
+    def similarity(self, tile: TileImage, prototypes: np.ndarray) -> np.ndarray:
+        """Each embedding cell's similarity (K, 64, 64) to K prototypes (K, C)."""
+        return features.similarity(self._remember(tile.image), prototypes).numpy()
 
     def automatic_many(self, tiles: list[TileImage]) -> list[Masks]:
         """``automatic`` for several tiles, embedded in one encoder call."""
