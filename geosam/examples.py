@@ -71,7 +71,7 @@ def learn(scene: Scene, grid: TileGrid, model: Any, examples: gpd.GeoDataFrame) 
     labels: list[str] = []
     described: list[np.ndarray] = []
     others: list[np.ndarray] = []
-    shown: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    shown: dict[str, list[tuple[TileImage, np.ndarray]]] = defaultdict(list)
     for tile, indexes in by_tile.items():
         image = read_tile(scene, tile, grid.size)
         found = model.automatic(image)

@@ -490,7 +490,7 @@ def _class_columns(objects: list[StitchedObject], classes: ClassModel | None) ->
     if any(o.descriptor is None for o in objects):
         raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
     names, scores = classes.predict(
-        np.stack([o.descriptor for o in objects]) if objects else np.zeros((0, 1))
+        np.stack([o.descriptor for o in objects if o.descriptor is not None]) if objects else np.zeros((0, 1))
     )
     return {
         "class": names.astype(str) if len(names) else np.array([], str),

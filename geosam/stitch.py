@@ -297,7 +297,9 @@ def _descriptor(parts: list[tuple[Tile, Piece]], areas: np.ndarray) -> np.ndarra
     """The area-weighted mean of the pieces' descriptors, at unit length; None where a piece has none."""
     if any(p.descriptor is None for _, p in parts):
         return None
-    mean = np.average(np.stack([p.descriptor for _, p in parts]), axis=0, weights=areas)
+    mean = np.average(
+        np.stack([p.descriptor for _, p in parts if p.descriptor is not None]), axis=0, weights=areas
+    )
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 

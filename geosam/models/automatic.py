@@ -231,7 +231,7 @@ def generate(
     funnel = Funnel(1, asked, found.most, confident, found.count, proposals=len(proposed))
     if not found.count:
         return Masks.empty(h, w, funnel)
-    low_res, iou, stable, from_proposal = found.arrays()
+    low_res, iou, stable, proposals = found.arrays()
     rows, cols = model.low_res_extent(embedding)
     boxes, drawn = _boxes(low_res[:, :rows, :cols])
     candidates = torch.nonzero(drawn)[:, 0]
@@ -251,7 +251,7 @@ def generate(
     funnel = replace(funnel, distinct=len(kept), objects=int(seen.sum()))
     return Masks(
         full, iou[kept].numpy()[seen], stable[kept].numpy()[seen], funnel, described[seen],
-        from_proposal[kept].numpy()[seen],
+        proposals[kept].numpy()[seen],
     )  # fmt: skip
 
 
