@@ -6,17 +6,18 @@ and Shapefile (a set of files, field names of at most 10 characters).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geosam import style
+from geosam import atomic, style
 from geosam.errors import OutputError
 
 if TYPE_CHECKING:
@@ -110,6 +111,14 @@ def write_layers(
     driver = check_output(path, overwrite)
     if len(layers) > 1 and driver != "GPKG":
         raise OutputError(f"{path}: {len(layers)} layers need a GeoPackage; name the output *.gpkg")
+    with _faults(path):
+        _write_layers(layers, path, driver, metadata, styles)
+
+
+def _write_layers(
+    layers: Mapping[str, gpd.GeoDataFrame], path: Path, driver: str,
+    metadata: Mapping[str, dict[str, str] | None] | None, styles: Mapping[str, style.Style] | None,
+) -> None:  # fmt: skip
     if driver == "ESRI Shapefile":
         _write_shapefile(next(iter(layers.values())), path)
         return
@@ -128,10 +137,31 @@ def write_layers(
                     )
                 if chosen is not None:
                     add_style(Path(tmp), layer, chosen)
-        os.replace(tmp, path)
+        atomic.publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _faults(path: Path) -> Iterator[None]:
+    """A write that fails for want of space or permission ends in one line (``OutputError``)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as exc:  # GDAL and SQLite report a full disk in their own exception types
+        fault = atomic.write_fault(exc)
+        if fault is None:
+            raise
+        fix = (
+            "free space"
+            if fault == "disk full"
+            else "make it writable"
+            if "permission" in fault
+            else "fix it"
+        )
+        raise OutputError(f"{fault} writing {path}: {fix} and run the same command again") from None
 
 
 def _write_layer(
@@ -186,7 +216,10 @@ def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
             if old.exists() and not (folder / old.name).exists():
                 old.unlink()
         for part in written:
+            atomic.fsync_file(part)
+        for part in written:
             os.replace(part, path.parent / part.name)
+        atomic.fsync_dir(path.parent)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

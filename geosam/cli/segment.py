@@ -109,19 +109,45 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     }
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    with _progress(total, ctx.obj["quiet"]) as bar:
-        try:
-            frame, report = segment_scene(
-                scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
-                work_dir=work_dir, allow_partial=allow_partial, parameters=dict(ctx.params), **reads, **options,
-            )  # fmt: skip
-        except TileError as exc:
-            if exc.report is not None:
-                exc.report.write(report_path)
-            raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
-    report.output = str(output)
-    report.finish(time.monotonic() - started)
-    outputs.write(frame, output, overwrite=overwrite, report=report)
+    work = WorkDir(work_dir, "")
+    with work.lock():  # held until the output is written: a second run on this output is refused
+        with _progress(total, ctx.obj["quiet"]) as bar:
+            try:
+                frame, report = segment_scene(
+                    scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
+                    work_dir=work_dir, allow_partial=allow_partial, parameters=dict(ctx.params), **reads, **options,
+                )  # fmt: skip
+            except TileError as exc:
+                if exc.report is not None:
+                    exc.report.write(report_path)
+                raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
+        report.output = str(output)
+        report.finish(time.monotonic() - started)
+        written = _write(frame, report, output, overwrite, (preview, preview_size, labels), plan, work_dir)
+        if not keep_work:
+            WorkDir(work_dir, report.run_key or "").remove()
+            report.work_dir = None
+        report.write(report_path)
+    if not ctx.obj["quiet"]:
+        click.echo(report.summary(), err=True)
+        if report.failed:
+            click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
+        click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
+
+
+def _write(
+    frame: Any, report: Any, output: Path, overwrite: bool, extras: tuple[Path | None, int, Path | None],
+    plan: Any, work_dir: Path,
+) -> list[str]:  # fmt: skip
+    """Write the output and the extras (``extras``: preview path, its size, labels path); the paths written."""
+    from geosam import output as outputs
+    from geosam.errors import OutputError
+
+    preview, preview_size, labels = extras
+    try:
+        outputs.write(frame, output, overwrite=overwrite, report=report)
+    except OutputError as exc:
+        raise OutputError(f"{exc}; finished tiles are kept in {work_dir}") from None
     written = [str(output)]
     if preview is not None:
         from geosam.preview import write_preview
@@ -131,15 +157,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         from geosam.labels import write_labels
 
         written.append(str(write_labels(frame, plan, labels, overwrite=overwrite)))
-    if not keep_work:
-        WorkDir(work_dir, report.run_key or "").remove()
-        report.work_dir = None
-    report.write(report_path)
-    if not ctx.obj["quiet"]:
-        click.echo(report.summary(), err=True)
-        if report.failed:
-            click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
-        click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
+    return written
 
 
 def _progress(total: int, quiet: bool) -> Any:
