@@ -16,8 +16,20 @@ from pathlib import Path
 
 # errors that mean "this folder cannot be written now": no space, quota, file size limit, permission,
 # read-only file system; the run can resume once they are fixed
-NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS}
+FAULTS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk full",  # quota
+    errno.EFBIG: "file size limit reached",  # ulimit -f (RLIMIT_FSIZE) or the file system's largest file
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+}
+FIX = {  # what to do about each, before running the same command again
+    "disk full": "free space",
+    "file size limit reached": "raise the file size limit (ulimit -f)",
+    "permission denied": "make it writable",
+    "read-only file system": "make it writable",
+}
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -71,24 +83,39 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 def write_fault(exc: BaseException) -> str | None:
-    """What a failed write means to a user: "disk full", "no permission to write", or None for another error.
+    """What a failed write means to a user: "disk full", "file size limit reached", "permission denied",
+    "read-only file system", or None for another error.
 
-    Looks at the errno of ``exc`` and of its causes, and at the words of libraries that report the
-    error as text (GDAL, SQLite).
+    Looks at the errno of ``exc`` and of its causes, and at the words of libraries that report a
+    full disk as text (GDAL, SQLite); where they say nothing useful, ``probe`` the folder.
     """
     seen: BaseException | None = exc
     while seen is not None:
         code = getattr(seen, "errno", None)
-        if code in NO_SPACE:
-            return "disk full" if code != errno.EFBIG else "file size limit reached"
-        if code in NO_WRITE:
-            return "no permission to write" if code != errno.EROFS else "read-only file system"
+        if code in FAULTS:
+            return FAULTS[code]
         text = str(seen).lower()
         if "no space left" in text or "disk is full" in text or "quota exceeded" in text:
             return "disk full"
         if "file too large" in text:
             return "file size limit reached"
-        if "permission denied" in text or "read-only file system" in text:
-            return "no permission to write"
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def probe(folder: str | Path, size: int = 1 << 20) -> str | None:
+    """Write and remove ``size`` bytes in ``folder``: the fault (see ``write_fault``) that stops it, or None.
+
+    For writers whose errors do not say why (GDAL: "failed to commit transaction"); run it before
+    removing what the failed write left, so that a full disk is still full.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".geosam-probe-") as f:
+            chunk = bytes(1 << 16)
+            for _ in range(0, size, len(chunk)):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return write_fault(exc)
     return None

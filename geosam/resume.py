@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from geosam.atomic import write_bytes, write_fault
+from geosam.atomic import FIX, write_bytes, write_fault
 from geosam.errors import OutputError
 from geosam.fingerprint import TILE_FORMAT
 from geosam.models.base import Funnel
@@ -47,12 +47,6 @@ log = logging.getLogger(__name__)
 
 MARKER = "geosam-work.json"  # names a folder as geosam's, so that only geosam's folders are ever cleaned
 LOCK = "geosam-work.lock"  # held (flock) by the run using the folder; names its pid and host
-FIX = {
-    "disk full": "free space",
-    "file size limit reached": "raise the file size limit (ulimit -f)",
-    "no permission to write": "make it writable",
-    "read-only file system": "make it writable",
-}
 _held: dict[str, list[int]] = {}  # locks this process holds: folder -> [file descriptor, depth]
 
 
@@ -170,13 +164,13 @@ class WorkDir:
             if same:
                 break
             os.close(fd)  # the file was removed (its run ended) between open and lock: take the new one
-        holder = {
+        mine = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.pwrite(fd, json.dumps(mine).encode(), 0)
         return fd
 
     def _holds_tiles(self) -> bool:

@@ -157,7 +157,9 @@ def _values(column: dict, body: memoryview, count: int) -> list:
 
 
 def _array(item: dict, body: memoryview) -> np.ndarray | np.generic:
-    dtype = np.dtype(item["dtype"])  # a dtype string: never code, never an object array (below)
+    if not isinstance(item["dtype"], str):
+        raise ValueError("a dtype is a string")
+    dtype = np.dtype(item["dtype"])  # parsed, never code; never an object array (below)
     if dtype.hasobject:
         raise ValueError("object arrays are refused")
     shape = tuple(int(n) for n in item["shape"])
@@ -166,8 +168,8 @@ def _array(item: dict, body: memoryview) -> np.ndarray | np.generic:
     return array[()] if item.get("scalar") else array
 
 
-def _slice(body: memoryview, offset: int, size: int) -> memoryview:
-    if not (isinstance(offset, int) and isinstance(size, int)) or offset < 0 or size < 0:
+def _slice(body: memoryview, offset: object, size: object) -> memoryview:
+    if not isinstance(offset, int) or not isinstance(size, int) or offset < 0 or size < 0:
         raise ValueError("bad offset")
     if offset + size > len(body):
         raise ValueError("a value runs past the body")
