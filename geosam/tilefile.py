@@ -140,13 +140,11 @@ def _values(column: dict, body: memoryview, count: int) -> list:
         if not isinstance(values, list) or not all(isinstance(v, JSON_TYPES) for v in values):
             raise ValueError("bad values")
     elif kind == "wkb":
-        values, offset = [], column["offset"]
+        blobs, offset = [], column["offset"]
         for size in column["sizes"]:
-            if size < 0:
-                values.append(None)
-                continue
-            values.append(shapely.from_wkb(bytes(_slice(body, offset, size))))
-            offset += size
+            blobs.append(None if size == -1 else bytes(_slice(body, offset, size)))
+            offset += max(size, 0)
+        values = list(shapely.from_wkb(np.array(blobs, dtype=object)))  # None stays None
     elif kind == "array":
         values = [None if item is None else _array(item, body) for item in column["items"]]
     else:
