@@ -101,6 +101,8 @@ class WorkDir:
         """Writes to ``path`` that fail for want of space or permission end the run in one line."""
         try:
             yield
+        except OutputError:
+            raise
         except OSError as exc:
             fault = write_fault(exc)
             if fault is None:
@@ -135,43 +137,12 @@ class WorkDir:
                     os.close(fd)  # releases the lock
 
     def _take_lock(self) -> int:
-        """The locked lock file's descriptor (-1 where the file system cannot lock)."""
         path = self.folder / LOCK
-        while True:
-            with self.writing(path):
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise OutputError(
-                    f"{self.folder} is in use by another geosam run ({holder}); wait for it to end, "
-                    "or give this run another output or --work-dir"
-                ) from None
-            except OSError as exc:
-                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                    os.close(fd)
-                    raise
-                log.warning(
-                    "work folder %s cannot be locked (%s): concurrent runs are not refused", path, exc
-                )
-                return fd
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)  # the file was removed (its run ended) between open and lock: take the new one
-        mine = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(mine).encode(), 0)
-        return fd
+        with self.writing(path):
+            return _take_lock(
+                path, f"{self.folder} is in use by another geosam run ({{holder}}); wait for it to end, "
+                "or give this run another output or --work-dir",
+            )  # fmt: skip
 
     def _holds_tiles(self) -> bool:
         """Whether the folder keeps any tile file (of any key)."""
@@ -234,11 +205,19 @@ class WorkDir:
             expected = {"key": self.key, "row": tile.row, "col": tile.col, "round": round, "asked": asked}
             if any(meta.get(k) != v for k, v in expected.items()):
                 raise TileFileError("another run's or another tile's file")
-            funnel = Funnel(**meta["funnel"]) if meta.get("funnel") is not None else None
+            counts = meta.get("funnel")
+            if counts is not None and not all(type(n) is int for n in counts.values()):
+                raise TileFileError("bad counts")
+            funnel = Funnel(**counts) if counts is not None else None
             segmented, data_pixels = meta["segmented"], meta["data_pixels"]
-            if not isinstance(segmented, bool) or not isinstance(data_pixels, int):
+            if type(segmented) is not bool or type(data_pixels) is not int:
                 raise TileFileError("bad tile values")
-        except (TileFileError, KeyError, TypeError) as exc:  # data, never code: drop it, segment again
+        except (
+            TileFileError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:  # data, never code: drop it, segment again
             log.warning("work folder: dropping %s, not a tile file of this run (%s)", path, exc)
             path.unlink(missing_ok=True)
             return None
@@ -253,6 +232,64 @@ class WorkDir:
         """Delete the folder when it holds no finished tile (nothing to resume from)."""
         if self.folder.is_dir() and not self.finished():
             self.remove()
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``output`` for this run: refuse (``OutputError``) while another run is writing it, whatever
+    its work folder. The lock file (``.OUT.lock`` beside it) goes when the run ends; one left by a
+    killed run is taken over."""
+    path = output.with_name(f".{output.name}.lock")
+    try:
+        fd = _take_lock(
+            path, f"{output} is being written by another geosam run ({{holder}}); wait for it to end, "
+            "or choose another output",
+        )  # fmt: skip
+    except OutputError:
+        raise
+    except OSError as exc:
+        fault = write_fault(exc)
+        if fault is None:
+            raise
+        raise OutputError(f"{fault} writing {path}: {FIX[fault]} and run the same command again") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: a run waiting on this file then takes a new one
+        os.close(fd)
+
+
+def _take_lock(path: Path, busy: str) -> int:
+    """Lock ``path`` (created if missing) for this process; its descriptor, to close when done.
+
+    ``busy``: the message when another process holds it, with ``{holder}`` for its pid and host.
+    The lock is ``flock``'s: the kernel drops it when its process dies, so none is ever stale.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise OutputError(busy.format(holder=holder)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(fd)
+                raise
+            log.warning("%s cannot be locked (%s): concurrent runs are not refused", path, exc)
+            return fd
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed (its run ended) between open and lock: take the new one
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(mine).encode(), 0)
+    return fd
 
 
 def _read_holder(fd: int) -> str:

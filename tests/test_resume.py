@@ -235,26 +235,33 @@ def test_a_planted_pickle_in_the_work_folder_never_runs(scene, tmp_path, caplog)
 
 HOLD = (
     "import sys, time\n"
-    "from geosam.resume import WorkDir\n"
-    "held = WorkDir(sys.argv[1], '').lock()\n"
+    "from pathlib import Path\n"
+    "from geosam.resume import WorkDir, output_lock\n"
+    "held = WorkDir(sys.argv[1], '').lock() if sys.argv[2] == 'work' else output_lock(Path(sys.argv[1]))\n"
     "held.__enter__()\n"
     "print('held', flush=True)\n"
     "time.sleep(300)\n"
 )
 
 
-def test_a_second_run_on_the_same_work_folder_is_refused_until_the_first_ends(scene, tmp_path):
-    work, out = tmp_path / "work", tmp_path / "out.gpkg"
+def hold(path: Path, what: str) -> subprocess.Popen:
+    """Another process holding a work folder (``what``: "work") or an output ("output") until killed."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(work)], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", HOLD, str(path), what], stdout=subprocess.PIPE, text=True, env=env
     )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_on_the_same_work_folder_is_refused_until_the_first_ends(scene, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out.gpkg"
+    args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "0", "-o", str(out)]
+    holder = hold(work, "work")
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         who = rf"is in use by another geosam run \(pid {holder.pid} on {re.escape(socket.gethostname())}, since "
         with pytest.raises(output.OutputError, match=who):
             _run(scene, work)
-        args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "0", "-o", str(out)]
         code, err = finish(double_cli(*args, "--work-dir", str(work)))
         assert code == 1 and re.search(who, one_line(err)) and not out.exists()
         assert not tiles_in(work), "the refused runs wrote nothing"
@@ -265,6 +272,23 @@ def test_a_second_run_on_the_same_work_folder_is_refused_until_the_first_ends(sc
     assert report.tiles_done == 42
     with WorkDir(work, "").lock(), WorkDir(work, "").lock():  # one process may nest its holds
         pass
+    # the same output with another work folder: refused too
+    holder = hold(out, "output")
+    try:
+        code, err = finish(double_cli(*args, "--work-dir", str(tmp_path / "other")))
+        line = one_line(err)
+        assert code == 1 and f"{out} is being written by another geosam run (pid {holder.pid} on " in line, (
+            err
+        )
+        assert not out.exists() and not (tmp_path / "other").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    code, err = finish(
+        double_cli(*args, "--work-dir", str(tmp_path / "other"))
+    )  # the killed run's lock is taken over
+    assert code == 0 and out.exists(), err
+    assert not [p for p in tmp_path.rglob(".*")], "the lock file goes with its run"
 
 
 def _file_size_limit(size: int):

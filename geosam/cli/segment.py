@@ -83,7 +83,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     from geosam import output as outputs
     from geosam.errors import TileError
     from geosam.georef import open_scene
-    from geosam.resume import WorkDir, default_work_dir
+    from geosam.resume import WorkDir, default_work_dir, output_lock
     from geosam.scene_run import segment_scene
     from geosam.tiling import TileGrid
 
@@ -109,8 +109,8 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     }
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    work = WorkDir(work_dir, "")
-    with work.lock():  # held until the output is written: a second run on this output is refused
+    # held until the output is written: a second run on this output or work folder is refused
+    with output_lock(output), WorkDir(work_dir, "").lock():
         with _progress(total, ctx.obj["quiet"]) as bar:
             try:
                 frame, report = segment_scene(
