@@ -15,8 +15,9 @@ column by column, one column per field of their dataclass, whatever its fields a
 - ``{"kind": "array", "items": [null | {"dtype": "<f4", "shape": [...], "offset": O, "size": S}]}``:
   numpy arrays of plain dtypes (never ``object``), read with ``np.frombuffer``.
 
-Reading builds only the dataclass it is given, from the fields it declares; anything else (another
-magic, format or field, a bad checksum, an object dtype, a truncated body) raises ``TileFileError``.
+Reading builds only the dataclass it is given, from the fields it declares, each holding a value of
+the kind its annotation names; anything else (another magic, format or field, a bad checksum, an
+object dtype, a truncated body, a text where a number belongs) raises ``TileFileError``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,32 @@ def _records(header: dict, body: memoryview, cls: type[T]) -> list[T]:
     if missing:
         raise ValueError(f"{cls.__name__}'s fields {missing} are missing")
     columns = {name: _values(column, body, count) for name, column in stored.items()}
+    for name, values in columns.items():
+        allowed = _kinds(str(declared[name].type))
+        wrong = [type(v).__name__ for v in values if allowed and not isinstance(v, allowed)]
+        if wrong:
+            raise ValueError(f"{cls.__name__}.{name} holds a {wrong[0]}")
     return [cls(**{name: values[i] for name, values in columns.items()}) for i in range(count)]
+
+
+KINDS: dict[str, tuple[type, ...]] = {
+    "None": (type(None),), "bool": (bool, np.bool_), "int": (int, np.integer), "float": (float, int, np.floating),
+    "str": (str,), "shapely.Geometry": (shapely.Geometry,), "np.ndarray": (np.ndarray,),
+}  # fmt: skip
+
+
+def _kinds(annotation: str) -> tuple[type, ...]:
+    """The types a field annotated ``annotation`` (e.g. "np.ndarray | None") may hold; () for any."""
+    kinds: tuple[type, ...] = ()
+    for part in annotation.split("|"):
+        part = part.strip()
+        if part.startswith(("np.float", "np.int", "np.uint", "np.bool")):
+            kinds += (np.generic,)
+        elif part in KINDS:
+            kinds += KINDS[part]
+        else:
+            return ()  # a kind this module does not know: not checked
+    return kinds
 
 
 def _required(field: dataclasses.Field) -> bool:

@@ -108,6 +108,29 @@ def _file(header: dict, body: bytes = b"") -> bytes:
     return tilefile.MAGIC + struct.pack("<Q", len(text)) + text + body
 
 
+def _edited(data: bytes, change) -> bytes:
+    """A tile file with its header changed by ``change`` (its body, and so its checksum, kept)."""
+    start = len(tilefile.MAGIC) + 8
+    (size,) = struct.unpack("<Q", data[len(tilefile.MAGIC) : start])
+    header = json.loads(data[start : start + size])
+    change(header)
+    return _file(header, data[start + size :])
+
+
+def test_values_of_the_wrong_kind_are_refused_even_with_a_good_checksum():
+    good = dumps({}, [Piece(SQUARE, True, 0.9, 0.8)], Piece)
+    assert loads(_edited(good, lambda h: None), Piece)[1] == [Piece(SQUARE, True, 0.9, 0.8)]
+    changes = [
+        lambda h: h["fields"]["score"].update(values=["0.9"]),
+        lambda h: h["fields"]["complete"].update(values=[1]),
+        lambda h: h["fields"].update(full={"kind": "json", "values": [SQUARE.wkt]}),
+        lambda h: h["fields"]["stability"].update(values=[None]),
+    ]
+    for change in changes:
+        with pytest.raises(TileFileError, match="holds a"):
+            loads(_edited(good, change), Piece)
+
+
 def test_planted_and_damaged_files_are_refused_without_running_anything(tmp_path):
     ran = tmp_path / "ran"
     planted = pickle.dumps(_Plant(str(ran)))
