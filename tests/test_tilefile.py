@@ -24,7 +24,7 @@ def _sample(annotation: str, i: int):
     """A value that is not a field's default, by the kind its annotation names."""
     if "Geometry" in annotation:
         return [HOLED, MultiPolygon([SQUARE, box(30, 30, 31.5, 32.25)])][i % 2]
-    if "ndarray" in annotation:
+    if "ndarray" in annotation.lower():
         return np.linspace(-1, 1, 256, dtype=np.float32) * (i + 1)
     kinds = {"bool": i % 2 == 0, "float": 0.1 + i / 3, "int": 7 + i, "str": f"source-{i}"}
     for kind, value in kinds.items():
