@@ -274,7 +274,7 @@ def _take_lock(path: Path, busy: str) -> int:
             os.close(fd)
             raise OutputError(busy.format(holder=holder)) from None
         except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 os.close(fd)
                 raise
             log.warning("%s cannot be locked (%s): concurrent runs are not refused", path, exc)

@@ -133,10 +133,10 @@ def _column(values: list, body: bytearray) -> dict[str, Any]:
     """One field's values as a column (see the module's docstring); raises TypeError for other types."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, shapely.Geometry) for v in present):
-        blobs = [shapely.to_wkb(v) if v is not None else b"" for v in values]
+        blobs = shapely.to_wkb(np.array(values, dtype=object))  # one call for the column; None stays None
         offset = len(body)
-        body += b"".join(blobs)
-        sizes = [len(b) if v is not None else -1 for b, v in zip(blobs, values, strict=True)]
+        body += b"".join(b for b in blobs if b is not None)
+        sizes = [len(b) if b is not None else -1 for b in blobs]
         return {"kind": "wkb", "sizes": sizes, "offset": offset}
     if present and all(isinstance(v, np.ndarray | np.generic) for v in present):
         items: list[dict | None] = []
