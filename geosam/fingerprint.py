@@ -13,12 +13,13 @@ import os
 from dataclasses import asdict, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
+from geosam.tilefile import FORMAT as TILE_FORMAT  # a new tile file layout makes old work folders stale
+
 if TYPE_CHECKING:
     from geosam.georef import Scene
     from geosam.tiling import TileGrid
 
 HEADER_BYTES = 1 << 16  # a file's first 64 KiB (its GeoTIFF header) are hashed into its state
-TILE_FORMAT = 2  # bump when a tile file's layout changes: old work folders then become stale
 
 
 def digest(value: Any, length: int = 64) -> str:

@@ -6,17 +6,18 @@ and Shapefile (a set of files, field names of at most 10 characters).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geosam import style
+from geosam import atomic, style
 from geosam.errors import OutputError
 
 if TYPE_CHECKING:
@@ -117,21 +118,41 @@ def write_layers(
     os.close(fd)
     os.unlink(tmp)  # the writer creates the file itself
     try:
-        for i, (layer, objects) in enumerate(layers.items()):
-            _write_layer(objects, tmp, driver, layer, first=i == 0, metadata=(metadata or {}).get(layer))
-        if driver == "GPKG":
-            for layer, objects in layers.items():
-                chosen = (styles or {}).get(layer)
-                if chosen is None and "score" in objects.columns:
-                    chosen = style.Style(
-                        STYLE_NAME, STYLE_DESCRIPTION, style.qml(objects["score"].to_numpy())
-                    )
-                if chosen is not None:
-                    add_style(Path(tmp), layer, chosen)
-        os.replace(tmp, path)
+        with _faults(path):  # tmp is still there
+            for i, (layer, objects) in enumerate(layers.items()):
+                _write_layer(objects, tmp, driver, layer, first=i == 0, metadata=(metadata or {}).get(layer))
+            if driver == "GPKG":
+                for layer, objects in layers.items():
+                    chosen = (styles or {}).get(layer)
+                    if chosen is None and "score" in objects.columns:
+                        chosen = style.Style(
+                            STYLE_NAME, STYLE_DESCRIPTION, style.qml(objects["score"].to_numpy())
+                        )
+                    if chosen is not None:
+                        add_style(Path(tmp), layer, chosen)
+            atomic.publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _faults(path: Path) -> Iterator[None]:
+    """A write that fails for want of space or permission ends in one line (``OutputError``).
+
+    Runs ``atomic.probe`` while the failed write's files are still there (GDAL's errors seldom say why).
+    """
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as exc:
+        fault = atomic.write_fault(exc) or atomic.probe(path.parent)
+        if fault is None:
+            raise
+        raise OutputError(
+            f"{fault} writing {path}: {atomic.FIX[fault]} and run the same command again"
+        ) from None
 
 
 def _write_layer(
@@ -174,19 +195,23 @@ def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
     renamed = objects.rename(columns=shapefile_fields(columns))
     folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
     try:
-        with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
-            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-            renamed.to_file(
-                folder / path.name, driver="ESRI Shapefile", engine="pyogrio", promote_to_multi=True,
-                layer_options=LAYER_OPTIONS["ESRI Shapefile"],
-            )  # fmt: skip
-        written = sorted(folder.iterdir(), key=lambda p: p.suffix.lower() == ".shp")  # the .shp last
-        for stale in SHAPEFILE_PARTS:  # sidecars of a replaced Shapefile (indexes) would not match it
-            old = path.with_suffix(stale)
-            if old.exists() and not (folder / old.name).exists():
-                old.unlink()
-        for part in written:
-            os.replace(part, path.parent / part.name)
+        with _faults(path):
+            with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
+                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+                renamed.to_file(
+                    folder / path.name, driver="ESRI Shapefile", engine="pyogrio", promote_to_multi=True,
+                    layer_options=LAYER_OPTIONS["ESRI Shapefile"],
+                )  # fmt: skip
+            written = sorted(folder.iterdir(), key=lambda p: p.suffix.lower() == ".shp")  # the .shp last
+            for stale in SHAPEFILE_PARTS:  # sidecars of a replaced Shapefile (indexes) would not match it
+                old = path.with_suffix(stale)
+                if old.exists() and not (folder / old.name).exists():
+                    old.unlink()
+            for part in written:
+                atomic.fsync_file(part)
+            for part in written:
+                os.replace(part, path.parent / part.name)
+            atomic.fsync_dir(path.parent)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

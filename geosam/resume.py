@@ -10,26 +10,44 @@ have no file; a run with another key never reads them (it removes them, as stale
 
 Only what decides the output's objects goes into the key: ``min_area`` and ``simplify`` act after
 stitching, so changing them reuses every tile.
+
+A tile file is data, never code (``geosam.tilefile``: JSON, WKB and raw numpy arrays; no pickle), so
+a file planted in a shared work folder cannot run anything: one that is not a tile file of this key
+and tile is dropped and its tile segmented again. Tile files are fsynced before the rename that
+publishes them (``geosam.atomic``). A run holds a lock on its folder (``lock``): a second run on the
+same folder is refused in one line naming the first; the kernel drops the lock of a run that dies,
+so a killed run never leaves a stale one. A write that fails for want of space or permission stops
+the run in one line (``OutputError``) and keeps every finished tile for the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import fcntl
 import json
 import logging
 import os
-import pickle
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from geosam.atomic import write_bytes
+from geosam.atomic import FIX, write_bytes, write_fault
 from geosam.errors import OutputError
 from geosam.fingerprint import TILE_FORMAT
+from geosam.models.base import Funnel
+from geosam.seams import Piece
+from geosam.tilefile import TileFileError, dumps, loads
 from geosam.tiling import Tile, TileGrid
 
 log = logging.getLogger(__name__)
 
 MARKER = "geosam-work.json"  # names a folder as geosam's, so that only geosam's folders are ever cleaned
+LOCK = "geosam-work.lock"  # held (flock) by the run using the folder; names its pid and host
+_held: dict[str, list[int]] = {}  # locks this process holds: folder -> [file descriptor, depth]
 
 
 def default_work_dir(output: Path) -> Path:
@@ -50,16 +68,23 @@ class WorkDir:
         """Create the folder (on first store), mark it as geosam's and drop other keys' tiles."""
         if self._ready:
             return
-        self.check()
-        self.tiles_dir.mkdir(parents=True, exist_ok=True)
-        marker = self.folder / MARKER
-        if not marker.exists():
-            write_bytes(marker, json.dumps({"format": TILE_FORMAT}).encode())
+        self._mark()
+        with self.writing(self.tiles_dir):
+            self.tiles_dir.mkdir(parents=True, exist_ok=True)
         for other in self.folder.iterdir():
             if other.is_dir() and other.name != self.key:
                 log.info("work folder: removing stale results %s (other scene, model or settings)", other)
                 shutil.rmtree(other, ignore_errors=True)
         self._ready = True
+
+    def _mark(self) -> None:
+        """Create the folder and name it geosam's (after ``check``)."""
+        self.check()
+        marker = self.folder / MARKER
+        with self.writing(marker):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not marker.exists():
+                write_bytes(marker, json.dumps({"format": TILE_FORMAT}).encode())
 
     def check(self) -> None:
         """Refuse a folder that exists and is not a geosam work folder (it would be cleaned)."""
@@ -70,6 +95,60 @@ class WorkDir:
                 f"{self.folder}: not a geosam work folder (no {MARKER}) and not empty; "
                 "choose another --work-dir"
             )
+
+    @contextlib.contextmanager
+    def writing(self, path: Path) -> Iterator[None]:
+        """Writes to ``path`` that fail for want of space or permission end the run in one line."""
+        try:
+            yield
+        except OutputError:
+            raise
+        except OSError as exc:
+            fault = write_fault(exc)
+            if fault is None:
+                raise
+            raise OutputError(
+                f"{fault} writing {path}: {FIX[fault]} and run the same command again; "
+                f"finished tiles are kept in {self.folder}"
+            ) from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for this run: refuse (``OutputError``) while another process holds it.
+
+        Creates the folder; re-entrant within a process. On leaving, a folder that holds no tile is
+        removed (a run that failed before its first tile leaves nothing behind).
+        """
+        self._mark()
+        name = str(self.folder.resolve())
+        if name in _held:
+            _held[name][1] += 1
+        else:
+            _held[name] = [self._take_lock(), 1]
+        try:
+            yield
+        finally:
+            _held[name][1] -= 1
+            if not _held[name][1]:
+                fd = _held.pop(name)[0]
+                if not self._holds_tiles():
+                    self.remove()
+                if fd >= 0:
+                    os.close(fd)  # releases the lock
+
+    def _take_lock(self) -> int:
+        path = self.folder / LOCK
+        with self.writing(path):
+            return _take_lock(
+                path, f"{self.folder} is in use by another geosam run ({{holder}}); wait for it to end, "
+                "or give this run another output or --work-dir",
+            )  # fmt: skip
+
+    def _holds_tiles(self) -> bool:
+        """Whether the folder keeps any tile file (of any key)."""
+        if not self.folder.is_dir():
+            return False
+        return any(p.is_dir() and any(p.glob("*.tile")) for p in self.folder.iterdir())
 
     def _path(self, row: int, col: int, round: int = 0, asked: str = "") -> Path:
         return self.tiles_dir / (f"{row}_{col}.tile" if round == 0 else f"{row}_{col}.r{round}-{asked}.tile")
@@ -90,35 +169,59 @@ class WorkDir:
         return done
 
     def store(
-        self, tile: Tile, pieces: list, segmented: bool, round: int = 0, asked: str = "", data_pixels: int = 0
-    ) -> None:
-        """Keep one finished tile (with its core's valid pixels), or its answers to round ``round``'s
-        prompts (``asked``: their digest, see geosam.reprompt), atomically: a reader sees the whole
-        file or none."""
+        self, tile: Tile, pieces: list[Piece], segmented: bool, round: int = 0, asked: str = "",
+        data_pixels: int = 0, funnel: Funnel | None = None,
+    ) -> None:  # fmt: skip
+        """Keep one finished tile (with its core's valid pixels and its automatic mode's ``funnel``), or
+        its answers to round ``round``'s prompts (``asked``: their digest, see geosam.reprompt),
+        atomically: a reader sees the whole file or none."""
         self._prepare()
-        blob = pickle.dumps(
-            (TILE_FORMAT, self.key, tile.row, tile.col, pieces, segmented, data_pixels),
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
-        write_bytes(self._path(tile.row, tile.col, round, asked), blob)
+        meta = {
+            "key": self.key, "row": tile.row, "col": tile.col, "round": round, "asked": asked,
+            "segmented": segmented, "data_pixels": data_pixels,
+            "funnel": dataclasses.asdict(funnel) if funnel is not None else None,
+        }  # fmt: skip
+        path = self._path(tile.row, tile.col, round, asked)
+        with self.writing(path):
+            write_bytes(path, dumps(meta, pieces, Piece))
 
-    def load(self, tile: Tile, round: int = 0, asked: str = "") -> tuple[list, bool, int] | None:
+    def load(self, tile: Tile, round: int = 0, asked: str = "") -> tuple[list[Piece], bool, int] | None:
         """A stored tile's (pieces, segmented, data_pixels), or its answers to the prompts ``asked`` of
-        a round; None when missing or not this key's."""
+        a round; None when missing, not this key's or not a tile file (then it is removed)."""
+        found = self.load_all(tile, round, asked)
+        return None if found is None else found[:3]
+
+    def load_all(
+        self, tile: Tile, round: int = 0, asked: str = ""
+    ) -> tuple[list[Piece], bool, int, Funnel | None] | None:
+        """``load`` with the tile's funnel (None where it was not counted)."""
         path = self._path(tile.row, tile.col, round, asked)
         try:
-            with open(path, "rb") as f:
-                fmt, key, row, col, pieces, segmented, data = pickle.load(f)  # our own files only (see check)
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except Exception as exc:  # noqa: BLE001 - a damaged file is a tile to segment again
-            log.warning("work folder: dropping unreadable %s (%s)", path, exc)
+        try:
+            meta, pieces = loads(data, Piece)
+            expected = {"key": self.key, "row": tile.row, "col": tile.col, "round": round, "asked": asked}
+            if any(meta.get(k) != v for k, v in expected.items()):
+                raise TileFileError("another run's or another tile's file")
+            counts = meta.get("funnel")
+            if counts is not None and not all(type(n) is int for n in counts.values()):
+                raise TileFileError("bad counts")
+            funnel = Funnel(**counts) if counts is not None else None
+            segmented, data_pixels = meta["segmented"], meta["data_pixels"]
+            if type(segmented) is not bool or type(data_pixels) is not int:
+                raise TileFileError("bad tile values")
+        except (
+            TileFileError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:  # data, never code: drop it, segment again
+            log.warning("work folder: dropping %s, not a tile file of this run (%s)", path, exc)
             path.unlink(missing_ok=True)
             return None
-        if (fmt, key, row, col) != (TILE_FORMAT, self.key, tile.row, tile.col):
-            path.unlink(missing_ok=True)
-            return None
-        return pieces, segmented, data
+        return pieces, segmented, data_pixels, funnel
 
     def remove(self) -> None:
         """Delete the whole work folder (after the output is safely written)."""
@@ -131,12 +234,79 @@ class WorkDir:
             self.remove()
 
 
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``output`` for this run: refuse (``OutputError``) while another run is writing it, whatever
+    its work folder. The lock file (``.OUT.lock`` beside it) goes when the run ends; one left by a
+    killed run is taken over."""
+    path = output.with_name(f".{output.name}.lock")
+    try:
+        fd = _take_lock(
+            path, f"{output} is being written by another geosam run ({{holder}}); wait for it to end, "
+            "or choose another output",
+        )  # fmt: skip
+    except OutputError:
+        raise
+    except OSError as exc:
+        fault = write_fault(exc)
+        if fault is None:
+            raise
+        raise OutputError(f"{fault} writing {path}: {FIX[fault]} and run the same command again") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: a run waiting on this file then takes a new one
+        os.close(fd)
+
+
+def _take_lock(path: Path, busy: str) -> int:
+    """Lock ``path`` (created if missing) for this process; its descriptor, to close when done.
+
+    ``busy``: the message when another process holds it, with ``{holder}`` for its pid and host.
+    The lock is ``flock``'s: the kernel drops it when its process dies, so none is ever stale.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise OutputError(busy.format(holder=holder)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                os.close(fd)
+                raise
+            log.warning("%s cannot be locked (%s): concurrent runs are not refused", path, exc)
+            return fd
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed (its run ended) between open and lock: take the new one
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(mine).encode(), 0)
+    return fd
+
+
+def _read_holder(fd: int) -> str:
+    """Who holds a lock file, in words (what its holder wrote into it)."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {int(holder['pid'])} on {str(holder['host'])[:64]}, since {str(holder['since'])[:32]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown"
+
+
 def iter_finished(
     work: WorkDir, grid: TileGrid, done: set[tuple[int, int]]
-) -> Iterator[tuple[Tile, list, bool, int]]:
-    """Stored tiles in grid order (the stitcher's cheapest order)."""
+) -> Iterator[tuple[Tile, list[Piece], bool, int, Funnel | None]]:
+    """Stored tiles in grid order (the stitcher's cheapest order), with their funnels."""
     for row, col in sorted(done):
         tile = grid.tile(row, col)
-        stored = work.load(tile)
+        stored = work.load_all(tile)
         if stored is not None:
             yield tile, *stored

@@ -7,6 +7,7 @@ state that tile results change as they arrive (stitcher, prompt rounds, report),
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -75,16 +76,20 @@ class SceneRun:
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
         self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
         self.extent: Box | None = None  # the bounds of the cores of tiles with data
-        self.funnel = Funnel(tiles=0)  # masks through automatic mode's stages, over this run's tiles
+        self.funnel = Funnel(
+            tiles=0
+        )  # masks through automatic mode's stages, over the tiles that counted them
 
     def resume(self) -> set[tuple[int, int]]:
         """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
         reused: set[tuple[int, int]] = set()
         if self.work is None:
             return reused
-        for tile, pieces, segmented, data in iter_finished(self.work, self.grid, self.work.finished()):
+        for tile, pieces, segmented, data, funnel in iter_finished(
+            self.work, self.grid, self.work.finished()
+        ):
             reused.add((tile.row, tile.col))
-            self.take(TileResult(tile, pieces, segmented, reused=True, data_pixels=data))
+            self.take(TileResult(tile, pieces, segmented, reused=True, data_pixels=data, funnel=funnel))
         if reused:
             log.info("resuming: %d of %d tiles reused from %s", len(reused), len(self.grid), self.work.folder)
         return reused
@@ -113,7 +118,10 @@ class SceneRun:
             self.input_failures.append(result.input_error)
         else:
             if self.work is not None and not result.reused:
-                self.work.store(result.tile, result.pieces, result.segmented, data_pixels=result.data_pixels)
+                self.work.store(
+                    result.tile, result.pieces, result.segmented, data_pixels=result.data_pixels,
+                    funnel=result.funnel,
+                )  # fmt: skip
             report.tiles_skipped += result.reused
             report.tiles_done += not result.reused
             report.tiles_empty += not result.segmented
@@ -267,29 +275,37 @@ def segment_scene(
     key = run_key(scene, grid, source)
     report = _report(scene, grid, source, parameters, key, work_dir)
     work = WorkDir(work_dir, key) if work_dir else None
-    if work is not None:
-        work.check()
-    run = SceneRun(grid, report, work, prompt_rounds, on_tile)
-    reused = run.resume()
-    remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
-    jobs = run.jobs if prompt_rounds else None  # None: no prompts follow, workers keep nothing for them
-    if workers == 0 and not scheduler:
-        report.workers = 1
-        for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
-            run.take(result)
-        report.peak_rss_bytes = {"this process": peak_rss()}
-    else:
-        device = getattr(source, "device", "cpu")
-        with dask_client(workers, scheduler, device) as client:
-            report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
-            threads = threads if threads is not None or scheduler else 0
-            batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
-            results = run_tiles(
-                client, scene, grid, source, remaining, retries, threads, report.peak_rss_bytes, batch, jobs
-            )
-            for result in results:
+    with work.lock() if work is not None else contextlib.nullcontext():  # one run per work folder
+        run = SceneRun(grid, report, work, prompt_rounds, on_tile)
+        reused = run.resume()
+        remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
+        jobs = run.jobs if prompt_rounds else None  # None: no prompts follow, workers keep nothing for them
+        if workers == 0 and not scheduler:
+            report.workers = 1
+            for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
                 run.take(result)
-    objects = run.close(keep_background)
+            report.peak_rss_bytes = {"this process": peak_rss()}
+        else:
+            device = getattr(source, "device", "cpu")
+            with dask_client(workers, scheduler, device) as client:
+                report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+                threads = threads if threads is not None or scheduler else 0
+                batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
+                results = run_tiles(
+                    client,
+                    scene,
+                    grid,
+                    source,
+                    remaining,
+                    retries,
+                    threads,
+                    report.peak_rss_bytes,
+                    batch,
+                    jobs,
+                )
+                for result in results:
+                    run.take(result)
+        objects = run.close(keep_background)
     area = pixel_area_m2(scene)
     if area is not None:
         report.area_km2, report.area_km2_this_run = run.pixels_all * area / 1e6, run.pixels_now * area / 1e6

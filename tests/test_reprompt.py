@@ -17,7 +17,7 @@ from geosam.models.base import Masks, PointPromptable
 from geosam.reprompt import Reprompter, answer, prompts_toward
 from geosam.resume import WorkDir
 from geosam.scene_run import segment
-from geosam.seams import pieces_from_masks
+from geosam.seams import Piece, pieces_from_masks
 from geosam.stitch import Stitcher
 from geosam.testing import ReferenceModel, ReferenceSegmenter, SyntheticScene, make_scene
 from geosam.tiling import TileGrid, TileImage, read_tile
@@ -78,8 +78,9 @@ def test_a_resumed_run_reuses_the_answers(scene, tmp_path, monkeypatch):
     # failed is segmented, say) are asked again
     (stored,) = [p for p in work.iterdir() if p.is_dir()]
     folder, tile = WorkDir(work, stored.name), grid.tile(0, 0)
-    folder.store(tile, ["piece"], True, 1, "abc")
-    assert folder.load(tile, 1, "abc") == (["piece"], True, 0) and folder.load(tile, 1, "abd") is None
+    piece = Piece(shapely.box(0, 0, 3, 2), False, 0.5, 0.75)
+    folder.store(tile, [piece], True, 1, "abc")
+    assert folder.load(tile, 1, "abc") == ([piece], True, 0) and folder.load(tile, 1, "abd") is None
     assert (0, 0) in folder.finished() and len(folder.finished()) == len(grid)
 
 

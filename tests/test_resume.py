@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +43,16 @@ def double_cli(*args: str, env: dict | None = None, **popen) -> subprocess.Popen
 def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     _, err = process.communicate(timeout=timeout)
     return process.returncode, err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def tiles_in(work: Path) -> list[Path]:
+    return sorted(work.glob("*/*.tile"))
 
 
 def assert_same_output(a: Path, b: Path) -> None:
@@ -191,3 +205,167 @@ def test_an_interrupted_write_leaves_the_old_output_intact(scene, tmp_path, monk
         output.write(frame.iloc[:3], out, overwrite=True, report=report)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.gpkg"], "no temporary file left"
+
+
+class _Plant:
+    """Unpickled, it creates the file ``path``: what a pickle planted in a work folder could do, harmlessly."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_pickle_in_the_work_folder_never_runs(scene, tmp_path, caplog):
+    work, ran = tmp_path / "work", tmp_path / "ran"
+    frame, _ = _run(scene, work)
+    planted = pickle.dumps(_Plant(str(ran)))
+    for path in tiles_in(work):  # what a run with --keep-work leaves, replaced by someone else's files
+        path.write_bytes(planted)
+    again, report = _run(scene, work)
+    assert not ran.exists(), "a planted file ran code"
+    assert report.tiles_skipped == 0 and report.tiles_done == 42, "each planted tile is segmented again"
+    assert again.drop(columns="geometry").equals(frame.drop(columns="geometry"))
+    assert [g.wkb for g in again.geometry] == [g.wkb for g in frame.geometry]
+    assert "not a tile file of this run" in caplog.text
+    pickle.loads(planted).close()  # the oracle: unpickled, the planted file does run code
+    assert ran.exists()
+
+
+HOLD = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from geosam.resume import WorkDir, output_lock\n"
+    "held = WorkDir(sys.argv[1], '').lock() if sys.argv[2] == 'work' else output_lock(Path(sys.argv[1]))\n"
+    "held.__enter__()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def hold(path: Path, what: str) -> subprocess.Popen:
+    """Another process holding a work folder (``what``: "work") or an output ("output") until killed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path), what], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_on_the_same_work_folder_is_refused_until_the_first_ends(scene, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out.gpkg"
+    args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "0", "-o", str(out)]
+    holder = hold(work, "work")
+    try:
+        who = rf"is in use by another geosam run \(pid {holder.pid} on {re.escape(socket.gethostname())}, since "
+        with pytest.raises(output.OutputError, match=who):
+            _run(scene, work)
+        code, err = finish(double_cli(*args, "--work-dir", str(work)))
+        assert code == 1 and re.search(who, one_line(err)) and not out.exists()
+        assert not tiles_in(work), "the refused runs wrote nothing"
+    finally:
+        holder.kill()  # it dies holding the lock: the kernel releases it, no stale lock is left
+        holder.wait()
+    _, report = _run(scene, work)
+    assert report.tiles_done == 42
+    with WorkDir(work, "").lock(), WorkDir(work, "").lock():  # one process may nest its holds
+        pass
+    # the same output with another work folder: refused too
+    holder = hold(out, "output")
+    try:
+        code, err = finish(double_cli(*args, "--work-dir", str(tmp_path / "other")))
+        line = one_line(err)
+        assert code == 1 and f"{out} is being written by another geosam run (pid {holder.pid} on " in line, (
+            err
+        )
+        assert not out.exists() and not (tmp_path / "other").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    code, err = finish(
+        double_cli(*args, "--work-dir", str(tmp_path / "other"))
+    )  # the killed run's lock is taken over
+    assert code == 0 and out.exists(), err
+    assert not [p for p in tmp_path.rglob(".*")], "the lock file goes with its run"
+
+
+def _file_size_limit(size: int):
+    def limit() -> None:  # in the child: a write past ``size`` bytes fails with EFBIG, not SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.slow
+def test_full_disk_lost_permission_and_size_limits_stop_in_one_line_and_resume(scene, tmp_path):
+    out, clean, work = tmp_path / "out.gpkg", tmp_path / "clean.gpkg", tmp_path / "out.geosam-work"
+    args = ["-q", "segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "0"]
+    kept = f"run the same command again; finished tiles are kept in {work}"
+
+    # a real kernel error: tile files over 4 KiB fail (EFBIG), the first few tiles are smaller
+    code, err = finish(double_cli(*args, "-o", str(out), preexec_fn=_file_size_limit(4096)))
+    line = one_line(err)
+    assert code == 1 and "file size limit reached writing" in line and ".tile:" in line and kept in line, err
+    done = len(tiles_in(work))
+    assert 0 < done < 42
+    # injected: a disk that fills up, a folder that stops being writable, after 8 more tiles each
+    for fault, words in (("ENOSPC:8", "disk full writing"), ("EACCES:8", "permission denied writing")):
+        code, err = finish(double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_WRITE_FAULT": fault}))
+        line = one_line(err)
+        assert code == 1 and words in line and kept in line, err
+        assert len(tiles_in(work)) == done + 8
+        done += 8
+    # every tile file fits in 64 KiB, the GeoPackage does not: GDAL's error, told by a probe
+    code, err = finish(double_cli(*args, "-o", str(out), preexec_fn=_file_size_limit(1 << 16)))
+    line = one_line(err)
+    assert code == 1 and f"file size limit reached writing {out}:" in line and kept in line, err
+    assert len(tiles_in(work)) == 42 and not out.exists()
+    assert not [p for p in tmp_path.rglob(".*")], "no temporary file is left"
+
+    code, err = finish(double_cli(*args, "-o", str(out)))
+    assert code == 0, err
+    report = json.loads((tmp_path / "out.report.json").read_text())
+    assert report["tiles_skipped"] == 42 and report["status"] == "complete"
+    code, err = finish(double_cli(*args, "-o", str(clean)))
+    assert code == 0, err
+    assert_same_output(out, clean)
+
+
+def _bits_stop_writes(folder: Path) -> bool:
+    """Whether a folder's permission bits stop this process writing into it (not as root, which
+    writes anyway, unless it runs without CAP_DAC_OVERRIDE: ``setpriv --bounding-set -dac_override``)."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").write_bytes(b"")
+    except PermissionError:
+        return True
+    finally:
+        folder.chmod(0o755)
+    return False
+
+
+def test_a_work_folder_made_read_only_mid_run_stops_and_resumes(scene, tmp_path):
+    if not _bits_stop_writes(tmp_path / "probe"):
+        pytest.skip("permission bits do not stop this process's writes (root); the test above injects EACCES")
+    work = tmp_path / "work"
+    seen = []
+
+    def revoke(result) -> None:
+        seen.append(result)
+        if len(seen) == 5:
+            for folder in work.iterdir():
+                if folder.is_dir():
+                    folder.chmod(0o555)
+
+    with pytest.raises(output.OutputError, match=r"permission denied writing .*\.tile: make it writable"):
+        _run(scene, work, on_tile=revoke)
+    for folder in work.iterdir():
+        if folder.is_dir():
+            folder.chmod(0o755)
+    assert len(tiles_in(work)) == 4  # on_tile comes before the tile is stored: the 5th was refused
+    _, report = _run(scene, work)
+    assert report.tiles_skipped == 4 and report.tiles_done == 38

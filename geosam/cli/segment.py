@@ -82,10 +82,9 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     Finished tiles are kept in a work folder: if the run is interrupted, the same command again
     segments only the tiles not finished yet. A run report (JSON) is written beside the output.
     """
-    from geosam import output as outputs
     from geosam.errors import TileError
     from geosam.georef import open_scene
-    from geosam.resume import WorkDir, default_work_dir
+    from geosam.resume import WorkDir, default_work_dir, output_lock
     from geosam.scene_run import segment_scene
     from geosam.tiling import TileGrid
 
@@ -105,27 +104,49 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     }
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    with _progress(total, ctx.obj["quiet"]) as bar:
-        try:
-            frame, report = segment_scene(
-                scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
-                work_dir=work_dir, allow_partial=allow_partial, parameters=dict(ctx.params), **reads, **options,
-            )  # fmt: skip
-        except TileError as exc:
-            if exc.report is not None:
-                exc.report.write(report_path)
-            raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
-    report.output = str(output)
+    # held until the output is written: a second run on this output or work folder is refused
+    with output_lock(output), WorkDir(work_dir, "").lock():
+        with _progress(total, ctx.obj["quiet"]) as bar:
+            try:
+                frame, report = segment_scene(
+                    scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
+                    work_dir=work_dir, allow_partial=allow_partial, parameters=dict(ctx.params), **reads, **options,
+                )  # fmt: skip
+            except TileError as exc:
+                if exc.report is not None:
+                    exc.report.write(report_path)
+                raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
+        report.output = str(output)
+        report.class_model = _class_model_file(output, options)
+        report.finish(time.monotonic() - started)
+        written = _write(frame, report, output, overwrite, (preview, preview_size, labels), plan, work_dir)
+        if options.get("examples"):  # learnt here: kept beside the output for other scenes
+            written.append(str(frame.attrs["class_model"].save(class_model_path(output))))
+        if not keep_work:
+            WorkDir(work_dir, report.run_key or "").remove()
+            report.work_dir = None
+        report.write(report_path)
+    if not ctx.obj["quiet"]:
+        click.echo(report.summary(), err=True)
+        if report.failed:
+            click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
+        click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
+
+
+def _write(
+    frame: Any, report: Any, output: Path, overwrite: bool, extras: tuple[Path | None, int, Path | None],
+    plan: Any, work_dir: Path,
+) -> list[str]:  # fmt: skip
+    """Write the output and the extras (``extras``: preview path, its size, labels path); the paths written."""
+    from geosam import output as outputs
+    from geosam.errors import OutputError
+
+    preview, preview_size, labels = extras
+    try:
+        outputs.write(frame, output, overwrite=overwrite, report=report)
+    except OutputError as exc:
+        raise OutputError(f"{exc}; finished tiles are kept in {work_dir}") from None
     written = [str(output)]
-    if "class_model" in frame.attrs and options.get("examples"):  # learnt here: kept for other scenes
-        report.class_model = str(
-            frame.attrs["class_model"].save(output.with_name(f"{output.stem}.classes.json"))
-        )
-        written.append(report.class_model)
-    elif options.get("class_model"):
-        report.class_model = str(options["class_model"])
-    report.finish(time.monotonic() - started)
-    outputs.write(frame, output, overwrite=overwrite, report=report)
     if preview is not None:
         from geosam.preview import write_preview
 
@@ -134,15 +155,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         from geosam.labels import write_labels
 
         written.append(str(write_labels(frame, plan, labels, overwrite=overwrite)))
-    if not keep_work:
-        WorkDir(work_dir, report.run_key or "").remove()
-        report.work_dir = None
-    report.write(report_path)
-    if not ctx.obj["quiet"]:
-        click.echo(report.summary(), err=True)
-        if report.failed:
-            click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
-        click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
+    return written
 
 
 def _check_outputs(
@@ -162,11 +175,11 @@ def _check_outputs(
         outputs.check_output(labels, overwrite, formats={".tif": "COG", ".tiff": "COG"})
 
 
-def _class_model(frame: Any, output: Path, options: dict[str, Any]) -> str | None:
-    """The run's class model file: learnt from --examples, written beside the output; or --class-model."""
+def _class_model_file(output: Path, options: dict[str, Any]) -> str | None:
+    """The run's class model file: learnt from --examples (written beside the output), or --class-model."""
     if options.get("examples"):
-        return str(frame.attrs["class_model"].save(class_model_path(output)))
-    return options.get("class_model")
+        return str(class_model_path(output))
+    return str(options["class_model"]) if options.get("class_model") else None
 
 
 def class_model_path(output: Path) -> Path:
