@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import shapely
 
-from geosam import scale, settings
+from geosam import outlines, scale, settings
 from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
 from geosam.errors import TileError, TileInputError
 from geosam.fingerprint import model_identity, run_key
@@ -33,7 +34,6 @@ from geosam.resume import WorkDir, iter_finished
 from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, without_ground
 from geosam.tasks import ModelSource, TileResult
 from geosam.tiling import Box, Tile, TileGrid, read_pixels
-from geosam.vectorize import tidy, to_map
 from geosam.xr import is_dataarray, scene_file
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ, MODEL, TILING, FILTERS = settings.READ, settings.MODEL, settings.TILING, settings.FILTERS
+OUTLINES = settings.OUTLINES
 CLUSTER, EXECUTION = settings.CLUSTER, settings.EXECUTION
 FEATURELESS_SAMPLE = 1024  # longest side of the read that tells a featureless scene, where no object came out
 
@@ -198,6 +199,10 @@ def segment_scene(
     min_area: float = FILTERS.min_area,
     simplify: float = FILTERS.simplify,
     keep_background: bool = FILTERS.keep_background,
+    outline: str = OUTLINES.outline,
+    fill_holes: float = OUTLINES.fill_holes,
+    flat: bool = OUTLINES.flat,
+    keep_raw: bool = OUTLINES.keep_raw,
     workers: int | None = CLUSTER.workers,
     scheduler: str | None = CLUSTER.scheduler,
     tiles_per_task: int | None = EXECUTION.tiles_per_task,
@@ -214,7 +219,11 @@ def segment_scene(
     ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
     (resampled) grid, ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over
     more than half of the scene's data that spans it both ways is its ground and is left out unless
-    ``keep_background`` (see ``geosam.stitch.without_ground``). Tiles run as Dask tasks on
+    ``keep_background`` (see ``geosam.stitch.without_ground``). ``outline`` is the kind of outline written
+    (``geosam.outlines``: pixel, simplify, smooth, orthogonal, orthogonal45, circle, auto), after holes
+    under ``fill_holes`` m² (pixels² without a CRS) are filled and, with ``flat``, overlaps resolved
+    (the smaller object keeps the area); ``keep_raw`` adds the pixel outlines as column
+    ``raw_geometry`` (written as layer ``objects_raw``). Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
     using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.
@@ -280,7 +289,10 @@ def segment_scene(
     report.finish(time.monotonic() - started)
     if report.failed and not allow_partial:
         raise _failure(report, run, work, len(grid), retries)
-    frame = to_frame(scene, objects, min_area, simplify)
+    shape = settings.Outlines(typing.cast(settings.OutlineKind, outline), fill_holes, flat, keep_raw)
+    started_outlines = time.monotonic()
+    frame = to_frame(scene, objects, min_area, simplify, shape)
+    report.outlines_s = round(time.monotonic() - started_outlines, 3)
     report.objects = len(frame)
     report.status = "partial" if report.failed else "complete"
     report.masks = dataclasses.asdict(run.funnel)
@@ -389,18 +401,20 @@ def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int,
 
 
 def to_frame(
-    scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0
-) -> gpd.GeoDataFrame:
-    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first."""
+    scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0,
+    shape: settings.Outlines = OUTLINES,
+) -> gpd.GeoDataFrame:  # fmt: skip
+    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first, their
+    outlines of the kind ``shape`` says (``geosam.outlines``), with its measures."""
     import geopandas as gpd  # here: workers import this module's neighbours and never need it
 
     objects = list(objects)
-    pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
-    geometry = to_map(pixel, scene.transform)
+    pixel = np.array([o.geometry for o in objects], dtype=object)
+    geometry, measures = outlines.apply(pixel, scene.transform, pixel_area_m2(scene), shape, simplify)
     area = (
         area_m2(geometry, scene.crs)
         if scene.crs is not None
-        else np.abs(np.array([g.area for g in pixel], float))
+        else np.abs(np.asarray(shapely.area(geometry), float)) / abs(scene.transform.determinant)
     )
     frame = gpd.GeoDataFrame(
         {
@@ -408,6 +422,7 @@ def to_frame(
             "stability": np.array([o.stability for o in objects], np.float64),
             "area_m2": area,
             "tiles": np.array([o.tiles for o in objects], np.int32),
+            **measures,
         },
         geometry=geometry,
         crs=scene.crs,

@@ -11,6 +11,7 @@ import click
 
 from geosam.cli.options import (
     automatic_options,
+    check_keep_raw,
     check_tiling,
     cluster_options,
     execution_options,
@@ -18,6 +19,7 @@ from geosam.cli.options import (
     model_options,
     model_spec,
     option,
+    outline_options,
     output_options,
     read_options,
     runtime_options,
@@ -50,6 +52,7 @@ from geosam.settings import Execution
 @tiling_options
 @automatic_options
 @filter_options
+@outline_options
 @cluster_options
 @runtime_options
 @execution_options
@@ -90,6 +93,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     started = time.monotonic()
     check_tiling(tile_size, overlap)
     outputs.check_output(output, overwrite)
+    check_keep_raw(output, options["keep_raw"])
     if preview is not None:
         from geosam.preview import check_preview
 
