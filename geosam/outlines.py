@@ -34,10 +34,11 @@ Neighbours (topology): objects whose pixel outlines touch keep touching, without
   fixed; the arcs are polygonized into faces and each object is the union of the faces that lie mostly
   inside its pixel outline. Neighbours share their new edge exactly; nested objects (a roof inside its
   yard) stay nested.
-- ``orthogonal``, ``orthogonal45`` and ``circle`` change each object on its own; where an object touches
-  another, it keeps its own pixels within ``NEIGHBOUR_STRIP`` px of the other's pixel outline and gives up
-  whatever it grew into the other's pixels (larger objects first: a later object gives up what an earlier
-  one took). Shared edges stay where the pixels put them.
+- ``orthogonal``, ``orthogonal45`` and ``circle`` change each object on its own, larger objects first;
+  where two such objects touch, the later one gives up what the earlier one holds and takes the pieces
+  between them that neither covers (the earlier one's edge becomes the shared edge). Against a
+  neighbour of another kind, an object keeps its own pixels along the shared edge and gives up the
+  neighbour's (see ``_keep_neighbours``).
 
 Then holes smaller than ``fill_holes`` (px²) are filled, before any of this; ``flat`` makes a planar
 partition first: where objects overlap, the smaller one keeps the pixels (a roof cuts its hole in the
@@ -71,6 +72,7 @@ ORTHO_TOLERANCE = 1.5  # px: Douglas-Peucker before turning edges
 ORTHO_MIN_EDGE = 2.0  # px: shorter lines of an orthogonal outline are dropped
 RECTANGLE_AGREES = 5.0  # degrees: the minimum rotated rectangle's direction is taken within this of the mean
 AXIS_SHARE = 0.6  # auto: right angles only where this share of the outline runs along its two directions
+LEFT_OVER = 0.25  # an object left less than this share of its area by its neighbours keeps its pixels
 FALLBACK_IOU = 0.5  # a part whose turned edges cover it worse than this becomes a rectangle (``_box``)
 EMPTY = shapely.MultiPolygon()
 
@@ -431,27 +433,42 @@ def _corners(lines: list[tuple[int, np.ndarray]], step: int) -> np.ndarray:
 
 
 def _keep_neighbours(raw: np.ndarray, final: np.ndarray, alone: np.ndarray) -> np.ndarray:
-    """Objects changed on their own keep their shared edges with the objects their pixels touch."""
-    tree = shapely.STRtree(raw)
-    left, right = tree.query(raw[alone], predicate="touches")
-    if not len(left):
-        return final
+    """Objects changed on their own meet the objects their pixels touch without gaps or overlaps.
+
+    Larger objects first. Against a neighbour whose outline stays (pixel) or was made on shared arcs, an
+    object keeps its own pixels along the shared edge (within ``NEIGHBOUR_STRIP`` px, and the pieces of
+    its pixels that touch that band) and gives up the neighbour's. Against a neighbour changed on its
+    own and made before it, it gives up what that one holds and takes the pieces of either's pixels
+    that lie between the two and neither covers: the earlier one's edge is the shared edge.
+    """
+    left, right = shapely.STRtree(raw).query(raw[alone], predicate="touches")
     out = final.copy()
     area = shapely.area(raw)
     mine = set(alone.tolist())
     done: set[int] = set()
     for i in sorted(set(alone[left].tolist()), key=lambda i: (-area[i], i)):
-        others = right[alone[left] == i]
-        near = shapely.union_all(raw[others])
-        band = shapely.buffer(near, NEIGHBOUR_STRIP, quad_segs=2)
-        strip = shapely.intersection(raw[i], band)
-        lost = shapely.get_parts(shapely.difference(raw[i], final[i]))  # and the pieces of its pixels it lost
-        strip = shapely.union_all(np.array([strip, *lost[shapely.intersects(lost, band)]], dtype=object))
-        # what the neighbours hold: their pixels, and the outlines of those changed on shared arcs or before
-        held = [near, *(out[j] for j in others.tolist() if j in done or j not in mine)]
-        out[i] = shapely.difference(
-            shapely.union(final[i], strip), shapely.union_all(np.array(held, dtype=object))
-        )
+        others = right[alone[left] == i].tolist()
+        shape = final[i]
+        fixed = [j for j in others if j not in mine]
+        if fixed:
+            near = shapely.union_all(raw[fixed])
+            band = shapely.buffer(near, NEIGHBOUR_STRIP, quad_segs=2)
+            lost = shapely.get_parts(shapely.difference(raw[i], shape))
+            keep = [shape, shapely.intersection(raw[i], band), *lost[shapely.intersects(lost, band)]]
+            held = shapely.union_all(np.array([near, *final[fixed]], dtype=object))
+            shape = shapely.difference(shapely.union_all(np.array(keep, dtype=object)), held)
+        first = [j for j in others if j in done]
+        if first:
+            held = shapely.union_all(out[first])
+            shape = shapely.difference(shape, held)
+            pool = shapely.difference(shapely.union_all(raw[[i, *first]]), shapely.union(shape, held))
+            pieces = shapely.get_parts(pool)
+            between = shapely.dwithin(pieces, shape, 1e-6) & shapely.dwithin(pieces, held, 1e-6)
+            shape = shapely.union_all(np.array([shape, *pieces[between]], dtype=object))
+            if shape.area < LEFT_OVER * area[i]:  # the earlier ones took it: it keeps its pixels
+                shape = raw[i]
+                out[first] = shapely.difference(out[first], shape)
+        out[i] = shape
         done.add(i)
     return _valid(out)
 
