@@ -72,6 +72,9 @@ ORTHO_TOLERANCE = 1.5  # px: Douglas-Peucker before turning edges
 ORTHO_MIN_EDGE = 2.0  # px: shorter lines of an orthogonal outline are dropped
 RECTANGLE_AGREES = 5.0  # degrees: the minimum rotated rectangle's direction is taken within this of the mean
 AXIS_SHARE = 0.6  # auto: right angles only where this share of the outline runs along its two directions
+ALIGN = 5.0  # degrees: touching orthogonal objects whose directions differ by less share the larger one's
+MIN_PIECE = 2.0  # px²: smaller pieces between two regularized neighbours are left out (corners of pixels)
+SNAP = 2.0  # px: a regularized outline's vertices this close to an earlier neighbour's outline move onto it
 LEFT_OVER = 0.25  # an object left less than this share of its area by its neighbours keeps its pixels
 FALLBACK_IOU = 0.5  # a part whose turned edges cover it worse than this becomes a rectangle (``_box``)
 EMPTY = shapely.MultiPolygon()
@@ -115,9 +118,10 @@ def outline(
         raw = np.array([_fill(g, fill_holes) for g in raw], dtype=object)
     if flat:
         raw = planar(raw)
+    made = np.full(len(raw), None, dtype=object)  # outlines auto made while choosing
     if len(raw) and (kinds == "auto").any():
-        auto = kinds == "auto"
-        kinds[auto] = choose(raw[auto])
+        auto = np.flatnonzero(kinds == "auto")
+        kinds[auto], made[auto] = _choose(raw[auto])
     final = raw.copy()
     pixel = kinds == "pixel"
     if simplify > 0 and pixel.any():
@@ -128,7 +132,17 @@ def outline(
             final[chosen] = on_arcs(raw[chosen], arc_kind, simplify or 1.0)
     alone = np.flatnonzero(np.isin(kinds, ("orthogonal", "orthogonal45", "circle")))
     if len(alone):
-        final[alone] = _valid(np.array([_one(raw[i], kinds[i]) for i in alone], dtype=object))
+        circles = alone[kinds[alone] == "circle"]
+        final[circles] = _circles(raw[circles])
+        squares = alone[kinds[alone] != "circle"]
+        angles, aligned = _aligned_angles(raw, squares)
+        final[squares] = [
+            made[i]
+            if made[i] is not None and not aligned[k]
+            else _orthogonal(raw[i], _STEP[kinds[i]], angles[k])
+            for k, i in enumerate(squares)
+        ]
+        final[alone] = _valid(final[alone])
         final = _keep_neighbours(raw, final, alone)
     return Outlines(final, raw, kinds.astype(str), iou(final, raw), vertex_count(raw), vertex_count(final))
 
@@ -189,14 +203,21 @@ def corner_angles(geometry: Geometry) -> np.ndarray:
 
 def choose(raw: np.ndarray) -> np.ndarray:
     """The kind ``auto`` gives each pixel outline: circle, orthogonal or smooth (see the module's text)."""
-    circles = iou(np.array([_circle(g) for g in raw], dtype=object), raw)
-    ortho = np.zeros(len(raw))
-    maybe = circles < AUTO_CIRCLE
-    if maybe.any():
+    return _choose(raw)[0]
+
+
+def _choose(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``choose``'s kinds, and the orthogonal outlines it made on the way (None for the others)."""
+    circles = iou(_circles(raw), raw)
+    made = np.full(len(raw), None, dtype=object)
+    maybe = np.flatnonzero(circles < AUTO_CIRCLE)
+    maybe = maybe[np.array([axis_share(g) for g in raw[maybe]], dtype=float) >= AXIS_SHARE]
+    if len(maybe):
         squares = _valid(np.array([_orthogonal(g, 90) for g in raw[maybe]], dtype=object))
-        ortho[maybe] = iou(squares, raw[maybe])
-    square = (ortho >= AUTO_ORTHOGONAL) & (np.array([axis_share(g) for g in raw]) >= AXIS_SHARE)
-    return np.where(circles >= AUTO_CIRCLE, "circle", np.where(square, "orthogonal", "smooth"))
+        fits = iou(squares, raw[maybe]) >= AUTO_ORTHOGONAL
+        made[maybe[fits]] = squares[fits]
+    kinds = np.where(circles >= AUTO_CIRCLE, "circle", np.where(made != None, "orthogonal", "smooth"))  # noqa: E711
+    return kinds.astype(object), made
 
 
 def axis_share(geometry: Geometry) -> float:
@@ -283,25 +304,38 @@ def _smooth_arc(arc: LineString) -> LineString:
     return shapely.simplify(out, SMOOTH_TOLERANCE, preserve_topology=False)
 
 
-def _one(raw: Geometry, kind: str) -> Geometry:
-    """The outline of one object that is changed on its own."""
-    if kind == "circle":
-        return _circle(raw)
-    return _orthogonal(raw, 45 if kind == "orthogonal45" else 90)
+_STEP = {"orthogonal": 90, "orthogonal45": 45}
 
 
-def _circle(raw: Geometry) -> Geometry:
-    """The circle about the outline's centroid with its area (32 vertices)."""
+def _aligned_angles(raw: np.ndarray, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The dominant direction of each of ``squares`` (indexes into ``raw``), where its pixels touch a
+    larger one's whose direction is within ``ALIGN``° taken from that one (terraced houses share their
+    walls' direction); and whether it was."""
+    angles = np.array([dominant_angle(g) for g in raw[squares]], dtype=float)
+    aligned = np.zeros(len(squares), bool)
+    left, right = shapely.STRtree(raw[squares]).query(raw[squares], predicate="touches")
+    area = shapely.area(raw[squares])
+    for k in np.argsort(-area, kind="stable"):  # larger first: they lend their direction
+        for j in right[left == k]:
+            if area[j] > area[k] or (area[j] == area[k] and j < k):
+                if abs((angles[j] - angles[k] + 45) % 90 - 45) < ALIGN:
+                    angles[k], aligned[k] = angles[j], True
+                    break
+    return angles, aligned
+
+
+def _circles(raw: np.ndarray) -> np.ndarray:
+    """The circles about the outlines' centroids with their areas (32 vertices; empty stays empty)."""
+    circles = shapely.buffer(shapely.centroid(raw), np.sqrt(shapely.area(raw) / math.pi), quad_segs=8)
+    return np.where(shapely.is_empty(raw), raw, circles)
+
+
+def _orthogonal(raw: Geometry, step: int, angle: float | None = None) -> Geometry:
+    """Edges at ``angle`` (default: the dominant direction) plus multiples of ``step`` degrees (90 or 45),
+    ring by ring."""
     if raw.is_empty:
         return raw
-    return shapely.buffer(shapely.centroid(raw), math.sqrt(raw.area / math.pi), quad_segs=8)
-
-
-def _orthogonal(raw: Geometry, step: int) -> Geometry:
-    """Edges at the dominant direction plus multiples of ``step`` degrees (90 or 45), ring by ring."""
-    if raw.is_empty:
-        return raw
-    angle = dominant_angle(raw)
+    angle = dominant_angle(raw) if angle is None else angle
     centre = shapely.centroid(raw)
     turned = affinity.rotate(raw, -angle, origin=centre, use_radians=False)
     polygons = []
@@ -460,10 +494,12 @@ def _keep_neighbours(raw: np.ndarray, final: np.ndarray, alone: np.ndarray) -> n
         first = [j for j in others if j in done]
         if first:
             held = shapely.union_all(out[first])
+            shape = _valid(np.array([shapely.snap(shape, held, SNAP)], dtype=object))[0]
             shape = shapely.difference(shape, held)
             pool = shapely.difference(shapely.union_all(raw[[i, *first]]), shapely.union(shape, held))
             pieces = shapely.get_parts(pool)
             between = shapely.dwithin(pieces, shape, 1e-6) & shapely.dwithin(pieces, held, 1e-6)
+            between &= shapely.area(pieces) >= MIN_PIECE  # not the pixel corners where outlines part
             shape = shapely.union_all(np.array([shape, *pieces[between]], dtype=object))
             if shape.area < LEFT_OVER * area[i]:  # the earlier ones took it: it keeps its pixels
                 shape = raw[i]

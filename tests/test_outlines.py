@@ -238,5 +238,5 @@ def test_pipeline_files_take_an_outlines_section(tmp_path):
     frame = pyogrio.read_dataframe(written, layer="objects")
     assert set(frame["outline"]) == {"orthogonal"} and len(frame) == summary.outcomes[0].objects
     assert len(pyogrio.read_dataframe(written, layer="objects_raw")) == len(frame)
-    with pytest.raises(PipelineError, match="outlines.outline"):
+    with pytest.raises(PipelineError, match=r"outlines\.outline: .*squares.* is not one of pixel"):
         batch_config.parse({"inputs": ["a.tif"], "output": {"path": "o"}, "outlines": {"outline": "squares"}})
