@@ -10,16 +10,18 @@ The kinds (``KINDS``):
 - ``smooth``: for natural objects (fields, water): the staircase taken out (each pixel edge replaced by
   its midpoint, on outlines cut into 1-pixel steps), a moving average over 5 px, then Douglas-Peucker
   with 0.3 px. Convex corners round by about a pixel; the area stays within a pixel's width of the outline.
-- ``orthogonal`` and ``orthogonal45``: buildings. The outline's dominant direction is the length-weighted
-  circular mean of its edge directions modulo 90° (of the outline simplified by 1 px, so that staircases do
-  not vote for 45°). In that frame each edge of the outline (simplified by 1.5 px) is turned to the nearest
-  allowed direction (0/90°, or every 45°) through its midpoint, runs of edges in one direction become one
-  line at their length-weighted offset, lines shorter than 2 px are dropped, and neighbouring lines meet in
-  their intersection (parallel ones through a short connecting edge at right angles).
+- ``orthogonal`` and ``orthogonal45``: buildings. The dominant direction (``dominant_angle``: the
+  minimum rotated rectangle's where it agrees with the edges' mean direction). In that frame each edge of
+  the outline (simplified by 1.5 px) is turned to the nearest allowed direction (0/90°, or every 45°)
+  through the mean of the pixel steps it stands for, runs of edges in one direction become one line at
+  their length-weighted offset, lines shorter than 2 px are dropped, and neighbouring lines meet in their
+  intersection (parallel ones through a short connecting edge at right angles). A part too small or
+  round for that becomes a rectangle of its area (``_box``).
 - ``circle``: round objects (tanks): the circle about the centroid with the outline's area.
 - ``auto``: per object, ``circle`` where the circle's IoU with the pixel outline is at least
-  ``AUTO_CIRCLE``, else ``orthogonal`` where its IoU is at least ``AUTO_ORTHOGONAL``, else ``smooth``; the
-  kind chosen is the object's ``outline``.
+  ``AUTO_CIRCLE``, else ``orthogonal`` where ``AXIS_SHARE`` of the outline runs along two directions at
+  right angles and the result's IoU is at least ``AUTO_ORTHOGONAL``, else ``smooth``; the kind chosen is
+  the object's ``outline``.
 
 Why our own: ``buildingregulariser`` (0.2.5, what segment-geospatial wraps) was measured on the labelled
 buildings and halls (benchmarks/outlines.py --versus-buildingregulariser): see docs/guide/outlines.md. It
@@ -35,10 +37,12 @@ Neighbours (topology): objects whose pixel outlines touch keep touching, without
   inside its pixel outline. Neighbours share their new edge exactly; nested objects (a roof inside its
   yard) stay nested.
 - ``orthogonal``, ``orthogonal45`` and ``circle`` change each object on its own, larger objects first;
-  where two such objects touch, the later one gives up what the earlier one holds and takes the pieces
-  between them that neither covers (the earlier one's edge becomes the shared edge). Against a
-  neighbour of another kind, an object keeps its own pixels along the shared edge and gives up the
-  neighbour's (see ``_keep_neighbours``).
+  touching orthogonal objects share the larger one's direction where theirs differ by under ``ALIGN``°.
+  Where two such objects touch, the later one snaps to the earlier one's outline (``SNAP`` px), gives up
+  what the earlier one holds and takes the pieces between them that neither covers (``MIN_PIECE`` px² or
+  more): the earlier one's edge becomes the shared edge. Circles cannot share an edge: between them
+  only overlaps are removed. Against a neighbour of another kind, an object keeps its own pixels along
+  the shared edge and gives up the neighbour's (``_keep_neighbours``).
 
 Then holes smaller than ``fill_holes`` (px²) are filled, before any of this; ``flat`` makes a planar
 partition first: where objects overlap, the smaller one keeps the pixels (a roof cuts its hole in the
@@ -143,7 +147,7 @@ def outline(
             for k, i in enumerate(squares)
         ]
         final[alone] = _valid(final[alone])
-        final = _keep_neighbours(raw, final, alone)
+        final = _keep_neighbours(raw, final, alone, circles)
     return Outlines(final, raw, kinds.astype(str), iou(final, raw), vertex_count(raw), vertex_count(final))
 
 
@@ -466,7 +470,9 @@ def _corners(lines: list[tuple[int, np.ndarray]], step: int) -> np.ndarray:
     return np.array(corners)
 
 
-def _keep_neighbours(raw: np.ndarray, final: np.ndarray, alone: np.ndarray) -> np.ndarray:
+def _keep_neighbours(
+    raw: np.ndarray, final: np.ndarray, alone: np.ndarray, circles: np.ndarray
+) -> np.ndarray:
     """Objects changed on their own meet the objects their pixels touch without gaps or overlaps.
 
     Larger objects first. Against a neighbour whose outline stays (pixel) or was made on shared arcs, an
@@ -478,7 +484,7 @@ def _keep_neighbours(raw: np.ndarray, final: np.ndarray, alone: np.ndarray) -> n
     left, right = shapely.STRtree(raw).query(raw[alone], predicate="touches")
     out = final.copy()
     area = shapely.area(raw)
-    mine = set(alone.tolist())
+    mine, round_ = set(alone.tolist()), set(circles.tolist())
     done: set[int] = set()
     for i in sorted(set(alone[left].tolist()), key=lambda i: (-area[i], i)):
         others = right[alone[left] == i].tolist()
@@ -492,7 +498,9 @@ def _keep_neighbours(raw: np.ndarray, final: np.ndarray, alone: np.ndarray) -> n
             held = shapely.union_all(np.array([near, *final[fixed]], dtype=object))
             shape = shapely.difference(shapely.union_all(np.array(keep, dtype=object)), held)
         first = [j for j in others if j in done]
-        if first:
+        if first and i in round_:  # a circle shares no edge: it only gives up the overlap
+            shape = shapely.difference(shape, shapely.union_all(out[first]))
+        elif first:
             held = shapely.union_all(out[first])
             shape = _valid(np.array([shapely.snap(shape, held, SNAP)], dtype=object))[0]
             shape = shapely.difference(shape, held)
@@ -501,9 +509,9 @@ def _keep_neighbours(raw: np.ndarray, final: np.ndarray, alone: np.ndarray) -> n
             between = shapely.dwithin(pieces, shape, 1e-6) & shapely.dwithin(pieces, held, 1e-6)
             between &= shapely.area(pieces) >= MIN_PIECE  # not the pixel corners where outlines part
             shape = shapely.union_all(np.array([shape, *pieces[between]], dtype=object))
-            if shape.area < LEFT_OVER * area[i]:  # the earlier ones took it: it keeps its pixels
-                shape = raw[i]
-                out[first] = shapely.difference(out[first], shape)
+        if first and shape.area < LEFT_OVER * area[i]:  # the earlier ones took it: it keeps its pixels
+            shape = raw[i]
+            out[first] = shapely.difference(out[first], shape)
         out[i] = shape
         done.add(i)
     return _valid(out)
