@@ -300,10 +300,10 @@ def _smooth_arc(arc: LineString) -> LineString:
         out = LineString(np.vstack([smooth, smooth[:1]]))
     else:
         mid = np.vstack([xy[:1], (xy[:-1] + xy[1:]) / 2, xy[-1:]])
-        smooth = mid.copy()
-        for i in range(1, len(mid) - 1):
-            reach = min(half, i, len(mid) - 1 - i)  # the window narrows to the fixed ends
-            smooth[i] = mid[i - reach : i + reach + 1].mean(axis=0)
+        at = np.arange(len(mid))
+        reach = np.minimum(half, np.minimum(at, len(mid) - 1 - at))  # the window narrows to the fixed ends
+        total = np.vstack([np.zeros((1, 2)), np.cumsum(mid, axis=0)])
+        smooth = (total[at + reach + 1] - total[at - reach]) / (2 * reach + 1)[:, None]
         out = LineString(smooth)
     return shapely.simplify(out, SMOOTH_TOLERANCE, preserve_topology=False)
 
