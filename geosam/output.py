@@ -36,6 +36,7 @@ STYLE_NAME = "geosam: outlines by score"
 STYLE_DESCRIPTION = "Outlines coloured by the model's score (low: red, high: cyan)"
 
 LAYER = "objects"  # the layer geosam writes its objects to
+RAW_GEOMETRY = "raw_geometry"  # a column of pixel outlines (--keep-raw), written as layer LAYER_raw
 
 
 def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS) -> str:
@@ -109,6 +110,7 @@ def write_layers(
     """
     path = Path(path)
     driver = check_output(path, overwrite)
+    layers = _with_raw(layers)
     if len(layers) > 1 and driver != "GPKG":
         raise OutputError(f"{path}: {len(layers)} layers need a GeoPackage; name the output *.gpkg")
     if driver == "ESRI Shapefile":
@@ -153,6 +155,22 @@ def _faults(path: Path) -> Iterator[None]:
         raise OutputError(
             f"{fault} writing {path}: {atomic.FIX[fault]} and run the same command again"
         ) from None
+
+
+def _with_raw(layers: Mapping[str, gpd.GeoDataFrame]) -> dict[str, gpd.GeoDataFrame]:
+    """The layers, each with a ``RAW_GEOMETRY`` column split into a layer NAME_raw of its own (id and the
+    pixel outline)."""
+    out: dict[str, gpd.GeoDataFrame] = {}
+    for name, objects in layers.items():
+        if RAW_GEOMETRY not in objects.columns:
+            out[name] = objects
+            continue
+        import geopandas as gpd
+
+        out[name] = objects.drop(columns=RAW_GEOMETRY)
+        ids = {"id": objects["id"].to_numpy()} if "id" in objects.columns else {}
+        out[f"{name}_raw"] = gpd.GeoDataFrame(ids, geometry=objects[RAW_GEOMETRY].to_numpy(), crs=objects.crs)
+    return out
 
 
 def _write_layer(

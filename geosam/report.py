@@ -82,6 +82,7 @@ class RunReport:
     wall_s: float = 0.0
     model_s: float = 0.0  # seconds workers spent in the model (tiles and prompt answers) in this run
     km2_per_hour: float | None = None  # area_km2_this_run / wall time
+    outlines_s: float = 0.0  # seconds spent turning pixel outlines into the --outline kind, with its measures
     workers: int = 0
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)  # per worker process (see peak_rss)
     client_peak_rss_bytes: int = 0

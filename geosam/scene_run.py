@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import shapely
 
-from geosam import scale, settings
+from geosam import outlines, scale, settings
 from geosam.classes import ClassModel
 from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
 from geosam.errors import InputError, TileError, TileInputError
@@ -36,7 +37,6 @@ from geosam.resume import WorkDir, iter_finished
 from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, without_ground
 from geosam.tasks import ModelSource, TileResult
 from geosam.tiling import Box, Tile, TileGrid, read_pixels
-from geosam.vectorize import tidy, to_map
 from geosam.xr import is_dataarray, scene_file
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 READ, MODEL, TILING, FILTERS = settings.READ, settings.MODEL, settings.TILING, settings.FILTERS
 CLASSES = settings.CLASSES
+OUTLINES = settings.OUTLINES
 CLUSTER, EXECUTION = settings.CLUSTER, settings.EXECUTION
 FEATURELESS_SAMPLE = 1024  # longest side of the read that tells a featureless scene, where no object came out
 
@@ -214,6 +215,10 @@ def segment_scene(
     class_model: ClassModel | str | Path | None = CLASSES.class_model,
     keep: tuple[str, ...] | None = CLASSES.keep,
     find_all: bool = CLASSES.find_all,
+    outline: str = OUTLINES.outline,
+    fill_holes: float = OUTLINES.fill_holes,
+    flat: bool = OUTLINES.flat,
+    keep_raw: bool = OUTLINES.keep_raw,
     workers: int | None = CLUSTER.workers,
     scheduler: str | None = CLUSTER.scheduler,
     tiles_per_task: int | None = EXECUTION.tiles_per_task,
@@ -230,7 +235,11 @@ def segment_scene(
     ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
     (resampled) grid, ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over
     more than half of the scene's data that spans it both ways is its ground and is left out unless
-    ``keep_background`` (see ``geosam.stitch.without_ground``).
+    ``keep_background`` (see ``geosam.stitch.without_ground``). ``outline`` is the kind of outline written
+    (``geosam.outlines``: pixel, simplify, smooth, orthogonal, orthogonal45, circle, auto), after holes
+    under ``fill_holes`` m² (pixels² without a CRS) are filled and, with ``flat``, overlaps resolved
+    (the smaller object keeps the area); ``keep_raw`` adds the pixel outlines as column
+    ``raw_geometry`` (written as layer ``objects_raw``).
 
     With ``examples`` (a vector file or frame of points or polygons with a ``class_field``), a class model
     is learnt on this scene first (``geosam.examples``; in ``frame.attrs["class_model"]``), or
@@ -312,8 +321,10 @@ def segment_scene(
     report.finish(time.monotonic() - started)
     if report.failed and not allow_partial:
         raise _failure(report, run, work, len(grid), retries)
-    frame = to_frame(scene, objects, min_area, simplify, classes, keep)
+    shape = settings.Outlines(typing.cast(settings.OutlineKind, outline), fill_holes, flat, keep_raw)
+    frame = to_frame(scene, objects, min_area, simplify, classes, keep, shape)
     _count_classes(report, frame, classes)
+    report.outlines_s = round(frame.attrs.pop("outlines_s"), 3)
     report.objects = len(frame)
     report.status = "partial" if report.failed else "complete"
     report.masks = dataclasses.asdict(run.funnel)
@@ -456,10 +467,12 @@ def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int,
 
 def to_frame(
     scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0,
-    classes: ClassModel | None = None, keep: tuple[str, ...] | None = None,
+    classes: ClassModel | None = None, keep: tuple[str, ...] | None = None, shape: settings.Outlines = OUTLINES,
 ) -> gpd.GeoDataFrame:  # fmt: skip
-    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first; with
-    ``classes``, each object's ``class``, ``class_score`` and ``source``, only ``keep``'s classes."""
+    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first, their
+    outlines of the kind ``shape`` says (``geosam.outlines``), with its measures; the seconds the outlines
+    took in ``attrs["outlines_s"]``. With ``classes``, each object's ``class``, ``class_score`` and
+    ``source``, only ``keep``'s classes."""
     import geopandas as gpd  # here: workers import this module's neighbours and never need it
 
     objects = list(objects)
@@ -469,12 +482,14 @@ def to_frame(
             raise InputError(
                 f"--keep {','.join(unknown)}: not a class of the class model ({', '.join(classes.classes)})"
             )
-    pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
-    geometry = to_map(pixel, scene.transform)
+    pixel = np.array([o.geometry for o in objects], dtype=object)
+    started = time.monotonic()
+    geometry, measures = outlines.apply(pixel, scene.transform, pixel_area_m2(scene), shape, simplify)
+    seconds = time.monotonic() - started
     area = (
         area_m2(geometry, scene.crs)
         if scene.crs is not None
-        else np.abs(np.array([g.area for g in pixel], float))
+        else np.abs(np.asarray(shapely.area(geometry), float)) / abs(scene.transform.determinant)
     )
     frame = gpd.GeoDataFrame(
         {
@@ -483,6 +498,7 @@ def to_frame(
             "area_m2": area,
             "tiles": np.array([o.tiles for o in objects], np.int32),
             **_class_columns(objects, classes),
+            **measures,
         },
         geometry=geometry,
         crs=scene.crs,
@@ -496,6 +512,7 @@ def to_frame(
     frame = frame.sort_values(["area_m2", "_key"], ascending=[False, True], kind="stable")
     frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    frame.attrs["outlines_s"] = seconds  # the outlines' share of this, for the run's report
     return frame
 
 

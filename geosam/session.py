@@ -20,10 +20,12 @@ from typing import Any, Protocol
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from affine import Affine
 
+from geosam import outlines
 from geosam.cache import EmbeddingCache, cache_key
-from geosam.georef import Scene, area_m2, open_scene
+from geosam.georef import Scene, area_m2, open_scene, pixel_area_m2
 from geosam.models import ModelSpec
 from geosam.models.base import Embedding
 from geosam.prompts import (
@@ -35,9 +37,9 @@ from geosam.prompts import (
     read_prompts,
     reproject,
 )
-from geosam.settings import MODEL, READ
+from geosam.settings import MODEL, OUTLINES, READ, OutlineKind, Outlines
 from geosam.tiling import PromptWindow, prompt_window, read_pixels
-from geosam.vectorize import mask_to_geometry, tidy, to_map
+from geosam.vectorize import mask_to_geometry, tidy, to_map, to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,10 @@ class Session:
         id_field: str | None = None,
         label_field: str | None = None,
         layer: str | int | None = None,
+        outline: str = OUTLINES.outline,
+        fill_holes: float = OUTLINES.fill_holes,
+        flat: bool = OUTLINES.flat,
+        keep_raw: bool = OUTLINES.keep_raw,
     ) -> gpd.GeoDataFrame:
         """Polygons, one per prompt group, in the scene's CRS.
 
@@ -210,11 +216,17 @@ class Session:
             label_field: The field marking points positive (1, true, fg) or negative (0, false, bg)
                 (default: ``label`` where there is one).
             layer: The prompt file's layer, by name or index (default: the first).
+            outline: The kind of outline (``geosam.outlines``): pixel, simplify, smooth, orthogonal,
+                orthogonal45, circle or auto.
+            fill_holes: Fill holes smaller than this many m² (pixels² without a CRS).
+            flat: Resolve overlaps between the objects: the smaller keeps the area.
+            keep_raw: Add the pixel outlines as column ``raw_geometry`` (written as layer ``objects_raw``).
 
         Returns:
             One row per prompt group answered: ``id``, ``score`` (predicted IoU), ``stability``,
-                ``area_m2``, the prompts' own fields and the polygon, in the scene's CRS; the groups
-                skipped (``Skipped``: id and reason) in ``attrs["skipped"]``.
+                ``area_m2``, the prompts' own fields, ``outline``, ``outline_iou``, ``vertices_raw``,
+                ``vertices`` and the polygon, in the scene's CRS; the groups skipped (``Skipped``: id
+                and reason) in ``attrs["skipped"]``.
 
         Raises:
             PromptError: An ``InputError``: no prompts, both ``prompts`` and points or boxes,
@@ -232,7 +244,8 @@ class Session:
                 skipped.append(answer)
             else:
                 rows.append(answer)
-        frame = self._frame(groups, rows)
+        shape = Outlines(typing.cast(OutlineKind, outline), fill_holes, flat, keep_raw)
+        frame = self._outlined(self._frame(groups, rows), shape)
         frame.attrs["skipped"] = skipped
         return frame
 
@@ -337,6 +350,23 @@ class Session:
         out_shape = None if window.factor == 1 else window.shape
         image, valid = read_pixels(self.scene, window.box, out_shape, what=f"window {window.box}")
         return WindowImage(window, image, valid, window.transform(self.scene.transform))
+
+    def _outlined(self, frame: gpd.GeoDataFrame, shape: Outlines) -> gpd.GeoDataFrame:
+        """The frame's objects with the outlines ``shape`` asks for and their measures (``geosam.outlines``)."""
+        transform = self.scene.transform
+        pixels = to_pixels(np.asarray(frame.geometry.values, dtype=object), transform)
+        geometry, measures = outlines.apply(pixels, transform, pixel_area_m2(self.scene), shape)
+        for name, values in measures.items():  # before the geometry, as automatic mode's
+            frame.insert(len(frame.columns) - 1, name, values)
+        if (
+            shape.outline != "pixel" or shape.fill_holes or shape.flat
+        ):  # else the answers' own polygons, as they were
+            frame = frame.set_geometry(list(geometry), crs=self.scene.crs)
+            if self.scene.crs is not None:
+                frame["area_m2"] = area_m2(geometry, self.scene.crs)
+            else:
+                frame["area_m2"] = np.abs(shapely.area(geometry)) / abs(transform.determinant)
+        return frame[~frame.geometry.is_empty].reset_index(drop=True)
 
     def _frame(self, groups: Sequence[PromptGroup], rows: list[dict]) -> gpd.GeoDataFrame:
         geometry = np.array([r["geometry"] for r in rows], dtype=object)

@@ -38,6 +38,7 @@ Architecture = Literal["vit_t", "vit_b", "vit_l", "vit_h"]
 Backend = Literal["torch", "onnx"]
 Precision = Literal["fp32", "fp16", "bf16"]
 OutputMode = Literal["per_scene", "merged"]
+OutlineKind = Literal["pixel", "simplify", "smooth", "orthogonal", "orthogonal45", "circle", "auto"]
 Percentile = Annotated[float, Ge(0), Le(100)]
 SquareMetres = Annotated[float, Gt(0)]
 
@@ -172,6 +173,27 @@ class Classes:
 
 
 @dataclass(frozen=True)
+class Outlines:
+    """The outlines written: pixel-exact, or regularized and smoothed with neighbours kept (``geosam.outlines``)."""
+
+    outline: OutlineKind = setting(
+        "pixel", "Outline of every object: pixel (the mask's pixels), simplify (by --simplify px, 1 if 0), smooth "
+        "(fields, water), orthogonal (right angles at the dominant direction), orthogonal45 (45° too), circle "
+        "(tanks), auto (chosen per object from its shape). Neighbours keep their shared edges.",
+    )  # fmt: skip
+    fill_holes: float = setting(
+        0.0, "Fill holes smaller than this many m² (pixels² without a CRS) in each object.", ge=0
+    )
+    flat: bool = setting(
+        False,
+        "A planar partition: where objects overlap (a roof inside its yard), the smaller keeps the area.",
+    )
+    keep_raw: bool = setting(
+        False, "Also write the pixel outlines, as layer objects_raw of the GeoPackage, for comparison."
+    )
+
+
+@dataclass(frozen=True)
 class Cluster:
     """The Dask cluster that tiles run on."""
 
@@ -239,6 +261,7 @@ TILING = Tiling()
 PROMPTS = Prompts()
 FILTERS = Filters()
 CLASSES = Classes()
+OUTLINES = Outlines()
 CLUSTER = Cluster()
 EXECUTION = Execution()
 EVALUATION = Evaluation()

@@ -56,7 +56,7 @@ def test_unknown_keys_are_named_with_a_suggestion():
     raw = {"inputs": ["a.tif"], "output": {"path": "out"}, "model": {"point_per_side": 8}, "colour": 1}
     assert problems(raw) == (
         "job.yaml: model.point_per_side: unknown key; did you mean 'points_per_side'?; colour: unknown key; "
-        "known keys: inputs, output, version, description, read, model, tiling, prompts, filters, classes, cluster"
+        "known keys: inputs, output, version, description, read, model, tiling, prompts, filters, classes, outlines, cluster"
     )
 
 

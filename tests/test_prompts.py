@@ -158,7 +158,17 @@ def test_nearby_prompts_share_a_window():
 def test_point_and_box_prompts_give_the_objects_in_map_coordinates(scene, cache):
     session = Session(scene, BrightModel(), cache=cache)
     frame = session.predict(points=[centre(1, 2)])
-    assert list(frame.columns) == ["id", "score", "stability", "area_m2", "geometry"]
+    assert list(frame.columns) == [
+        "id",
+        "score",
+        "stability",
+        "area_m2",
+        "outline",
+        "outline_iou",
+        "vertices_raw",
+        "vertices",
+        "geometry",
+    ]
     assert frame.crs == UTM and len(frame) == 1
     assert same(frame.geometry[0], square(1, 2))
     assert frame["area_m2"][0] == pytest.approx(40 * 40 * 4)
@@ -459,6 +469,16 @@ def test_cli_prompt_writes_a_geopackage(tmp_path, data, pix4d_session, real_cach
     assert done.returncode == 0, done.stderr
     assert "outside the scene" in done.stderr and "2 objects written" in done.stderr
     back = pyogrio.read_dataframe(out, layer="objects")
-    assert list(back.columns) == ["id", "score", "stability", "area_m2", "geometry"]
+    assert list(back.columns) == [
+        "id",
+        "score",
+        "stability",
+        "area_m2",
+        "outline",
+        "outline_iou",
+        "vertices_raw",
+        "vertices",
+        "geometry",
+    ]
     assert list(back["id"]) == [1, 3] and back.crs.to_epsg() == 32750 and back.geometry.is_valid.all()
     assert pyogrio.list_layers(out)[0][0] == "objects"

@@ -21,7 +21,18 @@ def assert_sound(frame, path):
     assert frame.crs == crs
     assert frame.geometry.is_valid.all()
     assert frame.geometry.within(bounds.buffer(1e-6)).all()
-    assert list(frame.columns) == ["id", "score", "stability", "area_m2", "tiles", "geometry"]
+    assert list(frame.columns) == [
+        "id",
+        "score",
+        "stability",
+        "area_m2",
+        "tiles",
+        "outline",
+        "outline_iou",
+        "vertices_raw",
+        "vertices",
+        "geometry",
+    ]
     assert frame["id"].is_unique and (frame["area_m2"] > 0).all()
     geoms = np.array(frame.geometry)
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from geosam import settings
 from geosam.errors import InputError
-from geosam.settings import Classes, Cluster, Filters, Model, Output, Prompts, Read, Tiling, setting
+from geosam.settings import Classes, Cluster, Filters, Model, Outlines, Output, Prompts, Read, Tiling, setting
 
 VERSION = 1
 SCHEMA_ID = "https://geosam.invalid/pipeline.schema.json"  # a name, not a place: nothing is fetched
@@ -86,6 +86,7 @@ class Pipeline:
     prompts: Prompts = setting(settings.PROMPTS, "Prompt mode.")
     filters: Filters = setting(settings.FILTERS, "What is kept.")
     classes: Classes = setting(settings.CLASSES, "Classes from examples (automatic mode).")
+    outlines: Outlines = setting(settings.OUTLINES, "The outlines written (geosam.outlines).")
     cluster: Cluster = setting(settings.CLUSTER, "The Dask cluster.")
     # where the file was read from, set by ``parse``: not keys of the file (see _INTERNAL)
     base: Path = dataclasses.field(default=Path("."), compare=False)  # relative paths start here

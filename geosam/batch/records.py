@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from geosam.atomic import write_bytes
 from geosam.fingerprint import digest, file_identity
+from geosam.settings import OUTLINES
 
 if TYPE_CHECKING:
     from geosam.batch.config import Pipeline
@@ -34,6 +35,8 @@ def scene_key(p: Pipeline, scene: str, prompts: str | None, model: dict[str, Any
         "model": model,
         "filters": dataclasses.asdict(p.filters),
     }
+    if p.outlines != OUTLINES:  # the default leaves the keys of earlier versions as they were
+        parts["outlines"] = dataclasses.asdict(p.outlines)
     if prompts is None:
         parts["tiling"] = dataclasses.asdict(p.tiling)
     else:

@@ -221,6 +221,7 @@ def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoData
         prompt_rounds=p.tiling.prompt_rounds,
         min_area=p.filters.min_area, simplify=p.filters.simplify, keep_background=p.filters.keep_background,
         **classes_options(p),
+        **dataclasses.asdict(p.outlines),
         workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
         on_tile=(lambda result: on_tile(job, total)) if on_tile else None, **read_options(p),
     )  # fmt: skip
@@ -234,7 +235,9 @@ def _prompted(
     if not loaded:
         loaded.append(source.load())
     session = Session(scene, loaded[0], cache=plan.pipeline.prompts.cache)
-    frame = session.predict(prompts=prompts.groups, crs=prompts.crs)
+    frame = session.predict(
+        prompts=prompts.groups, crs=prompts.crs, **dataclasses.asdict(plan.pipeline.outlines)
+    )
     return frame, len(frame.attrs.get("skipped", []))
 
 

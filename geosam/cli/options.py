@@ -5,6 +5,7 @@ model: one registry of options that every command takes from)."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from geosam import settings
-from geosam.settings import Classes, Cluster, Execution, Filters, Model, Prompts, Read, Tiling
+from geosam.settings import Classes, Cluster, Execution, Filters, Model, Outlines, Prompts, Read, Tiling
 
 Decorator = Callable[[Callable], Callable]
 
@@ -108,9 +109,9 @@ def option(group: type, name: str, **overrides: Any) -> Decorator:
     """A click option for setting ``group.name``: its spelling, type, range, default and help."""
     f = settings.field(group, name)
     hint = typing.get_type_hints(group)[name]
-    kind = (
+    kind = (  # X | None is X; a Literal is its own kind (its arguments are its values)
         next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-        if typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
         else hint
     )
     decls = f.metadata.get(settings.CLI, (f"--{name.replace('_', '-')}",))
@@ -155,6 +156,7 @@ automatic_options = group_options(
 tiling_options = group_options(Tiling, "tile_size", "overlap")
 filter_options = group_options(Filters, "min_area", "simplify", "keep_background")
 class_options = group_options(Classes)
+outline_options = group_options(Outlines)
 cluster_options = group_options(Cluster)
 prompt_file_options = group_options(Prompts, "layer", "id_field", "label_field")
 execution_options = options(option(Execution, "tiles_per_task"), option(Tiling, "prompt_rounds"))
@@ -186,6 +188,14 @@ def model_spec(
         name, device, AutomaticParams(**params), checkpoint=checkpoint, architecture=architecture,
         backend=backend, precision=precision, offline=offline,
     )  # fmt: skip
+
+
+def check_keep_raw(output: Path, keep_raw: bool) -> None:
+    """--keep-raw with an output that holds a second layer (a GeoPackage), or a usage error."""
+    if keep_raw and output.suffix.lower() != ".gpkg":
+        raise click.UsageError(
+            f"--keep-raw writes the pixel outlines as a second layer: name {output} *.gpkg"
+        )
 
 
 def check_tiling(size: int, overlap: int) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from geosam.cli.options import (
+    check_keep_raw,
     model_options,
     model_spec,
     option,
+    outline_options,
     output_options,
     prompt_file_options,
     read_options,
@@ -76,10 +78,11 @@ def _crs_option(ctx, param, value: str | None):
     help="Embedding cache folder [default: $GEOSAM_CACHE_DIR or the user cache].",
 )
 @option(Prompts, "cache")
+@outline_options
 @click.pass_context
 def command(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_field, points, negative_points,
             boxes, prompt_crs, model, checkpoint, architecture, offline, bands, nodata, percentiles, stretch_8bit, resolution,
-            pixel_coordinates, device, backend, precision, cache_dir, cache) -> None:  # fmt: skip
+            pixel_coordinates, device, backend, precision, cache_dir, cache, outline, fill_holes, flat, keep_raw) -> None:  # fmt: skip
     """Segment the objects at point and box prompts in SCENE and write them to a GeoPackage.
 
     Prompts come from a vector file (--prompts) or the command line (--point, --box), in map
@@ -108,13 +111,16 @@ def command(ctx, scene, output, overwrite, prompt_file, layer, id_field, label_f
     else:  # read before the model loads: a bad prompt file fails at once
         groups, crs = read_prompts(prompt_file, layer=layer, id_field=id_field, label_field=label_field)
     outputs.check_output(output, overwrite)
+    check_keep_raw(output, keep_raw)
     store = EmbeddingCache(cache_dir) if cache else False
     session = Session(
         scene, model_spec(model, device, checkpoint, architecture, offline, backend, precision), cache=store, bands=bands,
         percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution, pixel_coordinates=pixel_coordinates,
         nodata=nodata,
     )  # fmt: skip
-    frame = session.predict(prompts=groups, crs=crs)
+    frame = session.predict(
+        prompts=groups, crs=crs, outline=outline, fill_holes=fill_holes, flat=flat, keep_raw=keep_raw
+    )
     skipped = frame.attrs.get("skipped", [])
     if len(frame) == 0 and skipped:
         raise PromptError(

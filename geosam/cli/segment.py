@@ -11,6 +11,7 @@ import click
 
 from geosam.cli.options import (
     automatic_options,
+    check_keep_raw,
     check_tiling,
     class_options,
     cluster_options,
@@ -19,6 +20,7 @@ from geosam.cli.options import (
     model_options,
     model_spec,
     option,
+    outline_options,
     output_options,
     read_options,
     runtime_options,
@@ -52,6 +54,7 @@ from geosam.settings import Execution
 @automatic_options
 @filter_options
 @class_options
+@outline_options
 @cluster_options
 @runtime_options
 @execution_options
@@ -91,6 +94,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     started = time.monotonic()
     check_tiling(tile_size, overlap)
     _check_outputs(output, overwrite, preview, labels, bool(options.get("examples")))
+    check_keep_raw(output, options["keep_raw"])
     work_dir = work_dir or default_work_dir(output)
     report_path = report_path or output.with_name(f"{output.stem}.report.json")
     spec = model_spec(
