@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from geosam.cli.options import (
     scene_argument,
     tiling_options,
 )
+from geosam.cli.progress import Tiles
 from geosam.settings import Execution
 
 
@@ -109,7 +109,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     }
     plan = open_scene(scene, **reads)
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
-    with _progress(total, ctx.obj["quiet"]) as bar:
+    with Tiles(ctx, total, "segment") as bar:
         try:
             frame, report = segment_scene(
                 scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
@@ -140,17 +140,3 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         if report.failed:
             click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
         click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
-
-
-def _progress(total: int, quiet: bool) -> Any:
-    """A tile progress bar on stderr (only on a terminal, never with -q)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="tile",
-        desc="segment",
-        file=sys.stderr,
-        leave=False,
-        disable=True if quiet else None,
-    )
