@@ -6,7 +6,9 @@ key, beside the command's own messages (which never start with ``{``):
 - ``{"event": "tiles", "what": "segment", "done": 3, "total": 12}``: a tile finished (``what``: the
   scene's name in ``geosam run``);
 - ``{"event": "scene", "name": "a", "status": "done", "objects": 41, "output": "out/a.gpkg"}``:
-  a scene of a pipeline finished (``status``: done, skipped, failed; ``message`` says why).
+  a scene of a pipeline finished (``status``: done, skipped, failed; ``message`` says why);
+- ``{"event": "written", "paths": ["out/a.gpkg", ...]}``: the files a pipeline's run leaves (its
+  merged file, or each scene's), at its end.
 
 The QGIS plugin reads them into Processing's progress bar.
 """

@@ -68,6 +68,11 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
 
     summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, offline=offline,
                       on_scene=on_scene, on_tile=on_tile)  # fmt: skip
+    merged = summary.plan.merged
+    written = [merged] if merged is not None and merged.exists() else [
+        o.job.output for o in summary.outcomes if o.status != "failed" and merged is None
+    ]  # fmt: skip
+    event(ctx, "written", paths=written)
     click.echo(summary.table())
     if summary.failed:
         first = summary.failed[0]
