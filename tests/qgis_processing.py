@@ -117,7 +117,9 @@ def run() -> dict:
     for p in registry.algorithmById(job["algorithm"]).destinationParameterDefinitions():
         if p.type() in ("vectorDestination", "rasterDestination", "sink") and p.name() in parameters:
             # as the algorithm dialog passes it: written there, then loaded into the project
-            parameters[p.name()] = QgsProcessingOutputLayerDefinition(parameters[p.name()], QgsProject.instance())
+            parameters[p.name()] = QgsProcessingOutputLayerDefinition(
+                parameters[p.name()], QgsProject.instance()
+            )
     started = time.monotonic()
     try:
         results = processing.run(job["algorithm"], parameters, context=context, feedback=feedback)
