@@ -338,7 +338,7 @@ def test_cancel_keeps_finished_tiles_and_running_again_resumes(tmp_path, qgis, m
     assert 5 <= kept < 42 and not (tmp_path / "o.gpkg").exists()
     done = processing(tmp_path, geosam, algorithm="geosam:segment", parameters=parameters)
     assert done["error"] is None, done["messages"]
-    report = json.loads((tmp_path / "work.report.json").read_text())
+    report = json.loads((tmp_path / "o.report.json").read_text())  # beside the output, as the CLI puts it
     assert report["tiles_skipped"] >= kept and report["tiles_skipped"] + report["tiles_done"] == 42
     assert done["layers"][0]["count"] > 0
 

@@ -304,9 +304,8 @@ class SegmentScene(GeosamAlgorithm):
         scene = raster_path(self, parameters, context)
         out = output_path(self, parameters, context)
         work = self.parameterAsFile(parameters, "WORK_DIR", context) or work_folder(scene)
-        report = str(Path(work).with_name(f"{Path(work).name}.report.json"))
         Path(work).parent.mkdir(parents=True, exist_ok=True)
-        args = [scene, "-o", out, "--overwrite", "--work-dir", work, "--report", report]
+        args = [scene, "-o", out, "--overwrite", "--work-dir", work]  # the run report: beside OUTPUT
         self.geosam(args, parameters, context, feedback)
         return {"OUTPUT": finish(out, "objects", parameters, context, "Objects")}
 
