@@ -6,7 +6,8 @@ JOB: {"plugins": folder holding geosam_qgis/, "describe": true} prints the provi
 their parameters; {"plugins": ..., "algorithm": "geosam:segment", "parameters": {...}, "cancel_at":
 percent (optional)} runs one through ``processing.run`` and prints its results, its progress, the
 layers Processing would load (as loaded, with the plugin's post-processing: valid, CRS, style) or its
-error. geosam is found as the plugin finds it ($GEOSAM_EXECUTABLE here).
+error; with "in_model": true, it runs as the one step of a model, as the graphical modeler makes one.
+geosam is found as the plugin finds it ($GEOSAM_EXECUTABLE here).
 """
 
 import json
@@ -20,6 +21,10 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
     QgsProcessingOutputLayerDefinition,
     QgsProcessingUtils,
     QgsProject,
@@ -109,10 +114,41 @@ def loaded(context: QgsProcessingContext, feedback: Feedback) -> list:
     return layers
 
 
+def in_model(algorithm: str, parameters: dict) -> tuple[QgsProcessingModelAlgorithm, dict]:
+    """A model of one step, as the graphical modeler makes it: the algorithm with static inputs, its
+    destinations the model's outputs (``step:NAME``); and the model's parameters."""
+    model = QgsProcessingModelAlgorithm("geosam step", "tests")
+    child = QgsProcessingModelChildAlgorithm(algorithm)
+    child.setChildId("step")
+    outputs, given = {}, {}
+    for p in registry.algorithmById(algorithm).parameterDefinitions():
+        if p.name() not in parameters:
+            continue
+        if p.isDestination():
+            output = QgsProcessingModelOutput(p.name(), p.description())
+            output.setChildId("step")
+            output.setChildOutputName(p.name())
+            outputs[p.name()] = output
+            given[f"step:{p.name()}"] = parameters[p.name()]
+        else:
+            static = QgsProcessingModelChildParameterSource.fromStaticValue(parameters[p.name()])
+            child.addParameterSources(p.name(), [static])
+    child.setModelOutputs(outputs)
+    model.addChildAlgorithm(child)
+    model.updateDestinationParameters()
+    return model, given
+
+
 def run() -> dict:
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
     feedback = Feedback(job.get("cancel_at"))
+    if job.get("in_model"):
+        model, parameters = in_model(job["algorithm"], job["parameters"])
+        job["algorithm"] = model
+        started = time.monotonic()
+        results = processing.run(model, parameters, context=context, feedback=feedback)
+        return {"results": results, "error": None, "seconds": time.monotonic() - started}
     parameters = dict(job["parameters"])
     for p in registry.algorithmById(job["algorithm"]).destinationParameterDefinitions():
         if p.type() in ("vectorDestination", "rasterDestination", "sink") and p.name() in parameters:

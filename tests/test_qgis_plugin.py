@@ -319,6 +319,18 @@ def test_evaluate_scores_and_loads_the_outcomes(tmp_path, qgis):
 
 
 @pytest.mark.qgis
+def test_evaluate_runs_as_a_step_of_a_model(tmp_path, qgis):
+    """The graphical modeler's way: the algorithm a child of a model, its destinations model outputs."""
+    pred, ref = reference_and_prediction(tmp_path)
+    done = processing(tmp_path, executable(tmp_path / "env"), algorithm="geosam:evaluate", in_model=True,
+                      parameters={"PRED": str(pred), "REF": str(ref), "REPORT": str(tmp_path / "r.json"),
+                                  "OUTCOMES": str(tmp_path / "outcomes.gpkg")})  # fmt: skip
+    assert done["error"] is None
+    assert done["results"]["step:OUTCOMES"] == f"{tmp_path / 'outcomes.gpkg'}|layername=outcomes"
+    assert json.loads((tmp_path / "r.json").read_text())["overall"]["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.qgis
 @pytest.mark.slow
 def test_cancel_keeps_finished_tiles_and_running_again_resumes(tmp_path, qgis, monkeypatch):
     from geosam.testing import make_scene
