@@ -140,7 +140,7 @@ tests() { # $@: pytest's arguments
 qgis_plugin() {
     command -v python3 >/dev/null || fail "python3 not found: install Python 3 (Debian/Ubuntu: sudo apt-get install python3)"
     run python3 qgis_plugin/build.py
-    [ -x .venv/bin/geosam ] && say "point the plugin at geosam: Processing > Options > Providers > geosam > geosam executable: $PWD/.venv/bin/geosam"
+    [ -x .venv/bin/geosam ] && say "point the plugin at geosam: Settings > Options > Processing > Providers > geosam > geosam executable: $PWD/.venv/bin/geosam"
     return 0
 }
 

@@ -5,7 +5,7 @@ Usage (QGIS's Python, e.g. Debian's python3-qgis; geosam installed in its own en
     QT_QPA_PLATFORM=offscreen python3 qgis_plugin/demo.py GEOSAM_EXECUTABLE [SCENE] [-o docs/qgis.png]
 
 The steps a user takes, as QGIS takes them: build the zip; install it (Install from ZIP unpacks it
-into the profile's python/plugins folder); start the plugin; set Processing > Options > Providers >
+into the profile's python/plugins folder); start the plugin; set Settings > Options > Processing > Providers >
 geosam > geosam executable; run Segment scene with its defaults (the sample scene shipped with
 geosam by default); load the result into the project with its style and draw the map. A fresh QGIS
 profile in a temporary folder, so nothing of the user's is touched. Prints each step's seconds.

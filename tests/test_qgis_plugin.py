@@ -72,7 +72,17 @@ def test_find_takes_the_setting_an_environment_folder_or_says_how_to_install(tmp
     assert "\n" not in message and message.startswith(
         f"geosam not found at {tmp_path / 'nowhere'}: install it"
     )
-    assert "./geosam.sh demo" in message and "Processing > Options > Providers > geosam" in message
+    assert "./geosam.sh demo" in message and "Settings > Options > Processing > Providers > geosam" in message
+
+
+def test_a_geosam_without_options_is_told_to_update(tmp_path):
+    old = fake(tmp_path, "echo \"Error: No such command 'options'.\" >&2\nexit 2\n")
+    with pytest.raises(runner.GeosamError) as failed:
+        runner.options(old)
+    assert str(failed.value) == (
+        f"{old} cannot describe its options (No such command 'options'.): this plugin needs a geosam with "
+        "`geosam options`: update it (git pull; ./geosam.sh demo)"
+    )
 
 
 def test_run_passes_progress_and_messages_and_raises_the_one_line_error(tmp_path):

@@ -214,6 +214,7 @@ class GeosamAlgorithm(QgsProcessingAlgorithm):
         progress events in ``events``)."""
         try:
             found = executable()
+            runner.options(found)  # a geosam too old for this plugin says so here
         except runner.GeosamError as exc:
             raise QgsProcessingException(str(exc)) from None
         options = getattr(self, "options", None) or {}

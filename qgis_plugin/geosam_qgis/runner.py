@@ -23,7 +23,7 @@ from typing import Any
 
 COMMANDS = ("segment", "prompt", "run", "evaluate")  # the commands the algorithms run
 INSTALL = (
-    "install it (in geosam's repository: ./geosam.sh demo) and set Processing > Options > Providers > "
+    "install it (in geosam's repository: ./geosam.sh demo) and set Settings > Options > Processing > Providers > "
     "geosam > geosam executable to its .venv/bin/geosam"
 )
 # where pip puts geosam's executable in an environment (POSIX, Windows)
