@@ -6,6 +6,7 @@
 #                             the default model, then the sample scene segmented into demo/
 #   ./geosam.sh test [ARGS]   the same with the test tools and both models the tests use, then the
 #                             checks and python -m pytest ARGS (CI runs exactly this)
+#   ./geosam.sh qgis-plugin   the QGIS plugin's zip in dist/ (Plugins > Install from ZIP); python3 only
 #
 # Every step runs only when it has something to do: the installs when pyproject.toml or the pins
 # below changed (a stamp in .venv), a model fetch when no verified copy is installed, and a second
@@ -136,8 +137,15 @@ tests() { # $@: pytest's arguments
     say "done in $(($(date +%s) - START)) s"
 }
 
+qgis_plugin() {
+    command -v python3 >/dev/null || fail "python3 not found: install Python 3 (Debian/Ubuntu: sudo apt-get install python3)"
+    run python3 qgis_plugin/build.py
+    [ -x .venv/bin/geosam ] && say "point the plugin at geosam: Settings > Options > Processing > Providers > geosam > geosam executable: $PWD/.venv/bin/geosam"
+    return 0
+}
+
 usage() {
-    printf 'usage: ./geosam.sh demo | ./geosam.sh test [PYTEST ARGS]\n' >&2
+    printf 'usage: ./geosam.sh demo | ./geosam.sh test [PYTEST ARGS] | ./geosam.sh qgis-plugin\n' >&2
     exit 2
 }
 
@@ -149,6 +157,10 @@ case ${1:-} in
     test)
         shift
         tests "$@"
+        ;;
+    qgis-plugin)
+        [ $# -eq 1 ] || usage
+        qgis_plugin
         ;;
     *) usage ;;
 esac

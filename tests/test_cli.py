@@ -173,3 +173,41 @@ def qgis_load(path: Path, layer: str) -> dict:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_progress_json_lines(tmp_path):
+    """``--progress json``: one JSON object a line on stderr per tile, for programs that run geosam."""
+    from geosam.testing import make_scene
+
+    from .test_resume import double_cli, finish
+
+    scene = make_scene(tmp_path, seed=1, width=300, height=200, max_size=40, objects=10)
+    args = [str(scene.path), "-m", str(scene.labels), "--tile-size", "128", "--overlap", "16", "-w", "0"]
+    code, err = finish(double_cli("--progress", "json", "segment", *args, "-o", str(tmp_path / "o.gpkg")))
+    assert code == 0, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [(e["event"], e["done"], e["total"]) for e in events] == [("tiles", i, 6) for i in range(1, 7)]
+    assert "objects written to" in err.splitlines()[-1]
+
+
+def test_options_json_gives_the_settings_defaults():
+    """``geosam options``: what programs that run geosam (the QGIS plugin) make their parameters from."""
+    from geosam import settings
+
+    done = geosam("options", "segment", "evaluate")
+    assert done.returncode == 0, done.stderr
+    commands = json.loads(done.stdout)["commands"]
+    segment = {p["name"]: p for p in commands["segment"]}
+    assert segment["points_per_side"] == {
+        **segment["points_per_side"],
+        "opts": ["--points-per-side"],
+        "default": settings.MODEL.points_per_side,
+        "min": 1,
+        "max": 256,
+    }
+    assert (
+        segment["model"]["opts"] == ["-m", "--model"] and segment["model"]["default"] == settings.MODEL.name
+    )
+    assert segment["tile_size"]["default"] == settings.TILING.tile_size
+    assert {p["name"]: p["default"] for p in commands["evaluate"]}["iou"] == settings.EVALUATION.iou
+    assert_one_line_error(geosam("options", "nope"), 2, "no command nope")

@@ -204,3 +204,18 @@ def test_no_network_to_the_model_sources_stops_it_with_one_clear_line(sandbox, t
     assert errors[1].startswith("geosam.sh: error: could not fetch the model") and "internet" in errors[1]
     assert not list(models.glob("mobile_sam*")), "nothing half-fetched is left"
     assert not [c for c in sandbox.calls() if c[:2] == ["geosam", "segment"]]
+
+
+def test_qgis_plugin_builds_the_zip_with_python3_alone(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "qgis_plugin", repo / "qgis_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "geosam").mkdir()
+    shutil.copy2(ROOT / "geosam" / "_version.py", repo / "geosam" / "_version.py")
+    shutil.copy2(ROOT / "geosam.sh", repo / "geosam.sh")
+    result = subprocess.run([str(repo / "geosam.sh"), "qgis-plugin"], env={"PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from geosam._version import __version__
+
+    assert (repo / "dist" / f"geosam_qgis-{__version__}.zip").is_file()
+    assert "Install from ZIP" in result.stdout

@@ -13,6 +13,7 @@ import traceback
 import click
 
 from geosam._version import __version__
+from geosam.cli import progress
 from geosam.errors import GeosamError
 
 log = logging.getLogger("geosam")
@@ -50,8 +51,15 @@ class Group(click.Group):
 @click.version_option(__version__, prog_name="geosam")
 @click.option("-v", "--verbose", count=True, help="More detail (repeat for debug output and tracebacks).")
 @click.option("-q", "--quiet", count=True, help="Less output (no progress bar).")
+@click.option(
+    "--progress",
+    type=click.Choice(progress.STYLES),
+    default="bar",
+    show_default=True,
+    help="Progress on stderr: a bar (on terminals), or one JSON object a line for programs that run geosam.",
+)
 @click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: int) -> None:
+def main(ctx: click.Context, verbose: int, quiet: int, progress: str) -> None:
     """Segment objects in GeoTIFF scenes with Segment Anything models, as georeferenced polygons."""
     level = max(logging.WARNING - 10 * verbose + 10 * quiet, logging.DEBUG)
     handler = logging.StreamHandler()
@@ -62,13 +70,13 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(floor)
         logger.propagate = False
-    ctx.obj = {"quiet": quiet > 0}
+    ctx.obj = {"quiet": quiet > 0, "progress": progress}
 
 
 def _register() -> None:
-    from geosam.cli import evaluate, info, models, prompt, run, sample, segment
+    from geosam.cli import evaluate, info, models, options_json, prompt, run, sample, segment
 
-    for module in (segment, prompt, run, info, evaluate, sample):
+    for module in (segment, prompt, run, info, evaluate, sample, options_json):
         main.add_command(module.command)
     main.add_command(models.models)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from geosam.cli.options import option
+from geosam.cli.progress import Tiles, event
 from geosam.settings import Cluster, Model
 
 
@@ -47,22 +47,20 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
     if dry_run:
         click.echo(estimate.dry_run(loaded, workers=workers, scheduler=scheduler, overwrite=overwrite))
         return
-    from tqdm import tqdm
-
-    quiet = ctx.obj["quiet"]
-    bars: dict[str, tqdm] = {}
+    tiles: dict[str, Tiles] = {}
 
     def on_tile(job, total: int) -> None:
-        if job.name not in bars:
-            bars[job.name] = tqdm(total=total, unit="tile", desc=job.name, file=sys.stderr, leave=False,
-                                  disable=True if quiet else None)  # fmt: skip
-        bars[job.name].update(1)
+        if job.name not in tiles:
+            tiles[job.name] = Tiles(ctx, total, job.name)
+        tiles[job.name].update(1)
 
     def on_scene(outcome) -> None:
-        bar = bars.pop(outcome.job.name, None)
+        bar = tiles.pop(outcome.job.name, None)
         if bar is not None:
             bar.close()
-        if not quiet:
+        event(ctx, "scene", name=outcome.job.name, status=outcome.status, objects=outcome.objects,
+              output=outcome.job.output, message=outcome.message)  # fmt: skip
+        if not ctx.obj["quiet"]:
             what = {"skipped": "finished earlier, skipped", "failed": f"failed: {outcome.message}"}.get(
                 outcome.status, f"{outcome.objects} objects in {estimate.duration(outcome.seconds)}"
             )
@@ -70,6 +68,11 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
 
     summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, offline=offline,
                       on_scene=on_scene, on_tile=on_tile)  # fmt: skip
+    merged = summary.plan.merged
+    written = [merged] if merged is not None and merged.exists() else [
+        o.job.output for o in summary.outcomes if o.status != "failed" and merged is None
+    ]  # fmt: skip
+    event(ctx, "written", paths=written)
     click.echo(summary.table())
     if summary.failed:
         first = summary.failed[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from geosam.cli.options import (
     scene_argument,
     tiling_options,
 )
+from geosam.cli.progress import Tiles
 from geosam.settings import Execution
 
 
@@ -110,7 +110,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
     # held until the output is written: a second run on this output or work folder is refused
     with output_lock(output), WorkDir(work_dir, "").lock():
-        with _progress(total, ctx.obj["quiet"]) as bar:
+        with Tiles(ctx, total, "segment") as bar:
             try:
                 frame, report = segment_scene(
                     scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
@@ -189,17 +189,3 @@ def _class_model_file(output: Path, options: dict[str, Any]) -> str | None:
 def class_model_path(output: Path) -> Path:
     """Where a run with --examples keeps its class model: OUT.classes.json."""
     return output.with_name(f"{output.stem}.classes.json")
-
-
-def _progress(total: int, quiet: bool) -> Any:
-    """A tile progress bar on stderr (only on a terminal, never with -q)."""
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="tile",
-        desc="segment",
-        file=sys.stderr,
-        leave=False,
-        disable=True if quiet else None,
-    )
