@@ -30,7 +30,8 @@ sys.path.insert(0, str(PLUGINS))
 from geosam_qgis import runner  # noqa: E402 - the plugin's folder is not a package of the repository
 
 QGIS_PYTHON = "/usr/bin/python3"
-ALGORITHMS = {"geosam:segment": "segment", "geosam:prompt": "prompt", "geosam:run": "run", "geosam:evaluate": "evaluate"}  # fmt: skip
+ALGORITHMS = {"geosam:segment": "segment", "geosam:classes": "segment", "geosam:prompt": "prompt", "geosam:run": "run",
+              "geosam:evaluate": "evaluate"}  # fmt: skip
 
 
 def executable(folder: Path, double: bool = False) -> Path:
@@ -281,6 +282,25 @@ def test_segment_at_prompts_in_another_crs(tmp_path, data, model_installed, qgis
     [layer] = done["layers"]
     assert_styled_objects(layer, "EPSG:32750")
     assert layer["count"] == 2
+
+
+@pytest.mark.qgis
+@pytest.mark.slow
+def test_classes_from_examples_keeps_the_class_and_writes_its_model(tmp_path, data, model_installed, qgis):
+    """Four hand-drawn buildings of pan1.tif (in EPSG:4326, a layer of a GeoPackage) are the examples."""
+    labels = gpd.read_file(ROOT / "benchmarks" / "labels" / "pan1_buildings.gpkg", layer="labels")
+    labels.iloc[:4][["class", "geometry"]].to_crs(4326).to_file(tmp_path / "ex.gpkg", layer="examples")
+    done = processing(tmp_path, executable(tmp_path / "env"), algorithm="geosam:classes", parameters={
+        "INPUT": str(data / "pan1.tif"), "EXAMPLES": f"{tmp_path / 'ex.gpkg'}|layername=examples",
+        "KEEP": "building", "OUTPUT": str(tmp_path / "b.gpkg"), "WORK_DIR": str(tmp_path / "work"),
+    })  # fmt: skip
+    assert done["error"] is None, done["messages"]
+    assert "--examples" in done["messages"][0] and "--keep building" in done["messages"][0]
+    assert done["results"]["CLASS_MODEL"] == str(tmp_path / "b.classes.json")
+    assert json.loads((tmp_path / "b.classes.json").read_text())["classes"][0] == "building"
+    [layer] = done["layers"]
+    assert layer == {**layer, "valid": True, "crs": "EPSG:32631"} and layer["count"] > 0
+    assert set(gpd.read_file(tmp_path / "b.gpkg", layer="objects")["class"]) == {"building"}
 
 
 @pytest.mark.qgis

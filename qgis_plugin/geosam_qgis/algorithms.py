@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -169,13 +170,14 @@ class GeosamAlgorithm(QgsProcessingAlgorithm):
     """One geosam command: fixed parameters of the subclass, then one per option of the command."""
 
     command = ""
+    key = ""  # the algorithm's name where it is not the command's
     label = ""
     help_text = ""
     leave_out: tuple[str, ...] = ()  # options the algorithm sets itself
     main: tuple[str, ...] = ()  # options shown first; the others are advanced
 
     def name(self):
-        return self.command
+        return self.key or self.command
 
     def displayName(self):
         return self.label
@@ -254,6 +256,18 @@ def output_path(algorithm: QgsProcessingAlgorithm, parameters, context) -> str:
     return path
 
 
+def vector_file(algorithm: QgsProcessingAlgorithm, name: str, parameters, context, feedback) -> str:
+    """A file whose first layer is the vector parameter ``name``'s layer (geosam reads that one)."""
+    path, layer = algorithm.parameterAsCompatibleSourceLayerPathAndLayerName(
+        parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
+    )
+    if not layer:
+        return path
+    return algorithm.parameterAsCompatibleSourceLayerPath(
+        parameters, name, context, ["shp"], "gpkg", feedback
+    )
+
+
 def layer_uri(path: str, layer: str) -> str:
     """``path|layername=layer`` for a GeoPackage (its other table is QGIS's styles), else the path."""
     return f"{path}|layername={layer}" if path.lower().endswith(".gpkg") else path
@@ -286,7 +300,8 @@ class SegmentScene(GeosamAlgorithm):
     leave_out = ("scene", "output", "overwrite", "preview", "preview_size", "labels", "work_dir",
                  "keep_work", "report_path")  # fmt: skip
     main = ("model", "points_per_side", "pred_iou_thresh", "stability_thresh", "tile_size", "overlap",
-            "min_area", "simplify", "keep_background", "bands", "nodata", "resolution", "workers", "device")  # fmt: skip
+            "min_area", "simplify", "outline", "keep_background", "bands", "nodata", "resolution", "workers",
+            "device")  # fmt: skip
 
     def fixed_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Scene"))
@@ -307,8 +322,52 @@ class SegmentScene(GeosamAlgorithm):
         work = self.parameterAsFile(parameters, "WORK_DIR", context) or work_folder(scene)
         Path(work).parent.mkdir(parents=True, exist_ok=True)
         args = [scene, "-o", out, "--overwrite", "--work-dir", work]  # the run report: beside OUTPUT
-        self.geosam(args, parameters, context, feedback)
+        self.geosam(args + self.own_arguments(parameters, context, feedback), parameters, context, feedback)
         return {"OUTPUT": finish(out, "objects", parameters, context, "Objects")}
+
+    def own_arguments(self, parameters, context, feedback) -> list[str]:
+        """The command line options of the subclass's own parameters."""
+        return []
+
+
+class ClassesFromExamples(SegmentScene):
+    command = "segment"
+    key = "classes"
+    label = "Classes from examples"
+    help_text = (
+        "Every object of a raster scene with its class, learnt from a few examples (geosam segment "
+        "--examples): points on objects or polygons around them, in any CRS, with a class field; a class "
+        "'background' marks what is none of them. Find-them-all also prompts where the scene looks like "
+        "the examples. The class model is written beside the output (OUT.classes.json) for other scenes "
+        "(Segment scene's Class model parameter)."
+    )
+    leave_out = (*SegmentScene.leave_out, "examples", "class_field", "class_model")
+    main = ("keep", "find_all", "outline", *SegmentScene.main)
+
+    def fixed_parameters(self) -> None:
+        super().fixed_parameters()
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                "EXAMPLES", "Examples (points, polygons)",
+                [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+            )
+        )  # fmt: skip
+        field = QgsProcessingParameterField(
+            "CLASS_FIELD", "Class field", parentLayerParameterName="EXAMPLES", optional=True
+        )
+        field.setHelp(described(self.command).get("class_field", {}).get("help") or "")
+        self.addParameter(field)
+        self.addOutput(QgsProcessingOutputFile("CLASS_MODEL", "Class model"))
+
+    def own_arguments(self, parameters, context, feedback) -> list[str]:
+        examples = vector_file(self, "EXAMPLES", parameters, context, feedback)
+        field = self.parameterAsString(parameters, "CLASS_FIELD", context)
+        return ["--examples", examples, *(["--class-field", field] if field else [])]
+
+    def processAlgorithm(self, parameters, context, feedback):
+        done = super().processAlgorithm(parameters, context, feedback)
+        out = Path(done["OUTPUT"].split("|")[0])
+        return {**done, "CLASS_MODEL": str(out.with_name(f"{out.stem}.classes.json"))}
 
 
 class SegmentAtPrompts(GeosamAlgorithm):
@@ -423,15 +482,8 @@ class Evaluate(GeosamAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(score.upper(), title(score)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        def source(name: str) -> str:  # a file whose first layer is the layer (geosam reads that one)
-            path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-                parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
-            )
-            if not layer:
-                return path
-            return self.parameterAsCompatibleSourceLayerPath(
-                parameters, name, context, ["shp"], "gpkg", feedback
-            )
+        def source(name: str) -> str:
+            return vector_file(self, name, parameters, context, feedback)
 
         pred, ref = source("PRED"), source("REF")
         report = self.parameterAsFileOutput(parameters, "REPORT", context)
@@ -452,7 +504,4 @@ class Evaluate(GeosamAlgorithm):
         }
 
 
-# Classes from examples (`geosam segment --examples FILE`, in the making on another branch): its
-# algorithm goes here, a GeosamAlgorithm with command "segment" and an EXAMPLES vector layer among
-# its fixed parameters, and in ALGORITHMS below.
-ALGORITHMS = (SegmentScene, SegmentAtPrompts, RunPipeline, Evaluate)
+ALGORITHMS = (SegmentScene, ClassesFromExamples, SegmentAtPrompts, RunPipeline, Evaluate)
