@@ -104,7 +104,7 @@ def check_kind(kind: str) -> str:
 
 
 def outline(
-    geometries: np.ndarray, kind: str | Sequence[str] = "pixel", *, simplify: float = 0.0,
+    geometries: np.ndarray, kind: str | Sequence[str] | np.ndarray = "pixel", *, simplify: float = 0.0,
     fill_holes: float = 0.0, flat: bool = False,
 ) -> Outlines:  # fmt: skip
     """The outlines of ``kind`` (one for all, or one per object) of pixel outlines in scene pixels.
@@ -151,17 +151,38 @@ def outline(
     return Outlines(final, raw, kinds.astype(str), iou(final, raw), vertex_count(raw), vertex_count(final))
 
 
+def by_class(pairs: Sequence[str] | None) -> dict[str, str]:
+    """``CLASS=KIND`` pairs (``--class-outlines``) as a mapping; a ``ValueError`` for a bad pair or kind."""
+    mapping: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, kind = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{pair!r} is not CLASS=KIND, e.g. building=orthogonal")
+        mapping[name.strip()] = check_kind(kind.strip())
+    return mapping
+
+
+def kinds_of(classes: np.ndarray, default: str, mapping: dict[str, str]) -> str | np.ndarray:
+    """Each object's outline kind: its class's in ``mapping``, else ``default`` (one for all without one)."""
+    if not mapping:
+        return default
+    kinds = np.full(len(classes), default, dtype=object)
+    for name, kind in mapping.items():
+        kinds[classes == name] = kind
+    return kinds
+
+
 def apply(
     pixels: np.ndarray, transform: Affine, pixel_area: float | None,
-    options: settings.Outlines = settings.OUTLINES, simplify: float = 0.0,
+    options: settings.Outlines = settings.OUTLINES, simplify: float = 0.0, kinds: str | np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
     """The outlines of ``options`` of pixel outlines (scene pixels), in the scene's CRS through ``transform``,
     and the output's columns that measure them: ``outline`` (the kind applied), ``outline_iou`` (IoU with the
     pixel outline), ``vertices_raw``, ``vertices`` and, with ``keep_raw``, the pixel outlines in the CRS
     (``RAW_GEOMETRY``, written as a layer of their own). ``pixel_area`` (m², None without a CRS: 1) turns
-    ``fill_holes`` into pixels²."""
+    ``fill_holes`` into pixels². ``kinds``: one kind per object instead of ``options.outline``."""
     result = outline(
-        pixels, options.outline, simplify=simplify, fill_holes=options.fill_holes / (pixel_area or 1.0),
+        pixels, options.outline if kinds is None else kinds, simplify=simplify, fill_holes=options.fill_holes / (pixel_area or 1.0),
         flat=options.flat,
     )  # fmt: skip
     columns = {

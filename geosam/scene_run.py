@@ -215,6 +215,7 @@ def segment_scene(
     class_model: ClassModel | str | Path | None = CLASSES.class_model,
     keep: tuple[str, ...] | None = CLASSES.keep,
     find_all: bool = CLASSES.find_all,
+    class_outlines: tuple[str, ...] | None = CLASSES.class_outlines,
     outline: str = OUTLINES.outline,
     fill_holes: float = OUTLINES.fill_holes,
     flat: bool = OUTLINES.flat,
@@ -245,7 +246,8 @@ def segment_scene(
     is learnt on this scene first (``geosam.examples``; in ``frame.attrs["class_model"]``), or
     ``class_model`` (a ``ClassModel`` or its file) is used: every object gets ``class``,
     ``class_score`` and ``source``; ``keep`` leaves only those classes; ``find_all`` also prompts
-    where tiles look like a class's examples. Tiles run as Dask tasks on
+    where tiles look like a class's examples; ``class_outlines`` (``CLASS=KIND`` pairs) gives a class's
+    objects their own kind of outline. Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
     using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.
@@ -280,6 +282,7 @@ def segment_scene(
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
     classes = _classes(scene, grid, source, examples, class_field, class_model)
+    outlined = _class_outlines(classes, keep, class_outlines)
     source = _finding(source, classes, find_all)
     key = run_key(scene, grid, source)
     report = _report(scene, grid, source, parameters, key, work_dir)
@@ -322,7 +325,7 @@ def segment_scene(
     if report.failed and not allow_partial:
         raise _failure(report, run, work, len(grid), retries)
     shape = settings.Outlines(typing.cast(settings.OutlineKind, outline), fill_holes, flat, keep_raw)
-    frame = to_frame(scene, objects, min_area, simplify, classes, keep, shape)
+    frame = to_frame(scene, objects, min_area, simplify, classes, keep, shape, outlined)
     _count_classes(report, frame, classes)
     report.outlines_s = round(frame.attrs.pop("outlines_s"), 3)
     report.objects = len(frame)
@@ -352,6 +355,26 @@ def _classes(
     identity = model_identity(source)
     classes.check_encoder(encoder(identity["name"], identity["checksum"]))
     return classes
+
+
+def _class_outlines(
+    classes: ClassModel | None, keep: tuple[str, ...] | None, class_outlines: tuple[str, ...] | None
+) -> dict[str, str]:
+    """``class_outlines`` as a mapping, checked with ``keep`` against the class model before any tile."""
+    try:
+        mapping = outlines.by_class(class_outlines)
+    except ValueError as exc:
+        raise InputError(f"--class-outlines: {exc}") from None
+    if not (keep or mapping):
+        return mapping
+    if classes is None:
+        raise InputError("--keep and --class-outlines need classes: give --examples or --class-model")
+    known = ", ".join(classes.classes)
+    for option, names in (("--keep", keep or ()), ("--class-outlines", mapping)):
+        unknown = sorted(set(names) - set(classes.classes))
+        if unknown:
+            raise InputError(f"{option} {','.join(unknown)}: not a class of the class model ({known})")
+    return mapping
 
 
 def _count_classes(report: RunReport, frame: gpd.GeoDataFrame, classes: ClassModel | None) -> None:
@@ -468,23 +491,20 @@ def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int,
 def to_frame(
     scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0,
     classes: ClassModel | None = None, keep: tuple[str, ...] | None = None, shape: settings.Outlines = OUTLINES,
+    class_outlines: dict[str, str] | None = None,
 ) -> gpd.GeoDataFrame:  # fmt: skip
     """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first, their
-    outlines of the kind ``shape`` says (``geosam.outlines``), with its measures; the seconds the outlines
-    took in ``attrs["outlines_s"]``. With ``classes``, each object's ``class``, ``class_score`` and
-    ``source``, only ``keep``'s classes."""
+    outlines of the kind ``shape`` says (``geosam.outlines``; a class's own in ``class_outlines``), with
+    its measures; the seconds the outlines took in ``attrs["outlines_s"]``. With ``classes``, each
+    object's ``class``, ``class_score`` and ``source``, only ``keep``'s classes."""
     import geopandas as gpd  # here: workers import this module's neighbours and never need it
 
     objects = list(objects)
-    if classes is not None and keep:
-        unknown = sorted(set(keep) - set(classes.classes))
-        if unknown:
-            raise InputError(
-                f"--keep {','.join(unknown)}: not a class of the class model ({', '.join(classes.classes)})"
-            )
+    classified = _class_columns(objects, classes)
     pixel = np.array([o.geometry for o in objects], dtype=object)
     started = time.monotonic()
-    geometry, measures = outlines.apply(pixel, scene.transform, pixel_area_m2(scene), shape, simplify)
+    kinds = outlines.kinds_of(classified.get("class", np.array([])), shape.outline, class_outlines or {})
+    geometry, measures = outlines.apply(pixel, scene.transform, pixel_area_m2(scene), shape, simplify, kinds)
     seconds = time.monotonic() - started
     area = (
         area_m2(geometry, scene.crs)
@@ -497,7 +517,7 @@ def to_frame(
             "stability": np.array([o.stability for o in objects], np.float64),
             "area_m2": area,
             "tiles": np.array([o.tiles for o in objects], np.int32),
-            **_class_columns(objects, classes),
+            **classified,
             **measures,
         },
         geometry=geometry,

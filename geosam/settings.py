@@ -170,6 +170,10 @@ class Classes:
     find_all: bool = setting(
         True, "With classes: also prompt where a tile looks like a class's examples (find-them-all).",
     )  # fmt: skip
+    class_outlines: tuple[str, ...] | None = setting(
+        None, "Outline per class, CLASS=KIND pairs, e.g. building=orthogonal,tank=circle,field=smooth "
+        "(kinds as --outline; other classes get --outline).", min_length=1,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -240,3 +240,47 @@ def test_pipeline_files_take_an_outlines_section(tmp_path):
     assert len(pyogrio.read_dataframe(written, layer="objects_raw")) == len(frame)
     with pytest.raises(PipelineError, match=r"outlines\.outline: .*squares.* is not one of pixel"):
         batch_config.parse({"inputs": ["a.tif"], "output": {"path": "o"}, "outlines": {"outline": "squares"}})
+
+
+def test_class_outlines_give_each_class_its_kind(tmp_path):
+    from geosam.classes import ClassModel
+    from geosam.georef import open_scene
+    from geosam.scene_run import to_frame
+    from geosam.stitch import StitchedObject
+
+    assert outlines.by_class(["building=orthogonal", " tank = circle"]) == {
+        "building": "orthogonal",
+        "tank": "circle",
+    }
+    with pytest.raises(ValueError, match="'tank' is not CLASS=KIND"):
+        outlines.by_class(["tank"])
+    with pytest.raises(ValueError, match="unknown outline 'square'"):
+        outlines.by_class(["tank=square"])
+    model = ClassModel(("building", "tank", "background"), np.array([[5.0, 0], [0, 5.0], [0, 0]]), np.zeros(3),
+                       np.eye(2), np.zeros(2), "test", {"building": 3, "tank": 3})  # fmt: skip
+    raw, _ = pixels(rotated_rectangle(), shapely.Point(40, 40).buffer(15))
+    objects = [
+        StitchedObject(g, 0.9, 0.9, 1, np.array(d, np.float32)) for g, d in zip(raw, np.eye(2), strict=True)
+    ]
+    scene = open_scene(make_scene(tmp_path, seed=1, objects=2).path)
+    frame = to_frame(scene, objects, classes=model, class_outlines={"building": "orthogonal"})
+    assert dict(zip(frame["class"], frame["outline"], strict=True)) == {
+        "building": "orthogonal",
+        "tank": "pixel",
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--class-outlines", "building=square"], "unknown outline 'square'"),
+        (["--class-outlines", "building=circle"], "--keep and --class-outlines need classes"),
+        (["--keep", "building"], "--keep and --class-outlines need classes"),
+    ],
+)
+def test_class_outlines_and_keep_without_classes_are_one_line(tmp_path, arguments, message):
+    scene = make_scene(tmp_path, seed=2, objects=3)
+    out = tmp_path / "o.gpkg"
+    result = CliRunner().invoke(main, ["segment", str(scene.path), "-o", str(out), "-w", "0", *arguments])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()

@@ -79,6 +79,19 @@ def _names(ctx: click.Context, param: click.Parameter, value: str | tuple | None
     return names
 
 
+def _class_outlines(
+    ctx: click.Context, param: click.Parameter, value: str | tuple | None
+) -> tuple[str, ...] | None:
+    from geosam.outlines import by_class
+
+    pairs = _names(ctx, param, value)
+    try:
+        by_class(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return pairs
+
+
 # where the command line reads a setting differently from its type: a path that must exist, a list as text
 _SPECIAL: dict[str, dict[str, Any]] = {
     "Read.bands": {"callback": _bands, "type": str, "metavar": "BANDS"},
@@ -102,6 +115,7 @@ _SPECIAL: dict[str, dict[str, Any]] = {
     "Classes.class_model": {"type": click.Path(exists=True, dir_okay=False), "metavar": "FILE"},
     "Classes.class_field": {"metavar": "FIELD"},
     "Classes.keep": {"callback": _names, "type": str, "metavar": "CLASS,..."},
+    "Classes.class_outlines": {"callback": _class_outlines, "type": str, "metavar": "CLASS=KIND,..."},
 }
 
 
