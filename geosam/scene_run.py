@@ -250,7 +250,8 @@ def segment_scene(
     objects their own kind of outline. Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
     ``workers`` is not given) or on a local cluster of ``workers`` processes (default: one on the CPU,
-    using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask.
+    using every core; one per core for a GPU); ``workers=0`` runs them in this process, without Dask, as
+    does the default for a scene of up to ``settings.IN_PROCESS_TILES`` tiles.
 
     With ``work_dir``, each finished tile is kept there and a run with the same scene, model and
     settings segments only the tiles not kept yet (see ``geosam.resume``). A failing tile is tried
@@ -281,6 +282,8 @@ def segment_scene(
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    if workers is None and not scheduler and len(grid) <= settings.IN_PROCESS_TILES:
+        workers = 0  # a cluster would cost more than it gives
     classes = _classes(scene, grid, source, examples, class_field, class_model)
     outlined = _class_outlines(classes, keep, class_outlines)
     source = _finding(source, classes, find_all)

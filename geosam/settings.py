@@ -197,13 +197,19 @@ class Outlines:
     )
 
 
+# a scene of at most this many tiles runs in this process when no workers or scheduler are asked for:
+# starting a cluster costs more than it gives (10-15 s of a one-tile command, benchmarks/startup.py)
+IN_PROCESS_TILES = 4
+
+
 @dataclass(frozen=True)
 class Cluster:
     """The Dask cluster that tiles run on."""
 
     workers: int | None = setting(
-        None, "Local Dask worker processes [default: 1 on the CPU, one per core with a GPU]; 0 runs tiles in "
-        "this process, without Dask.", ge=0, cli=("-w", "--workers"),
+        None, "Local Dask worker processes [default: 1 on the CPU, one per core with a GPU; segment runs a "
+        f"scene of up to {IN_PROCESS_TILES} tiles in this process]; 0 runs tiles in this process, without Dask.",
+        ge=0, cli=("-w", "--workers"),
     )  # fmt: skip
     scheduler: str | None = setting(
         None, "Run on an existing Dask cluster: scheduler address (tcp://host:8786) or scheduler file (.json) "

@@ -1,0 +1,82 @@
+"""What a small run pays around the model: `geosam segment` on scenes of 1, 4 and 25 tiles, its default
+(a scene of up to settings.IN_PROCESS_TILES tiles in this process) against a local Dask cluster (-w 1).
+
+    python benchmarks/startup.py                       # 1, 4 and 25 tiles of 512 px, 16 points a side
+    python benchmarks/startup.py --tiles 1 --json startup.json
+
+The scenes are windows of the NAIP 2020 scene (../shared/data) sized to the tile count. Per scene and
+mode: the whole command's seconds (a fresh process: imports, model load, cluster, writing), the run
+report's model seconds (the tiles' time in the model) and the difference, the fixed cost a user feels.
+Not part of the test run; times only compare within one run (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import rasterio
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+SCENE = "m_4709963_se_14_1_20200831.tif"
+TILE, OVERLAP = 512, 64
+MODES = {"default": [], "cluster": ["-w", "1"]}
+
+
+def crop(tiles: int, folder: Path) -> Path:
+    """A window of the scene that ``TileGrid`` cuts into ``tiles`` tiles (a square count: 1, 4, 25...)."""
+    side = round(tiles**0.5)
+    size = side * (TILE - OVERLAP) + OVERLAP
+    out = folder / f"scene{tiles}.tif"
+    with rasterio.open(DATA / SCENE) as src:
+        window = Window(0, 0, size, size)
+        profile = {**src.profile, "width": size, "height": size, "transform": src.window_transform(window)}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return out
+
+
+def run(scene: Path, mode: list[str], points: int) -> dict:
+    out = scene.with_name(f"{scene.stem}-{len(mode)}.gpkg")
+    command = [sys.executable, "-m", "geosam", "-q", "segment", str(scene), "-o", str(out), "--overwrite",
+               "--tile-size", str(TILE), "--overlap", str(OVERLAP), "--points-per-side", str(points), *mode]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    report = json.loads(out.with_name(f"{out.stem}.report.json").read_text())
+    return {"command_s": seconds, "model_s": report["model_s"], "tiles": report["tiles_done"],
+            "workers": report["workers"], "objects": report["objects"]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4, 25])
+    parser.add_argument("--points-per-side", type=int, default=16)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = []
+    print(f"{'tiles':>5} {'mode':>8} {'command s':>10} {'model s':>8} {'around s':>9} {'objects':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for tiles in args.tiles:
+            scene = crop(tiles, Path(tmp))
+            for name, mode in MODES.items():
+                row = {"mode": name, **run(scene, mode, args.points_per_side)}
+                row["around_s"] = row["command_s"] - row["model_s"]
+                rows.append(row)
+                print(f"{row['tiles']:>5} {name:>8} {row['command_s']:>10.1f} {row['model_s']:>8.1f} "
+                      f"{row['around_s']:>9.1f} {row['objects']:>8}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"points_per_side": args.points_per_side, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
