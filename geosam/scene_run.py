@@ -263,6 +263,7 @@ def segment_scene(
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
     classes = _classes(scene, grid, source, examples, class_field, class_model)
+    _check_keep(classes, keep)  # before any tile runs: a run whose output would fail leaves nothing
     source = _finding(source, classes, find_all)
     key = run_key(scene, grid, source)
     report = _report(scene, grid, source, parameters, key, work_dir)
@@ -447,12 +448,7 @@ def to_frame(
     import geopandas as gpd  # here: workers import this module's neighbours and never need it
 
     objects = list(objects)
-    if classes is not None and keep:
-        unknown = sorted(set(keep) - set(classes.classes))
-        if unknown:
-            raise InputError(
-                f"--keep {','.join(unknown)}: not a class of the class model ({', '.join(classes.classes)})"
-            )
+    _check_keep(classes, keep)
     pixel = tidy(np.array([o.geometry for o in objects], dtype=object), simplify)
     geometry = to_map(pixel, scene.transform)
     area = (
@@ -481,6 +477,19 @@ def to_frame(
     frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
     return frame
+
+
+def _check_keep(classes: ClassModel | None, keep: tuple[str, ...] | None) -> None:
+    """``InputError`` unless every class in ``keep`` is one of the class model's."""
+    if not keep:
+        return
+    if classes is None:
+        raise InputError(f"--keep {','.join(keep)}: classes come from --examples or --class-model: give one")
+    unknown = sorted(set(keep) - set(classes.classes))
+    if unknown:
+        raise InputError(
+            f"--keep {','.join(unknown)}: not a class of the class model ({', '.join(classes.classes)})"
+        )
 
 
 def _class_columns(objects: list[StitchedObject], classes: ClassModel | None) -> dict[str, np.ndarray]:
