@@ -198,3 +198,71 @@ def test_bad_examples_and_class_models_fail_in_one_line(bad_files, tmp_path, cas
     assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
     assert message in lines[0] and "Traceback" not in done.stderr
     assert set(tmp_path.rglob("*")) == before, "no output, class model, report or work folder left"
+
+
+def test_point_examples_in_python_give_the_class_model_in_attrs(learnt):
+    """A click on each building (GeoDataFrame of points, in another CRS) is enough; the class model is
+    the frame's."""
+    import geosam
+    from geosam.models import AutomaticParams, ModelSpec
+
+    labels = gpd.read_file(LABELS, layer="labels")
+    picked = labels[labels["label_id"].isin(EXAMPLES)]
+    clicks = gpd.GeoDataFrame(
+        {"kind": ["house"] * len(picked)},
+        geometry=picked.geometry.representative_point().values,
+        crs=labels.crs,
+    ).to_crs("EPSG:4326")
+    model = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=6))
+    frame = geosam.segment(learnt.scene, model=model, examples=clicks, class_field="kind", workers=0)
+    classes = frame.attrs["class_model"]
+    assert isinstance(classes, ClassModel) and classes.classes == ("house", BACKGROUND)
+    assert classes.examples["house"] == len(EXAMPLES)
+    assert set(frame["class"]) <= {"house", BACKGROUND} and "house" in set(frame["class"])
+    assert frame.attrs["report"]["classes"] == frame["class"].value_counts().to_dict()
+
+
+def test_a_pipeline_file_applies_its_class_model_to_every_scene(learnt, tmp_path, data):
+    """The classes section, its class model relative to the file, over two scenes."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "buildings.classes.json").write_bytes(learnt.model.read_bytes())
+    crop(data / "pan3.tif", tmp_path / "pan3_crop.tif")
+    (tmp_path / "job.yaml").write_text(
+        f"version: 1\ninputs: [{learnt.scene}, pan3_crop.tif]\n"
+        "model: {points_per_side: 6}\n"
+        "classes: {class_model: models/buildings.classes.json, keep: [building], find_all: true}\n"
+        "output: {mode: per_scene, path: out}\ncluster: {workers: 0}\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default")
+    done = subprocess.run(
+        [sys.executable, "-m", "geosam", "run", "job.yaml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    buildings = objects(tmp_path / "out" / "pan1_crop.gpkg")
+    assert len(buildings) > 0 and set(buildings["class"]) == {"building"}
+    assert set(objects(tmp_path / "out" / "pan3_crop.gpkg")["class"]) <= {"building"}
+    # the same class model and settings as the --keep run on the command line: the same buildings
+    all_ = objects(learnt.out)
+    assert len(buildings) == (all_["class"] == "building").sum()
+
+
+def test_examples_are_read_in_the_scene_crs_and_checked(learnt):
+    from geosam.errors import InputError
+    from geosam.examples import read_examples
+    from geosam.georef import open_scene
+
+    scene = open_scene(learnt.scene)
+    examples = gpd.read_file(learnt.folder / "buildings.gpkg")
+    read = read_examples(examples.to_crs("EPSG:4326"), scene, "class")
+    assert list(read["class"]) == ["building"] * len(EXAMPLES)
+    assert read.crs is None and shapely.box(0, 0, scene.width, scene.height).contains(read.union_all())
+    bad = {
+        "lines": (examples.assign(geometry=examples.boundary), "LineString geometries; give points or polygons"),
+        "no class": (examples.assign(**{"class": [None, "building", "building"]}), "1 examples without a class"),
+        "no CRS": (examples.set_crs(None, allow_override=True), "must both have a CRS, or neither"),
+    }  # fmt: skip
+    for name, (frame, message) in bad.items():
+        with pytest.raises(InputError, match=message) as caught:
+            read_examples(frame, scene, "class")
+        assert "\n" not in str(caught.value), name
