@@ -368,14 +368,14 @@ def _class_outlines(
         mapping = outlines.by_class(class_outlines)
     except ValueError as exc:
         raise InputError(f"--class-outlines: {exc}") from None
-    if not (keep or mapping):
-        return mapping
-    if classes is None:
-        raise InputError("--keep and --class-outlines need classes: give --examples or --class-model")
-    known = ", ".join(classes.classes)
     for option, names in (("--keep", keep or ()), ("--class-outlines", mapping)):
-        unknown = sorted(set(names) - set(classes.classes))
-        if unknown:
+        if names and classes is None:
+            raise InputError(
+                f"{option} {','.join(names)}: classes come from --examples or --class-model: give one"
+            )
+        unknown = sorted(set(names) - set(classes.classes if classes else ()))
+        if unknown and classes is not None:
+            known = ", ".join(classes.classes)
             raise InputError(f"{option} {','.join(unknown)}: not a class of the class model ({known})")
     return mapping
 

@@ -274,8 +274,8 @@ def test_class_outlines_give_each_class_its_kind(tmp_path):
     ("arguments", "message"),
     [
         (["--class-outlines", "building=square"], "unknown outline 'square'"),
-        (["--class-outlines", "building=circle"], "--keep and --class-outlines need classes"),
-        (["--keep", "building"], "--keep and --class-outlines need classes"),
+        (["--class-outlines", "building=circle"], "classes come from --examples or --class-model"),
+        (["--keep", "building"], "--keep building: classes come from --examples"),
     ],
 )
 def test_class_outlines_and_keep_without_classes_are_one_line(tmp_path, arguments, message):

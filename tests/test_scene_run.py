@@ -41,7 +41,7 @@ def test_no_objects_says_which_stage_let_none_through(tmp_path, funnel, why):
     assert len(frame) == 0 and report.masks == {
         k: 4 * v
         for k, v in zip(
-            ["tiles", "prompts", "masks", "confident", "stable", "distinct", "objects"],
+            ["tiles", "prompts", "masks", "confident", "stable", "distinct", "objects", "proposals"],
             vars(funnel).values(),
             strict=True,
         )

@@ -1,0 +1,194 @@
+"""Class models (geosam.classes) and find-them-all's proposals (geosam.models.features): the file written
+and read back exactly, every bad file refused in one line, proposals only at the peaks a class model asks
+for. Learning them from examples on real scenes is in test_examples.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from geosam.classes import BACKGROUND, FORMAT, VERSION, ClassModel, fit
+from geosam.errors import InputError
+from geosam.models.base import Embedding, Find
+from geosam.models.features import proposals, similarity
+
+C = 8  # descriptor length of the synthetic models (SAM's is 256)
+
+
+def three_classes(seed: int = 0) -> ClassModel:
+    """A class model of two classes and the background, fitted on seeded clusters of unit descriptors."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(C)[:3]
+    descriptors = np.concatenate([centres[k] + rng.normal(0, 0.2, (10, C)) for k in range(3)])
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    labels = np.repeat(np.array(["building", "tank", BACKGROUND], object), 10)
+    return fit(descriptors, labels, "mobile_sam sha256:0123456789abcdef", {"building": 0.61, "tank": 0.7})
+
+
+def test_fit_learns_the_classes_it_was_given():
+    model = three_classes()
+    assert model.classes == ("building", "tank", BACKGROUND)  # the background last
+    assert model.found == ("building", "tank")
+    assert model.examples == {"building": 10, "tank": 10, BACKGROUND: 10}
+    assert model.weights.shape == (3, C) and model.prototypes.shape == (2, C)
+    assert np.allclose(np.linalg.norm(model.prototypes, axis=1), 1)
+    names, scores = model.predict(np.eye(C)[:3])
+    assert list(names) == ["building", "tank", BACKGROUND]
+    assert (scores > 1 / 3).all() and np.allclose(model.probabilities(np.eye(C)).sum(1), 1)
+    assert model.thresholds.tolist() == [0.61, 0.7]
+
+
+def test_class_model_file_round_trips_exactly(tmp_path):
+    model = three_classes()
+    path = model.save(tmp_path / "m.classes.json")
+    data = json.loads(path.read_text())
+    assert (data["format"], data["version"]) == (FORMAT, VERSION)
+    back = ClassModel.load(path)
+    assert back.classes == model.classes and back.encoder == model.encoder
+    assert back.examples == model.examples
+    for name in ("weights", "bias", "prototypes", "thresholds"):
+        ours, theirs = getattr(model, name), getattr(back, name)
+        assert theirs.dtype == ours.dtype and np.array_equal(theirs, ours), name
+    probe = np.random.default_rng(1).normal(size=(20, C))
+    assert np.array_equal(back.probabilities(probe), model.probabilities(probe))
+    assert back.find(5) == model.find(5)
+
+
+def test_two_class_model_round_trips(tmp_path):
+    labels = np.array(["field", "field", BACKGROUND, BACKGROUND], object)
+    model = fit(np.eye(C)[[0, 0, 1, 1]], labels, "minisam", {"field": 0.5})
+    assert model.weights.shape == (1, C)  # one row for two classes: the second's
+    back = ClassModel.load(model.save(tmp_path / "two.json"))
+    assert back.classes == ("field", BACKGROUND)
+    assert list(back.predict(np.eye(C)[:2])[0]) == ["field", BACKGROUND]
+
+
+def test_examples_of_one_class_and_nothing_else_cannot_be_fitted():
+    with pytest.raises(InputError, match="examples of one class \\(building\\) and nothing else") as caught:
+        fit(np.eye(C)[:2], np.array(["building"] * 2, object), "minisam", {"building": 0.5})
+    assert "\n" not in str(caught.value)
+
+
+def changed(**keys) -> Callable[[dict], str]:
+    """A class model file's text with ``keys`` replaced (``None``: left out)."""
+    return lambda model: json.dumps({k: v for k, v in {**model, **keys}.items() if v is not None})
+
+
+# (how, the damaged file's content from a good file's JSON data, message)
+BAD_FILES: list[tuple[str, Callable[[dict], str | bytes], str]] = [
+    ("not JSON", lambda model: json.dumps(model)[:-40], "is not a class model (not JSON)"),
+    ("binary", lambda model: b"\xff\xfe\x00garbage", "is not a class model (not JSON)"),
+    ("another format", changed(format="geojson"), "is not a geosam class model"),
+    ("not an object", lambda model: json.dumps([model]), "is not a geosam class model"),
+    ("newer version", changed(version=VERSION + 1), f"class model version {VERSION + 1}, this geosam reads {VERSION}"),
+    ("no weights", changed(weights=None), "a damaged class model"),
+    ("weights not numbers", changed(weights=[["a"] * C] * 3), "a damaged class model"),
+    ("examples not a mapping", changed(examples=[1, 2]), "a damaged class model"),
+    ("arrays do not fit", lambda model: changed(prototypes=model["prototypes"][:1])(model), "a damaged class model"),
+    ("one class", changed(classes=["building"]), "a damaged class model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("how", "damage", "message"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_a_bad_class_model_file_is_one_line_input_error(tmp_path, how, damage, message):
+    path = tmp_path / "bad.json"
+    content = damage(three_classes().to_json())
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(InputError) as caught:
+        ClassModel.load(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_missing_class_model_file_says_so(tmp_path):
+    with pytest.raises(InputError, match="cannot read the class model") as caught:
+        ClassModel.load(tmp_path / "nowhere.json")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_class_model_refuses_another_encoder():
+    model = three_classes()
+    model.check_encoder(model.encoder)
+    with pytest.raises(InputError, match="learnt with the encoder mobile_sam") as caught:
+        model.check_encoder("sam_vit_b sha256:fedcba9876543210")
+    assert "\n" not in str(caught.value)
+
+
+# find-them-all's proposals on a synthetic embedding: 64 × 64 cells of C features, 16 image pixels each
+
+SIZE = 1024  # model input (image_size)
+CELL = SIZE // 64
+
+
+def unit(k: int, similarity: float) -> np.ndarray:
+    """A unit vector whose cosine similarity to axis ``k`` is ``similarity`` (the rest on the last axis)."""
+    v = np.zeros(C, np.float32)
+    v[k], v[-1] = similarity, np.sqrt(1 - similarity**2)
+    return v
+
+
+def embedding(cells: dict[tuple[int, int], np.ndarray], input_size=(SIZE, SIZE)) -> Embedding:
+    """Every cell along the last axis (similarity 0 to the prototypes) but ``cells`` {(row, col): vector}."""
+    features = np.zeros((C, 64, 64), np.float32)
+    features[-1] = 1
+    for (r, c), v in cells.items():
+        features[:, r, c] = v
+    return Embedding(torch.from_numpy(features)[None], input_size, input_size)
+
+
+def centre(r: int, c: int) -> list[float]:
+    """The image pixel (x, y) at the centre of cell (row, col), where image and model input match."""
+    return [(c + 0.5) * CELL, (r + 0.5) * CELL]
+
+
+def test_similarity_is_the_cosine_of_each_cell_to_each_prototype():
+    sims = similarity(embedding({(3, 4): unit(0, 0.8) * 5}), np.eye(C)[:2])
+    assert sims.shape == (2, 64, 64)
+    assert sims[0, 3, 4] == pytest.approx(0.8) and sims[1, 3, 4] == pytest.approx(0)
+    assert float(sims[0].sum()) == pytest.approx(0.8, abs=1e-5)  # every other cell: 0
+
+
+def test_proposals_are_local_peaks_above_the_threshold_on_valid_pixels_most_similar_first():
+    cells = {
+        (10, 10): unit(0, 1.0),  # the best peak
+        (10, 11): unit(0, 0.9),  # above the threshold, but beside a better cell: no peak
+        (30, 40): unit(0, 0.95),
+        (50, 20): unit(0, 0.85),
+        (20, 50): unit(0, 0.7),  # a peak below the threshold
+        (60, 60): unit(0, 0.99),  # a peak on nodata
+        (5, 30): unit(1, 0.9),  # the second class's peak
+    }
+    valid = np.ones((SIZE, SIZE), bool)
+    valid[60 * CELL :, 60 * CELL :] = False
+    find = Find((tuple(np.eye(C)[0]), tuple(np.eye(C)[1])), (0.8, 0.8), most=64)
+    points, classes = proposals(embedding(cells), find, valid, SIZE)
+    assert points.dtype == np.float32 and classes.tolist() == [0, 0, 0, 1]
+    assert points.tolist() == [centre(10, 10), centre(30, 40), centre(50, 20), centre(5, 30)]
+    # at most `most` a class, the most similar kept
+    points, classes = proposals(embedding(cells), Find(find.prototypes, find.thresholds, 2), valid, SIZE)
+    assert points.tolist() == [centre(10, 10), centre(30, 40), centre(5, 30)]
+    assert classes.tolist() == [0, 0, 1]
+
+
+def test_proposals_stay_in_the_image_part_of_the_model_input():
+    """A tile image smaller than the model input fills its top left; cells past it propose nothing, and
+    points scale back to the tile image's pixels."""
+    cells = {(10, 20): unit(0, 1.0), (40, 20): unit(0, 1.0), (10, 60): unit(0, 1.0)}
+    features = embedding(cells).features
+    half = Embedding(features, (256, 384), (512, 768))  # a 256 × 384 image, resized ×2: 32 × 48 cells
+    find = Find((tuple(np.eye(C)[0]),), (0.5,))
+    points, classes = proposals(half, find, np.ones((256, 384), bool), SIZE)
+    assert points.tolist() == [[(20 + 0.5) * CELL / 2, (10 + 0.5) * CELL / 2]]
+    assert classes.tolist() == [0]
+
+
+def test_no_proposals_where_nothing_is_alike():
+    find = Find((tuple(np.eye(C)[0]),), (0.5,))
+    points, classes = proposals(embedding({}), find, np.ones((SIZE, SIZE), bool), SIZE)
+    assert points.shape == (0, 2) and classes.shape == (0,)
