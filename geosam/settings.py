@@ -37,7 +37,7 @@ def setting(default: Any = dataclasses.MISSING, description: str = "", **limits:
 Architecture = Literal["vit_t", "vit_b", "vit_l", "vit_h"]
 Backend = Literal["torch", "onnx"]
 Precision = Literal["fp32", "fp16", "bf16"]
-OutputMode = Literal["per_scene", "merged"]
+OutputMode = Literal["per_scene", "merged", "change", "track"]
 OutlineKind = Literal["pixel", "simplify", "smooth", "orthogonal", "orthogonal45", "circle", "auto"]
 Radiometry = Literal["matched", "joint"]
 Percentile = Annotated[float, Ge(0), Le(100)]
@@ -228,11 +228,12 @@ class Output:
     """Where a pipeline's results go."""
 
     path: str = setting(
-        description="per_scene: a folder, one SCENE.gpkg in it per scene; merged: one .gpkg file."
+        description="per_scene: a folder, one SCENE.gpkg in it per scene; merged, change, track: one .gpkg file."
     )
     mode: OutputMode = setting(
         "per_scene", "per_scene: one GeoPackage per scene; merged: one GeoPackage, a 'scene' field, "
-        "one layer per input layer name.",
+        "one layer per input layer name; change: the two scenes' objects matched (geosam change); track: "
+        "the scenes' objects followed through time (geosam track), dates from the scene names.",
     )  # fmt: skip
     layer: str = setting("objects", "Layer name (merged: for inputs that name no layer).", min_length=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geosam.change import change, scene_dates, track, write_change, write_tracks
 from geosam.errors import InputError
 from geosam.matching import match
 from geosam.testing import scene_from_labels
+from geosam.timeseries import change, scene_dates, track, write_change, write_tracks
 
 from .doubles import FlatRegions
 
@@ -223,3 +224,25 @@ def test_the_report_is_json(pair, tmp_path):
     result = change(*pair, model=FlatRegions(), **RUN)
     data = json.loads(result.report.to_json())
     assert data["statuses"]["split"] == 1 and len(data["runs"]) == 2
+
+
+def test_a_pipeline_file_compares_two_dates(pair, tmp_path):
+    from geosam.batch.config import parse
+    from geosam.batch.run import run
+
+    raw = {
+        "inputs": [str(p) for p in pair], "tiling": {"tile_size": 256, "overlap": 64},
+        "change": {"same_iou": 0.7}, "output": {"mode": "change", "path": "out/changes.gpkg"},
+    }  # fmt: skip
+    (tmp_path / "out").mkdir()
+    summary = run(parse(raw, base=tmp_path), model=FlatRegions(), workers=0)
+    assert [o.status for o in summary.outcomes] == ["done", "done"]
+    written = gpd.read_file(tmp_path / "out" / "changes.gpkg", layer="changes")
+    assert written["status"].value_counts().to_dict() == EXPECTED
+    third = shutil.copy(pair[0], tmp_path / "third.tif")
+    with pytest.raises(InputError, match="compares two scenes, not 3"):
+        run(
+            parse({**raw, "inputs": [*raw["inputs"], str(third)]}, base=tmp_path),
+            model=FlatRegions(),
+            workers=0,
+        )

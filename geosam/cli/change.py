@@ -87,7 +87,7 @@ def change_command(
     differ) and with one stretch for both. Every date's finished tiles are kept in a work folder:
     the same command again resumes. A run report (JSON) is written beside the output.
     """
-    from geosam.change import change, write_change
+    from geosam.timeseries import change, write_change
 
     def run(work_dir: Path, on_date: Callable, settings: dict[str, Any]) -> Any:
         result = change(before, after, work_dir=work_dir, on_date=on_date, **settings)
@@ -119,7 +119,7 @@ def track_command(ctx: click.Context, scenes: tuple[str, ...], output: Path, ove
     deaths, splits and merges start and end tracks. One layer holds every date's objects with a
     date field, styled so that QGIS's temporal controller plays it.
     """
-    from geosam.change import track, write_tracks
+    from geosam.timeseries import track, write_tracks
 
     given = [d.strip() for d in dates.split(",")] if dates else None
 
