@@ -20,6 +20,7 @@ _EXPORTS = {
     "Tile": "geosam.tiling",
     "TileGrid": "geosam.tiling",
     "change": "geosam.timeseries",
+    "compare": "geosam.timeseries",
     "evaluate": "geosam.evaluation",
     "label_raster": "geosam.xr",
     "load_model": "geosam.models",
@@ -47,6 +48,7 @@ __all__ = [
     "Tile",
     "TileGrid",
     "change",
+    "compare",
     "evaluate",
     "label_raster",
     "load_model",
@@ -74,7 +76,7 @@ if TYPE_CHECKING:
     from geosam.scene_run import segment
     from geosam.session import Session
     from geosam.tiling import Tile, TileGrid
-    from geosam.timeseries import ChangeResult, change, track, write_change, write_tracks
+    from geosam.timeseries import ChangeResult, change, compare, track, write_change, write_tracks
     from geosam.xr import label_raster
 
 

@@ -10,13 +10,14 @@ examples on the first date apply to the others). Consecutive dates' objects are 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -94,7 +95,7 @@ class ChangeResult:
     before: gpd.GeoDataFrame
     after: gpd.GeoDataFrame
     changed_area: gpd.GeoDataFrame
-    report: ChangeReport
+    report: ChangeReport | None = None  # None from ``compare``
 
     def layers(self) -> dict[str, gpd.GeoDataFrame]:
         """The layers as ``geosam.output.write_layers`` takes them."""
@@ -146,9 +147,10 @@ def change(
             [str(before), str(after)], work, min_overlap, radiometry, percentiles, on_date, options
         )
     clock = time.monotonic()
-    first, second = (f.geometry.to_numpy() for f in frames)
-    groups = matching.match(first, second, **keys)
-    result = _change_layers(groups, frames, report)
+    result = dataclasses.replace(compare(*frames, **keys), report=report)
+    report.statuses = _counts(result.changes["status"])
+    area = result.changed_area.groupby("kind")["area_m2"].sum()
+    report.changed_area_km2 = {k: round(float(area.get(k, 0.0)) / 1e6, 6) for k in ("gained", "lost")}
     report.match_s = round(time.monotonic() - clock, 3)
     report.parameters.update(keys)
     report.wall_s = round(time.monotonic() - started, 3)
@@ -197,7 +199,7 @@ def track(
         for a, b in itertools.pairwise(frames)
     ]
     frame = _track_frame(frames, steps, when)
-    report.steps = [_counts(groups) for groups in steps]
+    report.steps = [_counts(g.status for g in groups) for groups in steps]
     report.match_s = round(time.monotonic() - clock, 3)
     report.parameters.update(keys, dates=[d.isoformat() for d in when])
     report.wall_s = round(time.monotonic() - started, 3)
@@ -284,39 +286,47 @@ def _report(
     )  # fmt: skip
 
 
-def _counts(groups: list[matching.Group]) -> dict[str, int]:
-    return {s: sum(g.status == s for g in groups) for s in matching.STATUSES}
+def _counts(statuses: Iterable[str]) -> dict[str, int]:
+    found = list(statuses)
+    return {s: found.count(s) for s in matching.STATUSES}
 
 
 def _total(steps: list[dict[str, int]]) -> dict[str, int]:
     return {s: sum(step.get(s, 0) for step in steps) for s in matching.STATUSES}
 
 
-def _change_layers(
-    groups: list[matching.Group], frames: list[gpd.GeoDataFrame], report: ChangeReport
-) -> ChangeResult:
-    """The four layers of a change run, and its counts in the report."""
+def compare(
+    before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, same_iou: float = CHANGE.same_iou,
+    match_iou: float = CHANGE.match_iou, part_share: float = CHANGE.part_share,
+) -> ChangeResult:  # fmt: skip
+    """Match the objects of two dates already segmented (e.g. two dates of ``track``'s frame, or two
+    ``segment`` outputs on one grid), as ``change`` does; its result without a report.
+
+    Raises:
+        InputError: the frames are in different CRSs, or the thresholds disagree.
+    """
     import geopandas as gpd
 
-    before, after = frames
+    if before.crs != after.crs:
+        raise InputError("the two dates' objects are in different CRSs; reproject one first")
     crs = before.crs
+    groups = matching.match(
+        before.geometry.to_numpy(), after.geometry.to_numpy(), same_iou, match_iou, part_share
+    )
     first, second = matching.unions(groups, before.geometry.to_numpy(), after.geometry.to_numpy())
     changes = gpd.GeoDataFrame(
         {"group": np.arange(1, len(groups) + 1), **_group_columns(groups, first, second, before, after, crs)},
         geometry=np.where(shapely.is_empty(second), first, second), crs=crs,
     )  # fmt: skip
     rows, kinds, geometries = matching.changed_area(groups, first, second)
-    area = area_m2(geometries, crs)
     changed = gpd.GeoDataFrame(
         {
             "group": rows + 1, "status": np.array([groups[r].status for r in rows], dtype=object),
-            "kind": kinds, "area_m2": area,
+            "kind": kinds, "area_m2": area_m2(geometries, crs),
         },
         geometry=geometries, crs=crs,
     )  # fmt: skip
-    report.statuses = _counts(groups)
-    report.changed_area_km2 = {k: round(float(area[kinds == k].sum()) / 1e6, 6) for k in ("gained", "lost")}
-    return ChangeResult(changes, _labelled(before, groups, 0), _labelled(after, groups, 1), changed, report)
+    return ChangeResult(changes, _labelled(before, groups, 0), _labelled(after, groups, 1), changed)
 
 
 def _group_columns(

@@ -40,11 +40,11 @@ def planted() -> tuple[np.ndarray, np.ndarray]:
     _box(after, 6, 80, 160, 40, 60)
     _box(before, 7, 150, 20, 40, 40)  # moved by 10 px
     _box(after, 7, 160, 20, 40, 40)
-    _box(before, 8, 150, 100, 40, 60)  # split in two
-    _box(after, 8, 150, 100, 40, 28)
-    _box(after, 9, 150, 132, 40, 28)
-    _box(before, 10, 150, 200, 40, 30)  # two merged into one
-    _box(before, 11, 150, 234, 40, 30)
+    _box(before, 8, 150, 100, 40, 60)  # split in two, 10 px apart (the model sees a narrower gap as none)
+    _box(after, 8, 150, 100, 40, 25)
+    _box(after, 9, 150, 135, 40, 25)
+    _box(before, 10, 150, 200, 40, 27)  # two merged into one
+    _box(before, 11, 150, 237, 40, 27)
     _box(after, 10, 150, 200, 40, 64)
     _box(after, 12, 230, 120, 40, 40)  # inserted
     return before, after
@@ -77,8 +77,8 @@ def test_every_planted_change_is_found_with_its_status(pair):
     assert set(result.changed_area["kind"]) == {"gained", "lost"}
     assert (result.changed_area["status"] != "same").all()
     gained = result.changed_area[result.changed_area["kind"] == "gained"]["area_m2"].sum()
-    # appeared 40×40, grown 40×20, moved 10×40, split and merged gaps: pixels of 0.25 m²
-    assert gained == pytest.approx((1600 + 800 + 400 + 4 * 40) * 0.25)
+    # appeared 40×40, grown 40×20, moved 10×40, the merged objects' gap 10×40: pixels of 0.25 m²
+    assert gained == pytest.approx((1600 + 800 + 400 + 400) * 0.25)
 
 
 def test_identical_dates_are_the_same(pair):
@@ -246,3 +246,80 @@ def test_a_pipeline_file_compares_two_dates(pair, tmp_path):
             model=FlatRegions(),
             workers=0,
         )
+
+
+# where each planted change lies (row, col of the date whose layer shows it) and the status it should get
+PLANTED = [
+    ("before", 100, 100, "disappeared"), ("after", 100, 190, "changed"), ("after", 180, 40, "changed"),
+    ("after", 170, 112, "split"), ("after", 170, 147, "split"), ("after", 170, 232, "merged"),
+    ("after", 250, 140, "appeared"),
+]  # fmt: skip
+UNCHANGED = [("before", 30, 35), ("before", 30, 275), ("before", 270, 35), ("before", 270, 275)]
+
+
+def _status_at(result, layer: str, row: int, col: int, transform: Affine) -> str | None:
+    """The status of the largest object of ``layer`` under a pixel, None where there is none."""
+    import shapely
+
+    x, y = transform @ (col + 0.5, row + 0.5)
+    objects = getattr(result, layer)
+    under = objects[objects.geometry.contains(shapely.Point(x, y))]
+    return None if under.empty else under.sort_values("area_m2").iloc[-1]["status"]
+
+
+@pytest.mark.slow
+def test_the_real_model_finds_the_planted_changes(pair, model_installed):
+    from geosam.models import AutomaticParams, ModelSpec
+
+    model = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=16))
+    result = change(*pair, model=model, tile_size=SIDE, overlap=32, workers=0)
+    with rasterio.open(pair[0]) as ds:
+        transform = ds.transform
+    found = [_status_at(result, layer, r, c, transform) == status for layer, r, c, status in PLANTED]
+    unchanged = [_status_at(result, layer, r, c, transform) for layer, r, c in UNCHANGED]
+    print("planted:", found, "unchanged:", unchanged, result.report.statuses)
+    assert sum(found) >= 0.9 * len(found)
+    assert sum(s not in ("same", None) for s in unchanged) <= 0.05 * len(unchanged)
+
+
+@pytest.mark.slow
+def test_a_change_run_killed_and_rerun_gives_the_same_layers(tmp_path):
+    import signal
+    import time
+
+    from .test_resume import double_cli, finish
+
+    before, _ = planted()
+    scene = scene_from_labels(tmp_path, before, seed=1, name="scene_2019")
+    second = shutil.copy(scene.path, tmp_path / "scene_2020.tif")
+    args = [
+        str(scene.path),
+        str(second),
+        "-m",
+        str(scene.labels),
+        "--tile-size",
+        "64",
+        "--overlap",
+        "16",
+        "-w",
+        "0",
+    ]
+    whole, resumed = tmp_path / "whole.gpkg", tmp_path / "resumed.gpkg"
+    assert finish(double_cli("change", *args, "-o", str(whole)))[0] == 0
+    work = tmp_path / "resumed.geosam-work"
+    slow = {"GEOSAM_TEST_DELAY": "0.05"}  # part of the model's identity: the same in both runs
+    process = double_cli("change", *args, "-o", str(resumed), env=slow)
+    while len(list(work.glob("0/*/*.tile"))) < 5:  # killed while the first date runs
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not resumed.exists()
+    code, err = finish(double_cli("change", *args, "-o", str(resumed), env=slow))
+    assert code == 0, err
+    report = json.loads(resumed.with_name("resumed.report.json").read_text())
+    assert report["runs"][0]["tiles_skipped"] >= 5
+    for layer in ("changes", "before", "after"):
+        a, b = gpd.read_file(whole, layer=layer), gpd.read_file(resumed, layer=layer)
+        assert len(a) == len(b) > 0 and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+        assert [g.wkb for g in a.geometry] == [g.wkb for g in b.geometry]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -146,7 +147,7 @@ def _over_time(
 ) -> Summary:  # fmt: skip
     """output.mode change or track: the scenes as dates of one place, one GeoPackage (``geosam.timeseries``)."""
     from geosam.resume import default_work_dir
-    from geosam.timeseries import change, track, write_change, write_tracks
+    from geosam.timeseries import ChangeReport, change, track, write_change, write_tracks
 
     p, jobs = ready.plan.pipeline, ready.plan.jobs
     out = Path(p.resolve(p.output.path))
@@ -166,7 +167,7 @@ def _over_time(
     paths = [job.path for job in jobs]
     if p.output.mode == "change":
         result = change(*paths, **options)
-        report = result.report
+        report = typing.cast(ChangeReport, result.report)  # change() always reports
         write_change(result, out, overwrite)
     else:
         frame, report = track(paths, **options)
