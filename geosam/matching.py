@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
+from geosam.errors import InputError
 from geosam.settings import CHANGE
 
 STATUSES = ("same", "changed", "appeared", "disappeared", "split", "merged")
@@ -61,8 +62,6 @@ def match(
     match_iou: float = CHANGE.match_iou, part_share: float = CHANGE.part_share,
 ) -> list[Group]:  # fmt: skip
     """The groups of two dates' polygons (same CRS), each object in exactly one (see the module)."""
-    from geosam.errors import InputError
-
     if match_iou > same_iou:
         raise InputError(f"--match-iou {match_iou:g} is above --same-iou {same_iou:g}: give at most that")
     found = pairs(first, second)

@@ -272,7 +272,8 @@ def test_the_real_model_finds_the_planted_changes(pair, model_installed):
     from geosam.models import AutomaticParams, ModelSpec
 
     model = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=16))
-    result = change(*pair, model=model, tile_size=SIDE, overlap=32, workers=0)
+    # flat: SAM's masks nest (two parts and a mask of both); a partition shows the split as one
+    result = change(*pair, model=model, tile_size=SIDE, overlap=32, workers=0, flat=True)
     with rasterio.open(pair[0]) as ds:
         transform = ds.transform
     found = [_status_at(result, layer, r, c, transform) == status for layer, r, c, status in PLANTED]
@@ -323,3 +324,41 @@ def test_a_change_run_killed_and_rerun_gives_the_same_layers(tmp_path):
         a, b = gpd.read_file(whole, layer=layer), gpd.read_file(resumed, layer=layer)
         assert len(a) == len(b) > 0 and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
         assert [g.wkb for g in a.geometry] == [g.wkb for g in b.geometry]
+
+
+def test_geosam_track_writes_one_layer_with_dates(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import geosam.models
+    from geosam.cli import main
+
+    from .doubles import from_environment
+
+    monkeypatch.setattr(
+        geosam.models, "ModelSpec", from_environment
+    )  # -m LABELS.tif: the reference segmenter
+    scene = scene_from_labels(tmp_path, planted()[0], seed=1, name="scene")
+    dates = [shutil.copy(scene.path, tmp_path / f"site_{year}.tif") for year in (2003, 2001, 2002)]
+    out = tmp_path / "tracks.gpkg"
+    args = [
+        "track",
+        *map(str, dates),
+        "-o",
+        str(out),
+        "-m",
+        str(scene.labels),
+        "--tile-size",
+        "128",
+        "-w",
+        "0",
+    ]
+    done = CliRunner().invoke(main, [*args, "--overlap", "16"])
+    assert done.exit_code == 0, done.output
+    tracks = gpd.read_file(out, layer="tracks")
+    assert sorted(tracks["date"].dt.year.unique()) == [2001, 2002, 2003]
+    assert tracks.groupby("track").size().eq(3).all() and len(tracks) == 3 * 10
+    report = json.loads(out.with_name("tracks.report.json").read_text())
+    assert [step["same"] for step in report["steps"]] == [10, 10]
+    assert not out.with_name("tracks.geosam-work").exists()
+    again = CliRunner().invoke(main, [*args, "--overlap", "16"])
+    assert again.exit_code == 1 and "exists: pass --overwrite" in again.output
