@@ -17,6 +17,7 @@ import rasterio
 import rasterio.shutil
 import shapely
 from affine import Affine
+from pyproj import CRS as ProjCRS
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -137,12 +138,18 @@ def describe(dates: Sequence[Footprint], grid: Grid) -> list[str]:
         if on_grid(date, grid):
             lines.append(f"{date.path}: read as it is")
         elif date.crs != grid.crs:
-            lines.append(f"{date.path}: reprojected from {date.crs.to_string()} onto the first date's grid")
+            lines.append(f"{date.path}: reprojected from {_name(date.crs)} onto the first date's grid")
         elif not _same_pixels(date.transform, grid.transform):
             lines.append(f"{date.path}: resampled onto the first date's grid (other pixels)")
         else:
             lines.append(f"{date.path}: cut to the area all dates cover")
     return lines
+
+
+def _name(crs: CRS) -> str:
+    """A CRS's EPSG code where it has one, else its name (not a page of WKT)."""
+    code = crs.to_epsg()
+    return f"EPSG:{code}" if code else ProjCRS.from_wkt(crs.to_wkt()).name
 
 
 def _same_pixels(a: Affine, b: Affine) -> bool:

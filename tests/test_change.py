@@ -362,3 +362,23 @@ def test_geosam_track_writes_one_layer_with_dates(tmp_path, monkeypatch):
     assert not out.with_name("tracks.geosam-work").exists()
     again = CliRunner().invoke(main, [*args, "--overlap", "16"])
     assert again.exit_code == 1 and "exists: pass --overwrite" in again.output
+
+
+def test_a_date_in_another_crs_is_warped_onto_the_first_grid_once(data, tmp_path):
+    from geosam import align
+
+    dates = align.footprints(
+        [str(data / "RGB.byte.tif"), str(data / "rgb1.tif")]
+    )  # rgb1: a quarter, custom WKT
+    grid = align.common_grid(dates, 0.1)
+    assert (grid.width, grid.height, grid.overlap) == (400, 400, pytest.approx(1.0))
+    assert align.describe(dates, grid)[1].endswith(
+        "reprojected from UTM Zone 18, Northern Hemisphere onto the first date's grid"
+    )
+    vrt = Path(align.warp_to(dates[1], grid, tmp_path / "1.vrt"))
+    with rasterio.open(vrt) as ds:
+        assert (ds.width, ds.height, ds.transform) == (grid.width, grid.height, grid.transform)
+        assert ds.read(1).any()
+    written = vrt.stat().st_mtime_ns
+    align.warp_to(dates[1], grid, vrt)  # the same again: the file (and the work folder's key) kept
+    assert vrt.stat().st_mtime_ns == written
