@@ -10,6 +10,7 @@ from geosam._version import __version__ as __version__
 # The public API, imported on first use so that `geosam --help` does not wait for torch and dask.
 _EXPORTS = {
     "AutomaticParams": "geosam.models",
+    "ChangeResult": "geosam.timeseries",
     "ClassModel": "geosam.classes",
     "EvaluationResult": "geosam.evaluation",
     "GeosamError": "geosam.errors",
@@ -18,6 +19,8 @@ _EXPORTS = {
     "Session": "geosam.session",
     "Tile": "geosam.tiling",
     "TileGrid": "geosam.tiling",
+    "change": "geosam.timeseries",
+    "compare": "geosam.timeseries",
     "evaluate": "geosam.evaluation",
     "label_raster": "geosam.xr",
     "load_model": "geosam.models",
@@ -25,13 +28,17 @@ _EXPORTS = {
     "overview": "geosam.preview",
     "sample_path": "geosam.sample",
     "segment": "geosam.scene_run",
+    "track": "geosam.timeseries",
     "write": "geosam.output",
+    "write_change": "geosam.timeseries",
     "write_labels": "geosam.labels",
     "write_preview": "geosam.preview",
+    "write_tracks": "geosam.timeseries",
 }
 
 __all__ = [
     "AutomaticParams",
+    "ChangeResult",
     "ClassModel",
     "EvaluationResult",
     "GeosamError",
@@ -40,6 +47,8 @@ __all__ = [
     "Session",
     "Tile",
     "TileGrid",
+    "change",
+    "compare",
     "evaluate",
     "label_raster",
     "load_model",
@@ -47,9 +56,12 @@ __all__ = [
     "overview",
     "sample_path",
     "segment",
+    "track",
     "write",
+    "write_change",
     "write_labels",
     "write_preview",
+    "write_tracks",
 ]
 
 if TYPE_CHECKING:
@@ -64,6 +76,7 @@ if TYPE_CHECKING:
     from geosam.scene_run import segment
     from geosam.session import Session
     from geosam.tiling import Tile, TileGrid
+    from geosam.timeseries import ChangeResult, change, compare, track, write_change, write_tracks
     from geosam.xr import label_raster
 
 

@@ -7,7 +7,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -150,6 +150,7 @@ def open_scene(
     resolution: float | None = READ.resolution,
     pixel_coordinates: bool = READ.pixel_coordinates,
     nodata: float | None = READ.nodata,
+    stretch: tuple[tuple[float, float], ...] | None = None,
 ) -> Scene:
     """Open a raster once and plan how every tile of it is read.
 
@@ -160,7 +161,8 @@ def open_scene(
     ``percentiles`` of the valid pixels of a sample. ``resolution`` (CRS units per pixel) resamples
     every read onto a grid of that pixel size. A raster without georeferencing is refused unless
     ``pixel_coordinates`` is true. ``nodata`` declares pixels of that value in any band read invalid,
-    in place of the file's own nodata value, mask or alpha band.
+    in place of the file's own nodata value, mask or alpha band. ``stretch`` fixes the stretch of every
+    band read, 8-bit data too (e.g. one shared by several dates, see ``joint_stretch``).
 
     Only a sample of the scene is read here; tiles are read later, each on its own.
 
@@ -174,6 +176,7 @@ def open_scene(
         resolution: Pixel size to resample reads to, in the CRS's units (default: the file's own).
         pixel_coordinates: Accept a raster without georeferencing; its polygons are then in pixels.
         nodata: The nodata value of every band (default: the file's nodata, mask or alpha).
+        stretch: Per band read, the (low, high) values mapped to 0..255, in place of the percentiles'.
 
     Returns:
         The scene: its grid, CRS, band plan and stretch, all a worker needs to read any window.
@@ -199,6 +202,8 @@ def open_scene(
                 scene = _plan(
                     ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, nodata
                 )
+                if stretch is not None:
+                    scene = replace(scene, stretch=_check_stretch(stretch, len(scene.bands), path))
     except RasterioIOError as exc:
         raise InputError(
             f"{path}: not a readable raster ({reason(exc)}); "
@@ -247,6 +252,16 @@ def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordina
         resampling=resampling,
         nodata=nodata,
     )
+
+
+def _check_stretch(
+    stretch: tuple[tuple[float, float], ...], bands: int, path: str
+) -> tuple[tuple[float, float], ...]:
+    """A fixed stretch of one (low, high) per band read, low below high, as a tuple of float pairs."""
+    pairs = tuple((float(low), float(high)) for low, high in stretch)
+    if len(pairs) != bands or any(not low < high for low, high in pairs):
+        raise InputError(f"{path}: give one (low, high) stretch per band read ({bands}), low below high")
+    return pairs
 
 
 def _check_nodata(nodata: float, dtypes: set[str], path: str) -> None:
@@ -421,6 +436,29 @@ def _stretch(sample: np.ma.MaskedArray, percentiles) -> tuple[tuple[float, float
     return tuple(limits)
 
 
+def joint_stretch(
+    scenes: list[Scene], percentiles: tuple[float, float] = READ.percentiles, how: str = "matched"
+) -> list[tuple[tuple[float, float], ...]]:
+    """One stretch for scenes on one grid (dates of a place), from samples of the pixels valid in all.
+
+    ``matched``: each scene's own ``percentiles`` over that shared area, so that a gain or an offset
+    between the scenes cancels out; ``joint``: the percentiles of all the samples pooled, the same
+    stretch for every scene, which then compares values as they are.
+    """
+    samples = []
+    for scene in scenes:
+        with reader(scene) as ds:
+            samples.append(_sample(ds, scene.bands))
+    shared = ~np.any([np.ma.getmaskarray(s)[0] for s in samples], axis=0)
+    if not shared.any():
+        raise InputError("the scenes share no valid pixel; there is nothing to compare")
+    shared_only = [np.ma.masked_array(s.data, np.broadcast_to(~shared, s.shape)) for s in samples]
+    if how == "joint":
+        pooled = np.ma.concatenate(shared_only, axis=2)
+        return [_stretch(pooled, percentiles)] * len(scenes)
+    return [_stretch(s, percentiles) for s in shared_only]
+
+
 def to_uint8(data: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray:
     """Bands (B, H, W) to uint8 with the scene's stretch (8-bit data pass through)."""
     if stretch is None:
@@ -466,3 +504,17 @@ def area_m2(geometries: np.ndarray, crs: CRS | None) -> np.ndarray:
         geometries, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1]))
     )
     return np.array([abs(_GEOD.geometry_area_perimeter(g)[0]) for g in lonlat])
+
+
+def distance_m(a: np.ndarray, b: np.ndarray, crs: CRS | None) -> np.ndarray:
+    """Distances between points in metres: planar in projected CRSs, geodesic in geographic and Mercator
+    ones (the units of ``area_m2``); NaN without a CRS."""
+    if crs is None:
+        return np.full(len(a), np.nan)
+    proj = ProjCRS.from_user_input(crs.to_wkt())
+    ax, ay, bx, by = shapely.get_x(a), shapely.get_y(a), shapely.get_x(b), shapely.get_y(b)
+    if planar(proj):
+        return np.hypot(bx - ax, by - ay) * proj.axis_info[0].unit_conversion_factor
+    to_lonlat = Transformer.from_crs(proj, proj.geodetic_crs, always_xy=True)
+    (lon_a, lat_a), (lon_b, lat_b) = to_lonlat.transform(ax, ay), to_lonlat.transform(bx, by)
+    return np.asarray(_GEOD.inv(lon_a, lat_a, lon_b, lat_b)[2], np.float64)

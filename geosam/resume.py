@@ -145,10 +145,10 @@ class WorkDir:
             )  # fmt: skip
 
     def _holds_tiles(self) -> bool:
-        """Whether the folder keeps any tile file (of any key)."""
+        """Whether the folder keeps any tile file (of any key; of any date's folder in a change run's)."""
         if not self.folder.is_dir():
             return False
-        return any(p.is_dir() and any(p.glob("*.tile")) for p in self.folder.iterdir())
+        return any(p.is_dir() and any(p.rglob("*.tile")) for p in self.folder.iterdir())
 
     def _path(self, row: int, col: int, round: int = 0, asked: str = "") -> Path:
         return self.tiles_dir / (f"{row}_{col}.tile" if round == 0 else f"{row}_{col}.r{round}-{asked}.tile")

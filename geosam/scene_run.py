@@ -204,6 +204,7 @@ def segment_scene(
     resolution: float | None = READ.resolution,
     pixel_coordinates: bool = READ.pixel_coordinates,
     nodata: float | None = READ.nodata,
+    stretch: tuple[tuple[float, float], ...] | None = None,
     tile_size: int = TILING.tile_size,
     overlap: int = TILING.overlap,
     prompt_rounds: int = TILING.prompt_rounds,
@@ -232,8 +233,8 @@ def segment_scene(
 ) -> tuple[gpd.GeoDataFrame, RunReport]:
     """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
 
-    ``path`` is any GDAL raster path. ``bands``, ``nodata``, ``percentiles``, ``stretch_8bit`` and
-    ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
+    ``path`` is any GDAL raster path. ``bands``, ``nodata``, ``percentiles``, ``stretch_8bit``,
+    ``stretch`` and ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
     (resampled) grid, ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over
     more than half of the scene's data that spans it both ways is its ground and is left out unless
     ``keep_background`` (see ``geosam.stitch.without_ground``). ``outline`` is the kind of outline written
@@ -278,7 +279,7 @@ def segment_scene(
         path = os.path.abspath(path)  # workers elsewhere do not share this process's folder
     scene = open_scene(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
-        pixel_coordinates=pixel_coordinates, nodata=nodata,
+        pixel_coordinates=pixel_coordinates, nodata=nodata, stretch=stretch,
     )  # fmt: skip
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)

@@ -37,8 +37,9 @@ def setting(default: Any = dataclasses.MISSING, description: str = "", **limits:
 Architecture = Literal["vit_t", "vit_b", "vit_l", "vit_h"]
 Backend = Literal["torch", "onnx"]
 Precision = Literal["fp32", "fp16", "bf16"]
-OutputMode = Literal["per_scene", "merged"]
+OutputMode = Literal["per_scene", "merged", "change", "track"]
 OutlineKind = Literal["pixel", "simplify", "smooth", "orthogonal", "orthogonal45", "circle", "auto"]
+Radiometry = Literal["matched", "joint"]
 Percentile = Annotated[float, Ge(0), Le(100)]
 SquareMetres = Annotated[float, Gt(0)]
 
@@ -237,11 +238,12 @@ class Output:
     """Where a pipeline's results go."""
 
     path: str = setting(
-        description="per_scene: a folder, one SCENE.gpkg in it per scene; merged: one .gpkg file."
+        description="per_scene: a folder, one SCENE.gpkg in it per scene; merged, change, track: one .gpkg file."
     )
     mode: OutputMode = setting(
         "per_scene", "per_scene: one GeoPackage per scene; merged: one GeoPackage, a 'scene' field, "
-        "one layer per input layer name.",
+        "one layer per input layer name; change: the two scenes' objects matched (geosam change); track: "
+        "the scenes' objects followed through time (geosam track), dates from the scene names.",
     )  # fmt: skip
     layer: str = setting("objects", "Layer name (merged: for inputs that name no layer).", min_length=1)
 
@@ -265,6 +267,32 @@ class Evaluation:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Change:
+    """Objects through time (``geosam change``, ``geosam track``): dates on one grid, objects matched."""
+
+    same_iou: float = setting(
+        0.7, "An object is the same at two dates when its outlines' IoU is at least this; below, changed.",
+        gt=0, le=1,
+    )  # fmt: skip
+    match_iou: float = setting(
+        0.25, "Objects of two dates are one object (changed) down to this IoU, at most --same-iou; below, "
+        "one disappeared and another appeared.", gt=0, le=1,
+    )  # fmt: skip
+    part_share: float = setting(
+        0.7, "Split and merged: each part lies at least this share inside the whole, and the parts "
+        "together cover this share of it.", gt=0.5, le=1,
+    )  # fmt: skip
+    min_overlap: float = setting(
+        0.5, "Refuse scenes whose footprints overlap less than this share of the smaller one.", gt=0, le=1
+    )
+    radiometry: Radiometry = setting(
+        "matched", "One stretch for all dates, 8-bit data too: matched (each date's own --percentiles over "
+        "the area all dates share: a gain or offset between dates cancels out) or joint (the percentiles of "
+        "all dates pooled: values compared as they are, e.g. surface reflectance).",
+    )  # fmt: skip
+
+
 READ = Read()
 MODEL = Model()
 TILING = Tiling()
@@ -275,6 +303,7 @@ OUTLINES = Outlines()
 CLUSTER = Cluster()
 EXECUTION = Execution()
 EVALUATION = Evaluation()
+CHANGE = Change()
 
 
 def field(group: type, name: str) -> dataclasses.Field:

@@ -21,6 +21,26 @@ OUTCOMES = (
     ("miss", "miss: reference not found", (230, 40, 230)),
 )
 OUTCOME_FIELD = "outcome"
+# Objects through time (geosam.matching): status or changed-area kind, legend label, outline colour.
+STATUSES = (
+    ("same", "same", (160, 160, 160)),
+    ("changed", "changed", (255, 230, 0)),
+    ("appeared", "appeared", (60, 200, 60)),
+    ("disappeared", "disappeared", (230, 40, 40)),
+    ("split", "split", (0, 220, 255)),
+    ("merged", "merged", (230, 40, 230)),
+)
+AREA_KINDS = (
+    ("gained", "gained: covered at the later date only", (60, 200, 60)),
+    ("lost", "lost: at the earlier date only", (230, 40, 40)),
+)
+EVENTS = (
+    ("born", "born", (60, 200, 60)),
+    ("same", "same", (160, 160, 160)),
+    ("changed", "changed", (255, 230, 0)),
+    ("split", "split from", (0, 220, 255)),
+    ("merged", "merged from", (230, 40, 230)),
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +82,9 @@ def qml(scores: np.ndarray, field: str = FIELD) -> str:
         for i, (low, high) in enumerate(ranges)
     )
     symbols = "\n".join(_symbol(i, colour) for i, colour in enumerate(PALETTE[: len(ranges)]))
-    return _document(f""" <renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" \
+    return _document(
+        "",
+        f""" <renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} graduatedMethod="GraduatedColor" \
 symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
   <ranges>
 {rows}
@@ -76,17 +98,31 @@ symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
    <parameters><Option/></parameters>
    <extraInformation/>
   </classificationMethod>
-""")
+""",
+    )
 
 
 def outcome_qml(field: str = OUTCOME_FIELD) -> str:
     """A QGIS 3.x QML: no fill, outlines categorised by ``field``: true positives, false positives, misses."""
+    return categories_qml(field, OUTCOMES)
+
+
+def categories_qml(
+    field: str,
+    categories: tuple[tuple[str, str, tuple[int, int, int]], ...],
+    temporal: tuple[str, str] | None = None,
+) -> str:
+    """A QGIS 3.x QML: no fill, outlines categorised by ``field`` (value, label, colour each); with
+    ``temporal`` (start and end date fields), the layer's temporal properties too, so that QGIS's
+    temporal controller shows each feature from its start date until its end date."""
     rows = "\n".join(
         f'   <category value={quoteattr(value)} symbol="{i}" label={quoteattr(label)} render="true"/>'
-        for i, (value, label, _) in enumerate(OUTCOMES)
+        for i, (value, label, _) in enumerate(categories)
     )
-    symbols = "\n".join(_symbol(i, colour) for i, (_, _, colour) in enumerate(OUTCOMES))
-    return _document(f""" <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" \
+    symbols = "\n".join(_symbol(i, colour) for i, (_, _, colour) in enumerate(categories))
+    return _document(
+        _temporal(*temporal) if temporal else "",
+        f""" <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" \
 forceraster="0" referencescale="-1">
   <categories>
 {rows}
@@ -94,14 +130,27 @@ forceraster="0" referencescale="-1">
   <symbols>
 {symbols}
   </symbols>
-""")
+""",
+    )
 
 
-def _document(renderer: str) -> str:
-    """A QGIS 3.x QML document of polygons around a renderer's opening tag and its symbols."""
+def _temporal(start: str, end: str) -> str:
+    """QGIS 3.22's temporal properties of a vector layer (``QgsVectorLayerTemporalProperties``):
+    features from their ``start`` date field (included) to their ``end`` one (excluded)."""
+    return (
+        f' <temporal enabled="1" mode="2" limitMode="0" startField={quoteattr(start)} endField={quoteattr(end)}'
+        ' startExpression="" endExpression="" durationField="" durationUnit="min" fixedDuration="0"'
+        ' accumulate="0">\n  <fixedRange>\n   <start></start>\n   <end></end>\n  </fixedRange>\n </temporal>\n'
+    )
+
+
+def _document(temporal: str, renderer: str) -> str:
+    """A QGIS 3.x QML document of polygons around a renderer's opening tag and its symbols (and
+    the layer's temporal properties, when given)."""
+    categories = "Symbology|Temporal" if temporal else "Symbology"
     return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="Symbology">
-{renderer}  <rotation/>
+<qgis version="3.22.0" styleCategories="{categories}">
+{temporal}{renderer}  <rotation/>
   <sizescale/>
  </renderer-v2>
  <blendMode>0</blendMode>

@@ -233,3 +233,31 @@ class Twice:
             np.concatenate([masks.scores, masks.scores * 0.9]),
             np.concatenate([masks.stability, masks.stability]),
         )
+
+
+@dataclass(frozen=True)
+class FlatRegions:
+    """Finds a synthetic scene's flat-coloured objects in the image itself, whatever its stretch: each
+    4-connected region of one colour with at least ``min_pixels`` valid pixels (textured ground has none)."""
+
+    min_pixels: int = 16
+    name: str = "flat-regions"
+
+    def check(self) -> None:
+        pass
+
+    def load(self) -> FlatRegions:
+        return self
+
+    def automatic(self, tile: TileImage) -> Masks:
+        image = tile.image.astype(np.int64)
+        code = np.where(tile.valid, (image[..., 0] << 16) | (image[..., 1] << 8) | image[..., 2], -1)
+        values, counts = np.unique(code[code >= 0], return_counts=True)
+        masks = []
+        for value in values[counts >= self.min_pixels]:
+            regions, n = ndimage.label(code == value)
+            sizes = np.bincount(regions.ravel())
+            masks += [regions == k for k in range(1, n + 1) if sizes[k] >= self.min_pixels]
+        stack = np.array(masks, bool).reshape(len(masks), *code.shape)
+        ones = np.ones(len(masks), np.float32)
+        return Masks(stack, ones, ones.copy())

@@ -56,7 +56,7 @@ def test_unknown_keys_are_named_with_a_suggestion():
     raw = {"inputs": ["a.tif"], "output": {"path": "out"}, "model": {"point_per_side": 8}, "colour": 1}
     assert problems(raw) == (
         "job.yaml: model.point_per_side: unknown key; did you mean 'points_per_side'?; colour: unknown key; "
-        "known keys: inputs, output, version, description, read, model, tiling, prompts, filters, classes, outlines, cluster"
+        "known keys: inputs, output, version, description, read, model, tiling, prompts, filters, classes, outlines, cluster, change"
     )
 
 
@@ -70,7 +70,7 @@ def test_wrong_types_and_ranges_are_named():
     }
     assert problems(raw) == (
         "job.yaml: inputs[1]: expected a mapping or a string, got an integer (3); "
-        "output.mode: a string ('one') is not one of per_scene, merged; "
+        "output.mode: a string ('one') is not one of per_scene, merged, change, track; "
         "read.percentiles[1]: expected a number, got a string ('x'); "
         "read.stretch_8bit: expected a boolean (true/false), got a string ('yes'); "
         "tiling.tile_size: expected an integer, got a string ('big'); "

@@ -43,6 +43,10 @@ CLI_SETTINGS = {
     ("run", "workers"): (settings.Cluster, "workers"),
     ("evaluate", "iou"): (settings.Evaluation, "iou"),
     ("evaluate", "class_field"): (settings.Evaluation, "class_field"),
+    ("change", "same_iou"): (settings.Change, "same_iou"),
+    ("change", "part_share"): (settings.Change, "part_share"),
+    ("track", "radiometry"): (settings.Change, "radiometry"),
+    ("track", "min_overlap"): (settings.Change, "min_overlap"),
 }
 
 

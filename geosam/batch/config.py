@@ -22,13 +22,29 @@ from typing import Any, ClassVar, Literal
 
 from geosam import settings
 from geosam.errors import InputError
-from geosam.settings import Classes, Cluster, Filters, Model, Outlines, Output, Prompts, Read, Tiling, setting
+from geosam.settings import (
+    Change,
+    Classes,
+    Cluster,
+    Filters,
+    Model,
+    Outlines,
+    Output,
+    Prompts,
+    Read,
+    Tiling,
+    setting,
+)
 
 VERSION = 1
 SCHEMA_ID = "https://geosam.invalid/pipeline.schema.json"  # a name, not a place: nothing is fetched
 MAX_PROBLEMS = 10  # problems listed in one message; the rest are counted
 _STRICT = {"strict": True, "extra": "forbid"}  # pydantic's config for the dataclasses below
-_INTERNAL = ("base", "source")  # Pipeline's fields that say where the file was read, not keys of it
+_INTERNAL = ("base", "source")
+OVER_TIME = (
+    "change",
+    "track",
+)  # output modes over the scenes as dates of one place  # Pipeline's fields that say where the file was read, not keys of it
 
 
 class PipelineError(InputError):
@@ -88,6 +104,7 @@ class Pipeline:
     classes: Classes = setting(settings.CLASSES, "Classes from examples (automatic mode).")
     outlines: Outlines = setting(settings.OUTLINES, "The outlines written (geosam.outlines).")
     cluster: Cluster = setting(settings.CLUSTER, "The Dask cluster.")
+    change: Change = setting(settings.CHANGE, "Objects through time (output.mode change or track).")
     # where the file was read from, set by ``parse``: not keys of the file (see _INTERNAL)
     base: Path = dataclasses.field(default=Path("."), compare=False)  # relative paths start here
     source: str = dataclasses.field(default="pipeline", compare=False)  # the file, for messages
@@ -210,8 +227,10 @@ def _check_settings(p: Pipeline) -> list[str]:
     if not low < high:
         problems.append(f"read.percentiles: [{low:g}, {high:g}]: use LOW < HIGH")
     suffix = Path(p.output.path).suffix.lower()
-    if p.output.mode == "merged" and suffix != ".gpkg":
-        problems.append(f"output.path: {p.output.path}: a merged output is one GeoPackage; name it *.gpkg")
+    if p.output.mode in (*OVER_TIME, "merged") and suffix != ".gpkg":
+        problems.append(
+            f"output.path: {p.output.path}: a {p.output.mode} output is one GeoPackage; name it *.gpkg"
+        )
     if p.output.mode == "per_scene" and suffix == ".gpkg":
         problems.append(
             f"output.path: {p.output.path}: per_scene output is a folder of SCENE.gpkg files; "

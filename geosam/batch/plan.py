@@ -57,7 +57,7 @@ def plan(pipeline: Pipeline) -> Plan:
         for name, path in _expand(pipeline, entry, origin, problems):
             found.append((name, path, entry, origin))
     merged = None
-    if pipeline.output.mode == "merged":
+    if pipeline.output.mode != "per_scene":  # one file: merged, or the dates' change or tracks
         merged = Path(pipeline.resolve(pipeline.output.path))
         folder = merged.with_name(f"{merged.stem}.parts")
     else:

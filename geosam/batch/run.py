@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ import numpy as np
 from geosam import output
 from geosam._version import __version__
 from geosam.batch import records
-from geosam.batch.config import Pipeline
+from geosam.batch.config import OVER_TIME, Pipeline
 from geosam.batch.estimate import duration
 from geosam.batch.plan import (
+    Checked,
     Plan,
     SceneJob,
     ScenePrompts,
@@ -104,6 +106,9 @@ def run(
     if offline:
         pipeline = dataclasses.replace(pipeline, model=dataclasses.replace(pipeline.model, offline=True))
     ready = checked(pipeline, model)
+    if pipeline.output.mode in OVER_TIME:
+        workers, scheduler = cluster_choice(pipeline, workers, scheduler)
+        return _over_time(ready, overwrite, workers, scheduler, on_scene, started)
     the_plan, scenes, groups, source, keys = ready.plan, ready.scenes, ready.prompts, ready.source, ready.keys
     states = {job.name: records.state(job.output, job.record, keys[job.name]) for job in the_plan.jobs}
     _check_outputs(the_plan, states, keys, overwrite)
@@ -132,6 +137,46 @@ def run(
                 on_scene(outcome)
     if the_plan.merged is not None and not summary.failed:
         summary.merged_written = _merge(the_plan, the_plan.merged, keys)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _over_time(
+    ready: Checked, overwrite: bool, workers: int | None, scheduler: str | None,
+    on_scene: Callable[[SceneOutcome], None] | None, started: float,
+) -> Summary:  # fmt: skip
+    """output.mode change or track: the scenes as dates of one place, one GeoPackage (``geosam.timeseries``)."""
+    from geosam.resume import default_work_dir
+    from geosam.timeseries import ChangeReport, change, track, write_change, write_tracks
+
+    p, jobs = ready.plan.pipeline, ready.plan.jobs
+    out = Path(p.resolve(p.output.path))
+    if p.output.mode == "change" and len(jobs) != 2:
+        raise p.fail(
+            [f"inputs: output.mode change compares two scenes, not {len(jobs)}; track follows a series"]
+        )
+    output.check_output(out, overwrite, formats={".gpkg": "GPKG"})
+    reads = {k: v for k, v in read_options(p).items() if k not in ("stretch_8bit", "pixel_coordinates")}
+    options = {
+        "model": ready.source, "tile_size": p.tiling.tile_size, "overlap": p.tiling.overlap,
+        "prompt_rounds": p.tiling.prompt_rounds, "min_area": p.filters.min_area, "simplify": p.filters.simplify,
+        "keep_background": p.filters.keep_background, **classes_options(p), **dataclasses.asdict(p.outlines),
+        **reads, **dataclasses.asdict(p.change), "workers": workers, "scheduler": scheduler,
+        "work_dir": default_work_dir(out),
+    }  # fmt: skip
+    paths = [job.path for job in jobs]
+    if p.output.mode == "change":
+        result = change(*paths, **options)
+        report = typing.cast(ChangeReport, result.report)  # change() always reports
+        write_change(result, out, overwrite)
+    else:
+        frame, report = track(paths, **options)
+        write_tracks(frame, out, overwrite)
+    summary = Summary(ready.plan)
+    for job, run_report, seconds in zip(jobs, report.runs, report.segment_s, strict=True):
+        summary.outcomes.append(SceneOutcome(job, "done", int(run_report["objects"]), seconds))
+        if on_scene is not None:
+            on_scene(summary.outcomes[-1])
     summary.seconds = time.perf_counter() - started
     return summary
 

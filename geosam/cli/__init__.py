@@ -74,10 +74,12 @@ def main(ctx: click.Context, verbose: int, quiet: int, progress: str) -> None:
 
 
 def _register() -> None:
-    from geosam.cli import evaluate, info, models, options_json, prompt, run, sample, segment
+    from geosam.cli import change, evaluate, info, models, options_json, prompt, run, sample, segment
 
     for module in (segment, prompt, run, info, evaluate, sample, options_json):
         main.add_command(module.command)
+    main.add_command(change.change_command)
+    main.add_command(change.track_command)
     main.add_command(models.models)
 
 
