@@ -60,8 +60,8 @@ def score(
 
     again = pred.geometry.intersection(examples).area >= ON_EXAMPLE * pred.geometry.area
     s = evaluate(pred[~again][["geometry"]], ref[["geometry"]], aoi=aoi).overall
-    return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "predicted": s.predictions,
-            "references": s.references}  # fmt: skip
+    return {"precision": s.precision or 0.0, "recall": s.recall or 0.0, "f1": s.f1 or 0.0,  # None: 0 of 0
+            "predicted": s.predictions, "references": s.references}  # fmt: skip
 
 
 def main() -> None:

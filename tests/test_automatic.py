@@ -149,7 +149,7 @@ def test_the_funnel_counts_what_each_stage_kept(model_installed, data):
     assert (masks.scores >= 0.88).all() and (masks.stability >= 0.92).all()
 
 
-def test_a_proposal_replaces_the_grid_masks_it_duplicates_and_adds_the_others():
+def test_proposals_add_what_the_grid_missed_and_leave_its_masks():
     boxes = torch.tensor(
         [[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60], [0, 0, 10, 10], [80, 80, 90, 90], [0, 0, 9, 10]]
     )
@@ -157,8 +157,8 @@ def test_a_proposal_replaces_the_grid_masks_it_duplicates_and_adds_the_others():
     proposed = torch.tensor([False, False, False, True, True, True])
     drawn = torch.tensor([True, True, True, True, True, False])  # the last mask is empty
     kept = _suppress(boxes, iou, proposed, drawn, 0.7)
-    # grid: 0 suppresses 1; proposal 3 then replaces 0; proposal 4 is new; 2 stays
-    assert sorted(kept.tolist()) == [2, 3, 4]
+    # grid: 0 suppresses 1, 2 stays; proposal 3 duplicates 0 and goes; proposal 4 is new
+    assert sorted(kept.tolist()) == [0, 2, 4]
 
 
 def test_find_all_asks_the_proposals_and_keeps_one_mask_each(model_installed, data):

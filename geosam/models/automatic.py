@@ -210,7 +210,7 @@ def generate(
     restricted to ``valid`` pixels, with their descriptors and the ``Funnel`` of how many each stage kept.
 
     With ``params.find``, the points that ``features.proposals`` proposes are asked too, after the grid's
-    (``_ask_proposals``: one mask each); a proposal's mask replaces the grid's masks it duplicates.
+    (``_ask_proposals``: one mask each), and kept where they add an object the grid missed.
     """
     h, w = valid.shape
     points = grid_points(params.points_per_side, valid)
@@ -311,15 +311,15 @@ def _suppress(
     boxes: torch.Tensor, iou: torch.Tensor, proposed: torch.Tensor, drawn: torch.Tensor, threshold: float
 ) -> torch.Tensor:
     """Indices of the masks kept: of the non-empty ones (``drawn``), the grid's and the proposals' each by
-    non-maximum suppression; a proposal's mask, chosen for its likeness to its class, then replaces the
-    grid's whose boxes overlap its own more than ``threshold``."""
+    non-maximum suppression, less the proposals whose boxes overlap a kept grid mask's more than
+    ``threshold``: proposals add what the grid missed and leave its objects as they are."""
     kept = []
     for group in (drawn & ~proposed, drawn & proposed):
         among = torch.nonzero(group)[:, 0]
         kept.append(among[box_nms(boxes[among], iou[among], threshold)] if len(among) else among)
     grid, extra = kept
     if len(grid) and len(extra):
-        grid = grid[(box_iou(boxes[grid], boxes[extra]) <= threshold).all(1)]
+        extra = extra[(box_iou(boxes[extra], boxes[grid]) <= threshold).all(1)]
     return torch.cat([grid, extra])
 
 
