@@ -294,16 +294,21 @@ def _ask_proposals(
             embedding, batch[:, None, :], np.ones((len(batch), 1)), model.runtime.multimask
         )
         n, k = iou.shape
-        flat = low_res.flatten(0, 1)
-        stable = stability_scores(flat, model.upsampling(embedding), params.stability_score_offset)
-        described = torch.from_numpy(features.pool(embedding, features.low_res_weights(flat.float())))
-        own = prototypes[torch.as_tensor(classes[start : start + n]).repeat_interleave(k)]
-        likeness = (described * own).sum(1).view(n, k)
-        confident += int((iou >= find.pred_iou_thresh).sum())
-        passed = (iou >= find.pred_iou_thresh) & (stable.view(n, k) >= find.stability_score_thresh)
+        sure = (iou >= find.pred_iou_thresh).flatten()  # only these are scored: stability is the cost
+        flat = low_res.flatten(0, 1)[sure]
+        stable = torch.zeros(n * k)
+        stable[sure] = stability_scores(flat, model.upsampling(embedding), params.stability_score_offset)
+        likeness = torch.full((n * k,), -torch.inf)
+        own = prototypes[torch.as_tensor(classes[start : start + n]).repeat_interleave(k)[sure]]
+        if len(flat):
+            described = features.pool(embedding, features.low_res_weights(flat.float()))
+            likeness[sure] = (torch.from_numpy(described) * own).sum(1)
+        confident += int(sure.sum())
+        stable, likeness = stable.view(n, k), likeness.view(n, k)
+        passed = sure.view(n, k) & (stable >= find.stability_score_thresh)
         answered = torch.nonzero(passed.any(1))[:, 0]
         best = torch.where(passed, likeness, -torch.inf).argmax(1)[answered]
-        found.add(low_res[answered, best], iou[answered, best], stable.view(n, k)[answered, best], True)
+        found.add(low_res[answered, best], iou[answered, best], stable[answered, best], True)
     return confident
 
 
