@@ -11,8 +11,15 @@ from rasterio.windows import Window
 
 from geosam.models import AutomaticParams, ModelSpec, load_model
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.automatic import BOXES_PER_STEP, Upsampling, _boxes, _Found, stability_scores
-from geosam.models.base import Funnel
+from geosam.models.automatic import (
+    BOXES_PER_STEP,
+    Upsampling,
+    _boxes,
+    _Found,
+    _suppress,
+    stability_scores,
+)
+from geosam.models.base import Find, Funnel
 from geosam.tiling import TileGrid, TileImage
 
 
@@ -140,3 +147,33 @@ def test_the_funnel_counts_what_each_stage_kept(model_installed, data):
     assert (f.tiles, f.prompts, f.masks) == (1, 32, 96)
     assert f.masks >= f.confident >= f.stable >= f.distinct >= f.objects == len(masks) > 0
     assert (masks.scores >= 0.88).all() and (masks.stability >= 0.92).all()
+
+
+def test_proposals_add_what_the_grid_missed_and_leave_its_masks():
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60], [0, 0, 10, 10], [80, 80, 90, 90], [0, 0, 9, 10]]
+    )
+    iou = torch.tensor([0.95, 0.90, 0.90, 0.85, 0.85, 0.80])
+    proposed = torch.tensor([False, False, False, True, True, True])
+    drawn = torch.tensor([True, True, True, True, True, False])  # the last mask is empty
+    kept = _suppress(boxes, iou, proposed, drawn, 0.7)
+    # grid: 0 suppresses 1, 2 stays; proposal 3 duplicates 0 and goes; proposal 4 is new
+    assert sorted(kept.tolist()) == [0, 2, 4]
+
+
+def test_find_all_asks_the_proposals_and_keeps_one_mask_each(model_installed, data):
+    with rasterio.open(data / "m_4709963_se_14_1_20200831.tif") as src:
+        pixels = src.read([1, 2, 3], window=Window(0, 0, 256, 256)).transpose(1, 2, 0)
+    place = next(iter(TileGrid(256, 256, 256, 32)))
+    image = TileImage(place, np.ascontiguousarray(pixels), np.ones((256, 256), bool))
+    plain = load_model(ModelSpec("mobile_sam", backend="torch", params=AutomaticParams(points_per_side=4)))
+    found = plain.automatic(image)
+    prototype = tuple(float(v) for v in found.descriptors[0])  # like the first object: proposals there
+    find = Find((prototype,), (0.5,), most=8)
+    params = AutomaticParams(points_per_side=4, find=find)
+    model = load_model(ModelSpec("mobile_sam", backend="torch", params=params))
+    masks = model.automatic(image)
+    assert 0 < masks.funnel.proposals <= 8
+    assert masks.proposed.sum() <= masks.funnel.proposals
+    assert (masks.scores[masks.proposed] >= find.pred_iou_thresh).all()
+    assert (masks.stability[masks.proposed] >= find.stability_score_thresh).all()

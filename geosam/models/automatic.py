@@ -8,7 +8,6 @@ on the low-resolution masks, so only the masks that are kept are upsampled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Protocol
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from geosam.models import features
 from geosam.models._mobile_sam import import_mobile_sam
-from geosam.models.base import AutomaticParams, Embedding, Funnel, Masks
+from geosam.models.base import AutomaticParams, Embedding, Find, Funnel, Masks
 
 # Float32 logits upsampled per call, at the model input's size and at the image's: 4 masks of a 1024²
 # tile, 16 MB an array. Under glibc's mmap threshold in workers (geosam.cluster.MALLOC), so they reuse
@@ -49,6 +48,10 @@ class Predictor(Protocol):
 
     def confident_points(
         self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool, min_iou: float
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def decode_points(
+        self, embedding: Embedding, points: np.ndarray, labels: np.ndarray, multimask: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def upscale(self, embedding: Embedding, low_res: torch.Tensor) -> torch.Tensor: ...
@@ -172,15 +175,21 @@ def _count_above(low_res: torch.Tensor, upsampling: Upsampling, threshold: float
     return counts
 
 
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU (N, M) of boxes ``a`` (N, 4) and ``b`` (M, 4), each x0, y0, x1, y1."""
+    a, b = a.float(), b.float()
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+
+
 def box_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Indices of the boxes (x0, y0, x1, y1) kept by greedy non-maximum suppression, best first."""
     order = torch.argsort(scores, descending=True)
-    boxes = boxes[order].float()
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    iou = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-9)).numpy()
+    iou = box_iou(boxes[order], boxes[order]).numpy()
     suppressed = np.zeros(len(order), bool)
     keep = []
     for i in range(len(order)):
@@ -201,43 +210,32 @@ def generate(
     restricted to ``valid`` pixels, with their descriptors and the ``Funnel`` of how many each stage kept.
 
     With ``params.find``, the points that ``features.proposals`` proposes are asked too, after the grid's
-    and in batches of their own; their masks go through the same filters and suppression.
+    (``_ask_proposals``: one mask each), and kept where they add an object the grid missed.
     """
     h, w = valid.shape
     points = grid_points(params.points_per_side, valid)
     if len(points) == 0:
         return Masks.empty(h, w, Funnel())
     embedding = embedding or model.embed(image)
-    proposed = (
-        features.proposals(embedding, params.find, valid, model.image_size)[0]
+    proposed, classes = (
+        features.proposals(embedding, params.find, valid, model.image_size)
         if params.find is not None
-        else np.zeros((0, 2), np.float32)
+        else (np.zeros((0, 2), np.float32), np.zeros(0, int))
     )
     asked = len(points) + len(proposed)
     found = _Found(asked * (3 if model.runtime.multimask else 1))
-    confident = 0
-    for batch, from_proposal in _batches(points, proposed, params.points_per_batch):
-        low_res, iou = model.confident_points(  # a runtime that answers one mask: its single-mask answer
-            embedding,
-            batch[:, None, :],
-            np.ones((len(batch), 1)),
-            model.runtime.multimask,
-            params.pred_iou_thresh,
-        )
-        stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
-        keep = stable >= params.stability_score_thresh
-        found.add(low_res[keep], iou[keep], stable[keep], from_proposal)
-        confident += len(low_res)
+    confident = _ask_grid(model, embedding, points, params, found)
+    if params.find is not None and len(proposed):
+        confident += _ask_proposals(model, embedding, (proposed, classes), params.find, params, found)
     funnel = Funnel(1, asked, found.most, confident, found.count, proposals=len(proposed))
     if not found.count:
         return Masks.empty(h, w, funnel)
     low_res, iou, stable, proposals = found.arrays()
     rows, cols = model.low_res_extent(embedding)
     boxes, drawn = _boxes(low_res[:, :rows, :cols])
-    candidates = torch.nonzero(drawn)[:, 0]
-    if not len(candidates):
+    kept = _suppress(boxes, iou, proposals, drawn, params.box_nms_thresh)
+    if not len(kept):
         return Masks.empty(h, w, funnel)
-    kept = candidates[box_nms(boxes[candidates], iou[candidates], params.box_nms_thresh)]
     full = np.empty((len(kept), h, w), bool)
     step = max(1, UPSCALE_BYTES // (4 * (model.image_size**2 + h * w)))
     for start in range(0, len(kept), step):
@@ -255,11 +253,79 @@ def generate(
     )  # fmt: skip
 
 
-def _batches(points: np.ndarray, proposed: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, bool]]:
-    """Batches of ``size`` grid points, then of proposed points, each with whether it is proposed."""
-    for group, from_proposal in ((points, False), (proposed, True)):
-        for start in range(0, len(group), size):
-            yield group[start : start + size], from_proposal
+def _ask_grid(
+    model: Predictor, embedding: Embedding, points: np.ndarray, params: AutomaticParams, found: _Found
+) -> int:
+    """Ask the grid's points in batches, keep their confident and stable masks in ``found``; how many
+    were confident."""
+    confident = 0
+    for start in range(0, len(points), params.points_per_batch):
+        batch = points[start : start + params.points_per_batch]
+        low_res, iou = model.confident_points(  # a runtime that answers one mask: its single-mask answer
+            embedding,
+            batch[:, None, :],
+            np.ones((len(batch), 1)),
+            model.runtime.multimask,
+            params.pred_iou_thresh,
+        )
+        stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
+        keep = stable >= params.stability_score_thresh
+        found.add(low_res[keep], iou[keep], stable[keep], False)
+        confident += len(low_res)
+    return confident
+
+
+def _ask_proposals(
+    model: Predictor,
+    embedding: Embedding,
+    proposed: tuple[np.ndarray, np.ndarray],
+    find: Find,
+    params: AutomaticParams,
+    found: _Found,
+) -> int:
+    """Ask the proposed points (M, 2) of classes (M,) in batches; of each one's masks that pass ``find``'s
+    filters, keep the most like its class's prototype in ``found``; how many were confident."""
+    points, classes = proposed
+    prototypes = torch.as_tensor(np.asarray(find.prototypes, np.float32))
+    confident = 0
+    for start in range(0, len(points), params.points_per_batch):
+        batch = points[start : start + params.points_per_batch]
+        low_res, iou = model.decode_points(
+            embedding, batch[:, None, :], np.ones((len(batch), 1)), model.runtime.multimask
+        )
+        n, k = iou.shape
+        sure = (iou >= find.pred_iou_thresh).flatten()  # only these are scored: stability is the cost
+        flat = low_res.flatten(0, 1)[sure]
+        stable = torch.zeros(n * k)
+        stable[sure] = stability_scores(flat, model.upsampling(embedding), params.stability_score_offset)
+        likeness = torch.full((n * k,), -torch.inf)
+        own = prototypes[torch.as_tensor(classes[start : start + n]).repeat_interleave(k)[sure]]
+        if len(flat):
+            described = features.pool(embedding, features.low_res_weights(flat.float()))
+            likeness[sure] = (torch.from_numpy(described) * own).sum(1)
+        confident += int(sure.sum())
+        stable, likeness = stable.view(n, k), likeness.view(n, k)
+        passed = sure.view(n, k) & (stable >= find.stability_score_thresh)
+        answered = torch.nonzero(passed.any(1))[:, 0]
+        best = torch.where(passed, likeness, -torch.inf).argmax(1)[answered]
+        found.add(low_res[answered, best], iou[answered, best], stable[answered, best], True)
+    return confident
+
+
+def _suppress(
+    boxes: torch.Tensor, iou: torch.Tensor, proposed: torch.Tensor, drawn: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Indices of the masks kept: of the non-empty ones (``drawn``), the grid's and the proposals' each by
+    non-maximum suppression, less the proposals whose boxes overlap a kept grid mask's more than
+    ``threshold``: proposals add what the grid missed and leave its objects as they are."""
+    kept = []
+    for group in (drawn & ~proposed, drawn & proposed):
+        among = torch.nonzero(group)[:, 0]
+        kept.append(among[box_nms(boxes[among], iou[among], threshold)] if len(among) else among)
+    grid, extra = kept
+    if len(grid) and len(extra):
+        extra = extra[(box_iou(boxes[extra], boxes[grid]) <= threshold).all(1)]
+    return torch.cat([grid, extra])
 
 
 class _Found:

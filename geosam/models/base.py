@@ -63,11 +63,15 @@ class Masks:
 @dataclass(frozen=True)
 class Find:
     """Find-them-all: each class's prototype descriptor and the cell similarity that proposes a prompt
-    (``geosam.models.features.proposals``)."""
+    (``geosam.models.features.proposals``); of the model's masks for a proposal, the one most like its
+    class's prototype among those passing the filters below is kept (``geosam.models.automatic``)."""
 
     prototypes: tuple[tuple[float, ...], ...]  # (K, C) unit vectors, one per class
     thresholds: tuple[float, ...]  # (K,) a cell at least this similar to its class's prototype is a peak
     most: int = 64  # proposals per class and tile, the most similar first
+    # a proposal is evidence of an object, so its answers pass laxer filters than the grid's
+    pred_iou_thresh: float = 0.8  # drop a proposal's masks the model rates below this IoU
+    stability_score_thresh: float = 0.85  # and those less stable than this
 
 
 @dataclass(frozen=True)
