@@ -4,15 +4,20 @@ and a file that has appeared survives a power cut (its data, then the rename, re
 ``write_bytes`` writes a small file; ``publish`` moves a file written beside its destination into
 place. Both fsync the file before the rename and its folder after: without the first a crash can
 leave the new name pointing at empty or partial data (ext4, XFS); without the second the rename
-itself may be lost. ``benchmarks/fsync.py`` measures what that costs per file.
+itself may be lost. ``benchmarks/workdir.py`` measures what that costs per file. ``faults`` turns a
+write that fails for want of space or permission into one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from geosam.errors import OutputError
 
 # errors that mean "this folder cannot be written now": no space, quota, file size limit, permission,
 # read-only file system; the run can resume once they are fixed
@@ -80,6 +85,26 @@ def fsync_dir(folder: str | Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def faults(path: Path, after: str = "", probing: bool = False) -> Iterator[None]:
+    """Writes to ``path`` that fail for want of space or permission end in one line (``OutputError``):
+    the fault, what to do, and ``after``. With ``probing``, any failure is looked into with ``probe``
+    while the failed write's files are still there (GDAL's errors seldom say why)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as exc:
+        if not (probing or isinstance(exc, OSError)):
+            raise
+        fault = write_fault(exc) or (probe(Path(path).parent) if probing else None)
+        if fault is None:
+            raise
+        raise OutputError(
+            f"{fault} writing {path}: {FIX[fault]} and run the same command again{after}"
+        ) from None
 
 
 def write_fault(exc: BaseException) -> str | None:

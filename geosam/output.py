@@ -6,13 +6,12 @@ and Shapefile (a set of files, field names of at most 10 characters).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,7 +119,7 @@ def write_layers(
     os.close(fd)
     os.unlink(tmp)  # the writer creates the file itself
     try:
-        with _faults(path):  # tmp is still there
+        with atomic.faults(path, probing=True):  # tmp is still there
             for i, (layer, objects) in enumerate(layers.items()):
                 _write_layer(objects, tmp, driver, layer, first=i == 0, metadata=(metadata or {}).get(layer))
             if driver == "GPKG":
@@ -136,25 +135,6 @@ def write_layers(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def _faults(path: Path) -> Iterator[None]:
-    """A write that fails for want of space or permission ends in one line (``OutputError``).
-
-    Runs ``atomic.probe`` while the failed write's files are still there (GDAL's errors seldom say why).
-    """
-    try:
-        yield
-    except OutputError:
-        raise
-    except Exception as exc:
-        fault = atomic.write_fault(exc) or atomic.probe(path.parent)
-        if fault is None:
-            raise
-        raise OutputError(
-            f"{fault} writing {path}: {atomic.FIX[fault]} and run the same command again"
-        ) from None
 
 
 def _with_raw(layers: Mapping[str, gpd.GeoDataFrame]) -> dict[str, gpd.GeoDataFrame]:
@@ -213,7 +193,7 @@ def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
     renamed = objects.rename(columns=shapefile_fields(columns))
     folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
     try:
-        with _faults(path):
+        with atomic.faults(path, probing=True):
             with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
                 warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
                 renamed.to_file(

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from geosam.atomic import FIX, write_bytes, write_fault
+from geosam.atomic import faults, write_bytes
 from geosam.errors import OutputError
 from geosam.fingerprint import TILE_FORMAT
 from geosam.models.base import Funnel
@@ -96,21 +96,9 @@ class WorkDir:
                 "choose another --work-dir"
             )
 
-    @contextlib.contextmanager
-    def writing(self, path: Path) -> Iterator[None]:
+    def writing(self, path: Path) -> contextlib.AbstractContextManager[None]:
         """Writes to ``path`` that fail for want of space or permission end the run in one line."""
-        try:
-            yield
-        except OutputError:
-            raise
-        except OSError as exc:
-            fault = write_fault(exc)
-            if fault is None:
-                raise
-            raise OutputError(
-                f"{fault} writing {path}: {FIX[fault]} and run the same command again; "
-                f"finished tiles are kept in {self.folder}"
-            ) from None
+        return faults(path, f"; finished tiles are kept in {self.folder}")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -240,18 +228,11 @@ def output_lock(output: Path) -> Iterator[None]:
     its work folder. The lock file (``.OUT.lock`` beside it) goes when the run ends; one left by a
     killed run is taken over."""
     path = output.with_name(f".{output.name}.lock")
-    try:
+    with faults(path):
         fd = _take_lock(
             path, f"{output} is being written by another geosam run ({{holder}}); wait for it to end, "
             "or choose another output",
         )  # fmt: skip
-    except OutputError:
-        raise
-    except OSError as exc:
-        fault = write_fault(exc)
-        if fault is None:
-            raise
-        raise OutputError(f"{fault} writing {path}: {FIX[fault]} and run the same command again") from None
     try:
         yield
     finally:
