@@ -77,9 +77,8 @@ class SceneRun:
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
         self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
         self.extent: Box | None = None  # the bounds of the cores of tiles with data
-        self.funnel = Funnel(
-            tiles=0
-        )  # masks through automatic mode's stages, over the tiles that counted them
+        # masks through automatic mode's stages, over the tiles that counted them
+        self.funnel = Funnel(tiles=0)
 
     def resume(self) -> set[tuple[int, int]]:
         """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
@@ -370,12 +369,14 @@ def _class_outlines(
     except ValueError as exc:
         raise InputError(f"--class-outlines: {exc}") from None
     for option, names in (("--keep", keep or ()), ("--class-outlines", mapping)):
-        if names and classes is None:
+        if not names:
+            continue
+        if classes is None:
             raise InputError(
                 f"{option} {','.join(names)}: classes come from --examples or --class-model: give one"
             )
-        unknown = sorted(set(names) - set(classes.classes if classes else ()))
-        if unknown and classes is not None:
+        unknown = sorted(set(names) - set(classes.classes))
+        if unknown:
             known = ", ".join(classes.classes)
             raise InputError(f"{option} {','.join(unknown)}: not a class of the class model ({known})")
     return mapping
