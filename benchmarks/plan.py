@@ -1,6 +1,7 @@
 """Planning and scheduling cost of huge scenes, and peak memory per worker against scene size.
 
     python benchmarks/plan.py plan                    # a 200,000 × 200,000 px scene: plan + submission
+    python benchmarks/plan.py scheduler               # a real scheduler: 5,041 and 50,176 tiles
     python benchmarks/plan.py workers                 # reference model, scenes 2048² and 4096² px
     python benchmarks/plan.py workers --model mobile_sam --points-per-side 4
 
@@ -10,6 +11,9 @@ Sections (each measured in a fresh process, so peak memory is its own; peak RSS 
            submission loop's filter: time and peak RSS. Then the real submission loop (Dask, 2
            workers, a model that finds nothing) over scenes of N and 4N tiles: the client's peak
            RSS must not grow with the number of tiles, and at most 2 tasks per worker are in flight.
+  scheduler the same submission loop on a real `dask scheduler` and two `dask worker` processes on
+           127.0.0.1: tiles a second at 5,041 and 50,176 tiles with a model that costs nothing, and the
+           workers' overhead a tile against a model that spends 1 s a tile (225 tiles)
   workers  the whole pipeline on two generated scenes, the second 4× the area of the first: peak
            RSS per worker process (the peak each task reports) must not grow with the scene.
 Not part of the test run; ratios only mean something within one run (the machine is shared).
@@ -19,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +58,7 @@ class Nothing:
     """A model source whose model finds nothing: the pipeline's own cost, without a model's."""
 
     name: str = "nothing"
+    seconds: float = 0.0  # spent per tile, as a model would
 
     def check(self) -> None:
         pass
@@ -61,6 +69,7 @@ class Nothing:
     def automatic(self, tile):
         from geosam.models import Masks
 
+        time.sleep(self.seconds)
         h, w = tile.valid.shape
         return Masks(np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
 
@@ -90,8 +99,10 @@ def plan(size: int, folder: str) -> dict:
             "rss_growth_mb": round((peak_rss() - before) / 2**20, 1)}  # fmt: skip
 
 
-def submit(size: int, folder: str) -> dict:
-    """The real submission loop over every tile of a size² sparse scene on 2 local workers."""
+def submit(size: int, folder: str, scheduler: str | None = None, seconds: float = 0.0) -> dict:
+    """The real submission loop over every tile of a size² sparse scene on 2 workers (local, or those of
+    ``scheduler``), the stand-in model spending ``seconds`` a tile; the workers' overhead a tile is the
+    worker time beyond the model's: 2 workers × wall / tiles - ``seconds``."""
     from geosam.cluster import dask_client, run_tiles
     from geosam.georef import open_scene
     from geosam.report import peak_rss
@@ -100,17 +111,47 @@ def submit(size: int, folder: str) -> dict:
     folder = Path(folder)
     scene = open_scene(sparse_scene(folder / f"sparse-{size}.tif", size))
     grid = TileGrid(scene.width, scene.height, 1024, 128)
-    with dask_client(2) as client:
-        client.submit(sum, [1]).result()  # workers up
+    with dask_client(2, scheduler) as client:
+        client.wait_for_workers(2)  # workers up
         most = 0
         start = time.perf_counter()
-        for i, _ in enumerate(run_tiles(client, scene, grid, Nothing(), threads=1)):
+        for i, _ in enumerate(run_tiles(client, scene, grid, Nothing(seconds=seconds), threads=1)):
             if i % 50 == 0:
                 most = max(most, sum(len(v) for v in client.processing().values()))
         wall = time.perf_counter() - start
-    return {"px": f"{size} × {size}", "tiles": len(grid), "wall_s": round(wall, 1),
-            "tiles_per_s": round(len(grid) / wall, 1), "most_tasks_on_workers": most,
-            "client_peak_rss_mb": round(peak_rss() / 2**20, 1)}  # fmt: skip
+    overhead = 2 * wall / len(grid) - seconds
+    return {"px": f"{size} × {size}", "tiles": len(grid), "model_s": seconds, "wall_s": round(wall, 1),
+            "tiles_per_s": round(len(grid) / wall, 1), "overhead_ms": round(1000 * overhead, 1),
+            "overhead_share": round(overhead / seconds, 4) if seconds else None,
+            "most_tasks_on_workers": most, "client_peak_rss_mb": round(peak_rss() / 2**20, 1)}  # fmt: skip
+
+
+@contextmanager
+def dask_processes(folder: Path) -> Iterator[str]:
+    """A `dask scheduler` and two single-threaded `dask worker` processes on 127.0.0.1: its scheduler file."""
+    file = folder / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    commands = [["dask_scheduler", *local, "--port", "0", "--scheduler-file", str(file)]] + 2 * [
+        ["dask_worker", *local, "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny"]
+    ]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", f"distributed.cli.{module}", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for module, *args in commands
+    ]
+    try:
+        while not file.exists():
+            time.sleep(0.2)
+        yield str(file)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def workers(size: int, folder: str, model: str, points: int, tile_size: int) -> dict:
@@ -159,9 +200,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("section", choices=["plan", "workers"])
+    parser.add_argument("section", choices=["plan", "scheduler", "workers"])
     parser.add_argument("--size", type=int, default=200_000, help="plan: scene side in px")
     parser.add_argument("--submit-sizes", type=int, nargs=2, default=[20_000, 40_000])
+    parser.add_argument(
+        "--scheduler-sizes",
+        type=int,
+        nargs="+",
+        default=[63_700, 200_000],
+        help="scheduler: scene sides for the model that costs nothing (5,041 and 50,176 tiles)",
+    )
+    parser.add_argument(
+        "--timed",
+        type=float,
+        nargs=2,
+        default=[12_700, 1],
+        metavar=("SIDE", "SECONDS"),
+        help="scheduler: a scene side (225 tiles) for the model that spends SECONDS a tile",
+    )
     parser.add_argument("--sizes", type=int, nargs=2, default=[2048, 4096], help="workers: scene sides")
     parser.add_argument("--model", default="reference", help="workers: reference or an installed model")
     parser.add_argument("--points-per-side", type=int, default=4)
@@ -173,6 +229,10 @@ def main() -> None:
             table([fresh("plan", args.size, str(folder))])
             print()
             table([fresh("submit", size, str(folder)) for size in args.submit_sizes])
+        elif args.section == "scheduler":
+            with dask_processes(folder) as address:
+                runs = [(size, 0.0) for size in args.scheduler_sizes] + [(int(args.timed[0]), args.timed[1])]
+                table([fresh("submit", size, str(folder), address, seconds) for size, seconds in runs])
         else:
             rows = []
             for size in args.sizes:

@@ -34,7 +34,8 @@ from geosam.output import write_layers
 from geosam.report import versions
 from geosam.resume import WorkDir
 from geosam.scene_run import segment_scene
-from geosam.settings import CHANGE, READ
+from geosam.settings import CHANGE, READ, TILING
+from geosam.tiling import TileGrid
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -128,7 +129,8 @@ def change(
     ``geosam.matching`` describes, with ``same_iou``, ``match_iou`` and ``part_share``.
 
     With ``work_dir``, each date's finished tiles are kept in a folder of it (``0``, ``1``) and a
-    rerun resumes; ``on_date(i, path)`` is called before date ``i`` is segmented.
+    rerun resumes; ``on_date(i, path, tiles)`` is called before date ``i`` is segmented, with its
+    number of tiles, and what it returns (if not None) with each tile's result.
 
     Returns:
         A ``ChangeResult``: ``changes`` (one row per group: status, ids at both dates, IoU, areas,
@@ -259,10 +261,11 @@ def _segment_dates(
         report = _report(paths, grid, found, radiometry, stretches, options)
         frames = []
         for i, (path, stretch) in enumerate(zip(on_grid, stretches, strict=True)):
-            if on_date is not None:
-                on_date(i, paths[i])
+            size = options.get("tile_size", TILING.tile_size), options.get("overlap", TILING.overlap)
+            tiles = len(TileGrid(scenes[i].width, scenes[i].height, *size))
+            on_tile = on_date(i, paths[i], tiles) if on_date is not None else None
             frame, run = segment_scene(
-                path, stretch=stretch, percentiles=percentiles,
+                path, stretch=stretch, percentiles=percentiles, on_tile=on_tile,
                 work_dir=work / str(i) if work is not None else None, **options,
             )  # fmt: skip
             if i == 0 and "class_model" in frame.attrs:  # learnt here: the same classes for every date

@@ -17,6 +17,7 @@ from affine import Affine
 from geosam.errors import InputError
 from geosam.matching import match
 from geosam.testing import scene_from_labels
+from geosam.tiling import TileGrid
 from geosam.timeseries import change, scene_dates, track, write_change, write_tracks
 
 from .doubles import FlatRegions
@@ -352,8 +353,12 @@ def test_geosam_track_writes_one_layer_with_dates(tmp_path, monkeypatch):
         "-w",
         "0",
     ]
-    done = CliRunner().invoke(main, [*args, "--overlap", "16"])
+    done = CliRunner().invoke(main, ["--progress", "json", *args, "--overlap", "16"])
     assert done.exit_code == 0, done.output
+    events = [json.loads(line) for line in done.output.splitlines() if line.startswith("{")]
+    tiles = [(e["what"], e["done"], e["total"]) for e in events if e["event"] == "tiles"]
+    per_date = len(TileGrid(scene.width, scene.height, 128, 16))
+    assert tiles == [(f"date {d}", k, per_date) for d in (1, 2, 3) for k in range(1, per_date + 1)]
     tracks = gpd.read_file(out, layer="tracks")
     assert sorted(tracks["date"].dt.year.unique()) == [2001, 2002, 2003]
     assert tracks.groupby("track").size().eq(3).all() and len(tracks) == 3 * 10

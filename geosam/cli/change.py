@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from geosam.cli.options import (
     runtime_options,
     tiling_options,
 )
+from geosam.cli.progress import Tiles
 from geosam.settings import Change, Execution, Read
 
 MODEL_KEYS = (
@@ -146,18 +148,24 @@ def _run(ctx: click.Context, output: Path, overwrite: bool, params: dict[str, An
     automatic["stability_score_thresh"] = automatic.pop("stability_thresh")
     spec = model_spec(*model, **automatic)
 
-    def on_date(i: int, path: str) -> None:
-        if not ctx.obj["quiet"]:
-            click.echo(f"date {i + 1}: segmenting {path}", err=True)
+    with contextlib.ExitStack() as bars:
 
-    with output_lock(output), WorkDir(work_dir, "").lock():
-        report, write = run(work_dir, on_date, {"model": spec, **params})
-        report.output = str(output)
-        write()
-        if not keep_work:
-            WorkDir(work_dir, "").remove()
-        report.wall_s = round(time.monotonic() - started, 3)
-        report.write(report_path)
+        def on_date(i: int, path: str, tiles: int) -> Callable[[Any], None]:
+            bars.close()  # the previous date's bar
+            if not ctx.obj["quiet"]:
+                click.echo(f"date {i + 1}: segmenting {path}", err=True)
+            bar = bars.enter_context(Tiles(ctx, tiles, f"date {i + 1}"))
+            return lambda result: bar.update(1)
+
+        with output_lock(output), WorkDir(work_dir, "").lock():
+            report, write = run(work_dir, on_date, {"model": spec, **params})
+            bars.close()
+            report.output = str(output)
+            write()
+            if not keep_work:
+                WorkDir(work_dir, "").remove()
+            report.wall_s = round(time.monotonic() - started, 3)
+            report.write(report_path)
     if not ctx.obj["quiet"]:
         click.echo(report.summary(), err=True)
         click.echo(f"written to {output}; report: {report_path}", err=True)
