@@ -33,23 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data"
 TILES = {  # name: (source, what it is)
-    "naip": ("m_4709963_se_14_1_20200831.tif", "NAIP 1 m RGB, a 1024² window of a mosaic of the scene"),
+    "naip": ("m_4709963_se_14_1_20200831.tif", "NAIP 5 m RGB, a 1024² window of a mosaic of the scene"),
     "drone": ("pix4d_alpha_nodata.tif", "drone orthomosaic 0.35 m, alpha-band nodata"),
     "landsat": ("RGB.byte.tif", "Landsat RGB 300 m, nodata collar"),
 }
 MATCH_IOU = 0.8
 
 
-def read_tile(name: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 H×W×3 pixels and the valid-pixel mask of the named tile."""
+def tile_source(name: str, folder: Path) -> tuple[Path, Window | None]:
+    """The file holding the named tile (NAIP's mosaic written to ``folder``) and its window (None: all)."""
     from geosam.testing import mosaic
 
     source = DATA / TILES[name][0]
-    if name == "naip":
-        source = mosaic(folder / "naip-mosaic.tif", 2048, [source, DATA / "m_4709963_se_14_1_20090818.tif"])
-        window = Window(512, 512, 1024, 1024)
-    else:
-        window = None
+    if name != "naip":
+        return source, None
+    naip = mosaic(folder / "naip-mosaic.tif", 2048, [source, DATA / "m_4709963_se_14_1_20090818.tif"])
+    return naip, Window(512, 512, 1024, 1024)
+
+
+def read_tile(name: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 H×W×3 pixels and the valid-pixel mask of the named tile."""
+    source, window = tile_source(name, folder)
     with rasterio.open(source) as src:
         image = src.read([1, 2, 3], window=window).transpose(1, 2, 0)
         valid = src.dataset_mask(window=window) > 0

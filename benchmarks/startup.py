@@ -43,14 +43,18 @@ def crop(tiles: int, folder: Path) -> Path:
     return out
 
 
+def timed(arguments: list[str], out: Path) -> tuple[float, dict]:
+    """``geosam ARGUMENTS`` in a fresh process: the whole command's seconds and the run report of ``out``."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "geosam", *arguments], check=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    return seconds, json.loads(out.with_name(f"{out.stem}.report.json").read_text())
+
+
 def run(scene: Path, mode: list[str], points: int) -> dict:
     out = scene.with_name(f"{scene.stem}-{len(mode)}.gpkg")
-    command = [sys.executable, "-m", "geosam", "-q", "segment", str(scene), "-o", str(out), "--overwrite",
-               "--tile-size", str(TILE), "--overlap", str(OVERLAP), "--points-per-side", str(points), *mode]  # fmt: skip
-    started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    seconds = time.perf_counter() - started
-    report = json.loads(out.with_name(f"{out.stem}.report.json").read_text())
+    seconds, report = timed(["-q", "segment", str(scene), "-o", str(out), "--overwrite", "--tile-size", str(TILE),
+                             "--overlap", str(OVERLAP), "--points-per-side", str(points), *mode], out)  # fmt: skip
     return {"command_s": seconds, "model_s": report["model_s"], "tiles": report["tiles_done"],
             "workers": report["workers"], "objects": report["objects"]}  # fmt: skip
 
