@@ -403,7 +403,10 @@ def test_qgis_process_runs_the_installed_zip(tmp_path, data, model_installed, qg
             [qgis_process, *args], capture_output=True, text=True, env=env, timeout=600, check=False
         )
 
-    assert qgis_run("plugins", "enable", "geosam_qgis").returncode == 0
+    enabled = qgis_run("plugins", "enable", "geosam_qgis")
+    if enabled.returncode < 0:  # qgis_process 3.22 now and then dies of a signal while it exits: once more
+        enabled = qgis_run("plugins", "enable", "geosam_qgis")
+    assert enabled.returncode == 0, enabled.stderr
     scene = crop(data, tmp_path, size=256)
     done = qgis_run("--json", "run", "geosam:segment", "--", f"INPUT={scene}", f"OUTPUT={tmp_path / 'o.gpkg'}",
                     "POINTS_PER_SIDE=8", "KEEP_BACKGROUND=true", f"WORK_DIR={tmp_path / 'work'}")  # fmt: skip
