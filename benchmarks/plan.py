@@ -146,6 +146,8 @@ def dask_processes(folder: Path) -> Iterator[str]:
     ]
     try:
         while not file.exists():
+            if processes[0].poll() is not None:
+                raise RuntimeError("the dask scheduler did not start")
             time.sleep(0.2)
         yield str(file)
     finally:

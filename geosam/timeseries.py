@@ -260,8 +260,8 @@ def _segment_dates(
         stretches = joint_stretch(scenes, percentiles, radiometry)
         report = _report(paths, grid, found, radiometry, stretches, options)
         frames = []
+        size = options.get("tile_size", TILING.tile_size), options.get("overlap", TILING.overlap)
         for i, (path, stretch) in enumerate(zip(on_grid, stretches, strict=True)):
-            size = options.get("tile_size", TILING.tile_size), options.get("overlap", TILING.overlap)
             tiles = len(TileGrid(scenes[i].width, scenes[i].height, *size))
             on_tile = on_date(i, paths[i], tiles) if on_date is not None else None
             frame, run = segment_scene(
