@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,36 +123,6 @@ def submit(size: int, folder: str, scheduler: str | None = None, seconds: float 
             "most_tasks_on_workers": most, "client_peak_rss_mb": round(peak_rss() / 2**20, 1)}  # fmt: skip
 
 
-@contextmanager
-def dask_processes(folder: Path) -> Iterator[str]:
-    """A `dask scheduler` and two single-threaded `dask worker` processes on 127.0.0.1: its scheduler file."""
-    file = folder / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(Path(__file__).parent)])}
-    local = ["--host", "127.0.0.1", "--no-dashboard"]
-    commands = [["dask_scheduler", *local, "--port", "0", "--scheduler-file", str(file)]] + 2 * [
-        ["dask_worker", *local, "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny"]
-    ]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"distributed.cli.{module}", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for module, *args in commands
-    ]
-    try:
-        while not file.exists():
-            if processes[0].poll() is not None:
-                raise RuntimeError("the dask scheduler did not start")
-            time.sleep(0.2)
-        yield str(file)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
-
-
 def workers(size: int, folder: str, model: str, points: int, tile_size: int) -> dict:
     """The whole pipeline on a generated size² scene; peak RSS of each worker process."""
     from geosam import scene_run
@@ -232,9 +199,13 @@ def main() -> None:
             print()
             table([fresh("submit", size, str(folder)) for size in args.submit_sizes])
         elif args.section == "scheduler":
-            with dask_processes(folder) as address:
-                runs = [(size, 0.0) for size in args.scheduler_sizes] + [(int(args.timed[0]), args.timed[1])]
-                table([fresh("submit", size, str(folder), address, seconds) for size, seconds in runs])
+            from geosam.testing import dask_cluster
+
+            runs = [(size, 0.0) for size in args.scheduler_sizes] + [(int(args.timed[0]), args.timed[1])]
+            here = Path(__file__).parent  # the workers unpickle Nothing from plan.py
+            with dask_cluster(folder, pythonpath=[here]) as cluster:
+                file = str(cluster.file)
+                table([fresh("submit", size, str(folder), file, seconds) for size, seconds in runs])
         else:
             rows = []
             for size in args.sizes:

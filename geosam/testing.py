@@ -3,11 +3,19 @@
 Public, for checking the pipeline around the model: ``ReferenceModel`` stands in for a model so that
 tiling, vectorizing and stitching can be measured against objects whose polygons are known (geosam's
 tests, ``benchmarks/seams.py`` and ``benchmarks/plan.py`` use it; so can a user's own checks). The
-tests' other doubles live in ``tests/doubles.py``.
+tests' other doubles live in ``tests/doubles.py``. ``dask_cluster`` starts a real scheduler and
+workers on this machine, for the tests and benchmarks that need separate processes.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,3 +305,72 @@ def mosaic(path: Path, size: int, sources: list[Path]) -> Path:
                     window=rasterio.windows.Window(x, y, cell.shape[2], cell.shape[1]),
                 )
     return path
+
+
+@dataclass(frozen=True)
+class DaskProcesses:
+    """A running ``dask_cluster``: the scheduler's address and file, and the worker processes."""
+
+    address: str
+    file: Path
+    workers: list[subprocess.Popen]
+
+
+@contextmanager
+def dask_cluster(
+    folder: Path, workers: int = 2, pythonpath: Sequence[str | Path] = ()
+) -> Iterator[DaskProcesses]:
+    """A `dask scheduler` and ``workers`` single-threaded `dask worker` processes on 127.0.0.1.
+
+    The workers have no nanny, so a killed worker stays dead. The scheduler file is written in
+    ``folder``. The processes import this geosam (its checkout first on PYTHONPATH, where
+    ``tests/`` is too), then ``pythonpath``. Ready once the scheduler file is written (an error if
+    the scheduler dies or 60 s pass first) and every worker has joined. Terminated on exit, killed
+    if still running 15 s later.
+    """
+    file = folder / "scheduler.json"
+    path = [Path(__file__).resolve().parents[1], *pythonpath]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, path))}
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    commands = [["dask_scheduler", *local, "--port", "0", "--scheduler-file", str(file)]] + workers * [
+        ["dask_worker", *local, "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny"]
+    ]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", f"distributed.cli.{module}", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for module, *args in commands
+    ]
+    try:
+        _wait_for(file, processes[0], workers)
+        yield DaskProcesses(json.loads(file.read_text())["address"], file, processes[1:])
+    finally:
+        _stop(processes)
+
+
+def _wait_for(file: Path, scheduler: subprocess.Popen, workers: int) -> None:
+    """Until the scheduler has written ``file`` and ``workers`` workers have joined it."""
+    from distributed import Client
+
+    deadline = time.monotonic() + 60
+    while not file.exists():
+        if scheduler.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the dask scheduler did not start")
+        time.sleep(0.1)
+    with Client(scheduler_file=str(file), timeout="30s") as client:
+        client.wait_for_workers(workers, timeout=60)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -15,53 +15,22 @@ import pytest
 from geosam import output, scene_run
 from geosam.cluster import MALLOC, dask_client
 from geosam.errors import SchedulerError
-from geosam.testing import make_scene
+from geosam.testing import dask_cluster, make_scene
 
-from .test_resume import ROOT, TILING, assert_same_output, double_cli, finish
-
-
-def _start(module: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # workers unpickle the test doubles
-    return subprocess.Popen(
-        [sys.executable, "-m", f"distributed.cli.{module}", *args], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+from .test_resume import TILING, assert_same_output, double_cli, finish
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    """A scheduler and two single-threaded workers without nannies (a killed worker stays dead)."""
-    file = tmp_path / "scheduler.json"
-    local = ["--host", "127.0.0.1", "--no-dashboard"]
-    scheduler = _start("dask_scheduler", *local, "--port", "0", "--scheduler-file", str(file))
-    workers = [
-        _start("dask_worker", *local, "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny")
-        for _ in range(2)
-    ]
-    try:
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while not file.exists():
-            assert time.monotonic() < deadline and scheduler.poll() is None, "the scheduler did not start"
-            time.sleep(0.1)
-        with Client(scheduler_file=str(file), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        yield json.loads(file.read_text())["address"], file, workers
-    finally:
-        for process in [*workers, scheduler]:
-            if process.poll() is None:
-                process.terminate()
-        for process in [*workers, scheduler]:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    """A scheduler and two single-threaded workers without nannies (a killed worker stays dead); the
+    workers unpickle the test doubles from the repository root on their path."""
+    with dask_cluster(tmp_path) as processes:
+        yield processes
 
 
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
-    address, file, workers = cluster
+    address, file, workers = cluster.address, cluster.file, cluster.workers
     scene = make_scene(tmp_path / "scene", seed=3, width=700, height=600, max_size=96, objects=80)
     out = tmp_path / "out.gpkg"
     args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "--scheduler", address]
