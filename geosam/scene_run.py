@@ -226,6 +226,7 @@ def segment_scene(
     retries: int = EXECUTION.retries,
     work_dir: str | Path | None = None,
     allow_partial: bool = False,
+    on_start: Callable[[int], None] | None = None,
     on_tile: Callable[[TileResult], None] | None = None,
     parameters: dict | None = None,
     threads: int | None = None,
@@ -262,12 +263,15 @@ def segment_scene(
     A piece that runs out of its tile into a neighbour that found nothing of it is put to the
     neighbour's model as a prompt, for up to ``prompt_rounds`` rounds (see ``geosam.reprompt``).
     ``threads`` is torch's threads per worker (default: cores / workers on a local cluster, the
-    workers' own on ``scheduler``; 0: cores / workers). ``on_tile`` is called with each tile's result.
+    workers' own on ``scheduler``; 0: cores / workers). ``on_start`` is called once with the number of
+    tiles planned, before any tile; ``on_tile`` with each tile's result.
     """
     started = time.monotonic()
     if parameters is None:
         parameters = {
-            k: v for k, v in locals().items() if k not in ("path", "on_tile", "started", "parameters")
+            k: v
+            for k, v in locals().items()
+            if k not in ("path", "on_start", "on_tile", "started", "parameters")
         }
         parameters["model"] = getattr(model, "name", model)
     source: ModelSource = ModelSpec(model) if isinstance(model, str) else model
@@ -280,8 +284,7 @@ def segment_scene(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
         pixel_coordinates=pixel_coordinates, nodata=nodata, stretch=stretch,
     )  # fmt: skip
-    grid = TileGrid(scene.width, scene.height, tile_size, overlap)
-    log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    grid = _plan(scene, tile_size, overlap, on_start)
     if workers is None and not scheduler and len(grid) <= settings.IN_PROCESS_TILES:
         workers = 0  # a cluster would cost more than it gives
     classes = _classes(scene, grid, source, examples, class_field, class_model)
@@ -340,6 +343,15 @@ def segment_scene(
         (tile_size, overlap, min_area), report.ground,
     )  # fmt: skip
     return frame, report
+
+
+def _plan(scene: Scene, tile_size: int, overlap: int, on_start: Callable[[int], None] | None) -> TileGrid:
+    """The scene's tile grid, logged, its number of tiles given to ``on_start``."""
+    grid = TileGrid(scene.width, scene.height, tile_size, overlap)
+    log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
+    if on_start is not None:
+        on_start(len(grid))
+    return grid
 
 
 def _classes(

@@ -34,8 +34,7 @@ from geosam.output import write_layers
 from geosam.report import versions
 from geosam.resume import WorkDir
 from geosam.scene_run import segment_scene
-from geosam.settings import CHANGE, READ, TILING
-from geosam.tiling import TileGrid
+from geosam.settings import CHANGE, READ
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -129,8 +128,8 @@ def change(
     ``geosam.matching`` describes, with ``same_iou``, ``match_iou`` and ``part_share``.
 
     With ``work_dir``, each date's finished tiles are kept in a folder of it (``0``, ``1``) and a
-    rerun resumes; ``on_date(i, path, tiles)`` is called before date ``i`` is segmented, with its
-    number of tiles, and what it returns (if not None) with each tile's result.
+    rerun resumes; ``on_date(i, path)`` is called before date ``i`` is segmented, and what it returns
+    (if not None) is a pair of ``segment_scene`` callbacks for that date: ``on_start`` and ``on_tile``.
 
     Returns:
         A ``ChangeResult``: ``changes`` (one row per group: status, ids at both dates, IoU, areas,
@@ -260,12 +259,11 @@ def _segment_dates(
         stretches = joint_stretch(scenes, percentiles, radiometry)
         report = _report(paths, grid, found, radiometry, stretches, options)
         frames = []
-        size = options.get("tile_size", TILING.tile_size), options.get("overlap", TILING.overlap)
         for i, (path, stretch) in enumerate(zip(on_grid, stretches, strict=True)):
-            tiles = len(TileGrid(scenes[i].width, scenes[i].height, *size))
-            on_tile = on_date(i, paths[i], tiles) if on_date is not None else None
+            callbacks = on_date(i, paths[i]) if on_date is not None else None
+            on_start, on_tile = callbacks or (None, None)
             frame, run = segment_scene(
-                path, stretch=stretch, percentiles=percentiles, on_tile=on_tile,
+                path, stretch=stretch, percentiles=percentiles, on_start=on_start, on_tile=on_tile,
                 work_dir=work / str(i) if work is not None else None, **options,
             )  # fmt: skip
             if i == 0 and "class_model" in frame.attrs:  # learnt here: the same classes for every date

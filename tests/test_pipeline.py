@@ -35,10 +35,12 @@ def test_tiles_without_valid_pixels_are_not_segmented(tmp_path):
     scene = write(tmp_path / "scene.tif", data, nodata=0)
     records = tmp_path / "records"
     records.mkdir()
-    done = []
+    started, done = [], []
     geosam.segment(
-        scene, model=RecordingSource(str(records)), tile_size=256, overlap=16, workers=1, on_tile=done.append
-    )
+        scene, model=RecordingSource(str(records)), tile_size=256, overlap=16, workers=1,
+        on_start=lambda tiles: started.append((tiles, len(done))), on_tile=done.append,
+    )  # fmt: skip
+    assert started == [(9, 0)]  # once, with the number of tiles, before any tile
     assert len(done) == len(geosam.TileGrid(600, 600, 256, 16)) == 9
     assert sum(r.segmented for r in done) == 1 == len(list(records.glob("task-*")))
 

@@ -150,12 +150,12 @@ def _run(ctx: click.Context, output: Path, overwrite: bool, params: dict[str, An
 
     with contextlib.ExitStack() as bars:
 
-        def on_date(i: int, path: str, tiles: int) -> Callable[[Any], None]:
+        def on_date(i: int, path: str) -> tuple[Callable[[int], None], Callable[[Any], None]]:
             bars.close()  # the previous date's bar
             if not ctx.obj["quiet"]:
                 click.echo(f"date {i + 1}: segmenting {path}", err=True)
-            bar = bars.enter_context(Tiles(ctx, tiles, f"date {i + 1}"))
-            return lambda result: bar.update(1)
+            bar = bars.enter_context(Tiles(ctx, f"date {i + 1}"))
+            return bar.start, lambda result: bar.update(1)
 
         with output_lock(output), WorkDir(work_dir, "").lock():
             report, write = run(work_dir, on_date, {"model": spec, **params})

@@ -36,16 +36,26 @@ def event(ctx: click.Context, kind: str, /, **fields: Any) -> None:
 
 
 class Tiles:
-    """Tiles done out of ``total``: JSON lines, or a tqdm bar (on terminals only, never with -q)."""
+    """Tiles done out of ``total``: JSON lines, or a tqdm bar (on terminals only, never with -q).
 
-    def __init__(self, ctx: click.Context, total: int, what: str) -> None:
-        self.ctx, self.total, self.what, self.done = ctx, total, what, 0
+    Without ``total``, ``start`` gives it before the first tile (a run's ``on_start``).
+    """
+
+    def __init__(self, ctx: click.Context, what: str, total: int | None = None) -> None:
+        self.ctx, self.what, self.done = ctx, what, 0
+        self.total: int | None = None
         self.bar = None
-        if not is_json(ctx):
+        if total is not None:
+            self.start(total)
+
+    def start(self, total: int) -> None:
+        """The number of tiles; the bar shows from here."""
+        self.total = total
+        if not is_json(self.ctx):
             from tqdm import tqdm
 
-            quiet = ctx.find_root().obj.get("quiet", False)
-            self.bar = tqdm(total=total, unit="tile", desc=what, file=sys.stderr, leave=False,
+            quiet = self.ctx.find_root().obj.get("quiet", False)
+            self.bar = tqdm(total=total, unit="tile", desc=self.what, file=sys.stderr, leave=False,
                             disable=True if quiet else None)  # fmt: skip
 
     def update(self, n: int = 1) -> None:

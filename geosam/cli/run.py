@@ -51,7 +51,7 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
 
     def on_tile(job, total: int) -> None:
         if job.name not in tiles:
-            tiles[job.name] = Tiles(ctx, total, job.name)
+            tiles[job.name] = Tiles(ctx, job.name, total)
         tiles[job.name].update(1)
 
     def on_scene(outcome) -> None:

@@ -89,7 +89,6 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     from geosam.georef import open_scene
     from geosam.resume import WorkDir, default_work_dir, output_lock
     from geosam.scene_run import segment_scene
-    from geosam.tiling import TileGrid
 
     started = time.monotonic()
     check_tiling(tile_size, overlap)
@@ -107,14 +106,14 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         for k in ("bands", "nodata", "percentiles", "stretch_8bit", "resolution", "pixel_coordinates")
     }
     plan = open_scene(scene, **reads)
-    total = len(TileGrid(plan.width, plan.height, tile_size, overlap))
     # held until the output is written: a second run on this output or work folder is refused
     with output_lock(output), WorkDir(work_dir, "").lock():
-        with Tiles(ctx, total, "segment") as bar:
+        with Tiles(ctx, "segment") as bar:
             try:
                 frame, report = segment_scene(
-                    scene, model=spec, tile_size=tile_size, overlap=overlap, on_tile=lambda result: bar.update(1),
-                    work_dir=work_dir, allow_partial=allow_partial, parameters=dict(ctx.params), **reads, **options,
+                    scene, model=spec, tile_size=tile_size, overlap=overlap, on_start=bar.start,
+                    on_tile=lambda result: bar.update(1), work_dir=work_dir, allow_partial=allow_partial,
+                    parameters=dict(ctx.params), **reads, **options,
                 )  # fmt: skip
             except TileError as exc:
                 if exc.report is not None:
