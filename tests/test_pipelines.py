@@ -221,8 +221,15 @@ def test_second_run_skips_finished_scenes(tmp_path, scenes):
             "cluster: {workers: 0}\nfilters: {min_score: 0.9}\n",
         )
     )
-    first = batch_run.run(config, model=Double())
+    seen: list[tuple[str, str, int | None]] = []
+    first = batch_run.run(
+        config, model=Double(), on_start=lambda job, total: seen.append(("start", job.name, total)),
+        on_tile=lambda job: seen.append(("tile", job.name, None)),
+    )  # fmt: skip
     assert [(o.job.name, o.status) for o in first.outcomes] == [("a", "done"), ("b", "done")]
+    for name in ("a", "b"):  # each scene's tile count first, then one call per tile
+        calls = [(kind, total) for kind, job, total in seen if job == name]
+        assert calls[0][0] == "start" and calls[1:] == [("tile", None)] * calls[0][1] and calls[0][1] > 1
     frame = gpd.read_file(tmp_path / "out" / "a.gpkg", layer="objects")
     assert len(frame) == first.outcomes[0].objects > 0
     assert (frame["score"] >= 0.9).all() and list(frame["id"]) == list(range(1, len(frame) + 1))

@@ -37,7 +37,6 @@ from geosam.batch.plan import (
 )
 from geosam.errors import GeosamError, reason
 from geosam.georef import Scene, area_m2
-from geosam.tiling import TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,8 @@ def run(
     offline: bool = False,
     model: Any = None,
     on_scene: Callable[[SceneOutcome], None] | None = None,
-    on_tile: Callable[[SceneJob, int], None] | None = None,
+    on_start: Callable[[SceneJob, int], None] | None = None,
+    on_tile: Callable[[SceneJob], None] | None = None,
 ) -> Summary:
     """Run every scene not finished before; return what happened to each.
 
@@ -99,8 +99,8 @@ def run(
     scheduler at ``scheduler``, or the pipeline's cluster. A scene that fails is reported in the
     summary and the others go on; its next run retries it. ``offline`` forbids downloading the model
     whatever the pipeline's ``model.offline``. ``model`` replaces the pipeline's model
-    (a model source with ``check``/``load``; tests use stand-ins). ``on_tile(job, total)`` is called
-    as each tile finishes (progress).
+    (a model source with ``check``/``load``; tests use stand-ins). ``on_start(job, total)`` is called
+    with a scene's tile count before its first tile, ``on_tile(job)`` as each tile finishes (progress).
     """
     started = time.perf_counter()
     if offline:
@@ -131,7 +131,7 @@ def run(
                 outcome = SceneOutcome(job, "skipped", int(record.get("objects", 0)))
             else:
                 outcome = _run_scene(the_plan, job, scenes[job.name], groups.get(job.name), source, loaded,
-                                     keys[job.name], scheduler is None, address, on_tile)  # fmt: skip
+                                     keys[job.name], scheduler is None, address, (on_start, on_tile))  # fmt: skip
             summary.outcomes.append(outcome)
             if on_scene is not None:
                 on_scene(outcome)
@@ -226,11 +226,11 @@ def _make_folder(pipeline: Pipeline, folder: Path) -> None:
         raise pipeline.fail([f"output.path: cannot create the folder {folder} ({reason(exc)})"]) from None
 
 
-def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on_tile) -> SceneOutcome:
+def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, progress) -> SceneOutcome:
     started = time.perf_counter()
     try:
         if job.prompts is None:
-            frame, skipped = _automatic(plan, job, scene, source, local, address, on_tile), 0
+            frame, skipped = _automatic(plan, job, scene, source, local, address, progress), 0
         else:
             frame, skipped = _prompted(plan, scene, groups, source, loaded)
         found, advice = len(frame), frame.attrs.get("report", {}).get("advice", [])
@@ -254,13 +254,14 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, on
     return SceneOutcome(job, "done", len(frame), seconds, note, skipped_prompts=skipped)
 
 
-def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoDataFrame:
+def _automatic(plan, job, scene, source, local, address, progress) -> gpd.GeoDataFrame:
     """The scene's objects, its tiles on the cluster at ``address`` (``local``: the one this run
-    started, whose workers share the cores) or in this process."""
+    started, whose workers share the cores) or in this process; ``progress``: ``run``'s ``on_start``
+    and ``on_tile``."""
     from geosam.scene_run import segment
 
     p = plan.pipeline
-    total = len(TileGrid(scene.width, scene.height, p.tiling.tile_size, p.tiling.overlap))
+    on_start, on_tile = progress
     return segment(
         job.path, model=source, tile_size=p.tiling.tile_size, overlap=p.tiling.overlap,
         prompt_rounds=p.tiling.prompt_rounds,
@@ -268,7 +269,8 @@ def _automatic(plan, job, scene, source, local, address, on_tile) -> gpd.GeoData
         **classes_options(p),
         **dataclasses.asdict(p.outlines),
         workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
-        on_tile=(lambda result: on_tile(job, total)) if on_tile else None, **read_options(p),
+        on_start=(lambda total: on_start(job, total)) if on_start else None,
+        on_tile=(lambda result: on_tile(job)) if on_tile else None, **read_options(p),
     )  # fmt: skip
 
 

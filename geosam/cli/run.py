@@ -49,9 +49,10 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
         return
     tiles: dict[str, Tiles] = {}
 
-    def on_tile(job, total: int) -> None:
-        if job.name not in tiles:
-            tiles[job.name] = Tiles(ctx, job.name, total)
+    def on_start(job, total: int) -> None:
+        tiles[job.name] = Tiles(ctx, job.name, total)
+
+    def on_tile(job) -> None:
         tiles[job.name].update(1)
 
     def on_scene(outcome) -> None:
@@ -67,7 +68,7 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
             click.echo(f"{outcome.job.name}: {what}", err=True)
 
     summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, offline=offline,
-                      on_scene=on_scene, on_tile=on_tile)  # fmt: skip
+                      on_scene=on_scene, on_start=on_start, on_tile=on_tile)  # fmt: skip
     merged = summary.plan.merged
     written = [merged] if merged is not None and merged.exists() else [
         o.job.output for o in summary.outcomes if o.status != "failed" and merged is None
