@@ -3,9 +3,9 @@ each class's prototype for find-them-all.
 
 The classifier is a logistic regression (scikit-learn's, L2, lbfgs: deterministic) on unit descriptors
 (``geosam.models.features``), its classes balanced: a handful of examples against hundreds of other
-objects. ``benchmarks/examples.py`` measures it against the nearest prototype. A class model is saved as
-JSON (numbers and names only, versioned; nothing in it runs when read) and applies to any scene that
-the same encoder embeds.
+objects (the docs' benchmarks page compares it with a nearest prototype and nearest neighbours). A
+class model is saved as JSON (numbers and names only, versioned; nothing in it runs when read) and
+applies to any scene that the same encoder embeds.
 """
 
 from __future__ import annotations
