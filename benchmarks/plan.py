@@ -16,6 +16,9 @@ Sections (each measured in a fresh process, so peak memory is its own; peak RSS 
            workers' overhead a tile against a model that spends 1 s a tile (225 tiles)
   workers  the whole pipeline on two generated scenes, the second 4× the area of the first: peak
            RSS per worker process (the peak each task reports) must not grow with the scene.
+  objects  the client's side of N and 4N objects as the stitcher releases them (100 a tile: 64-vertex
+           outlines, SAM's 256-d descriptors, classified): through the object store on disk (de-duplicated,
+           grounded, made a frame a chunk at a time) against what a run held in a list before the store.
 Not part of the test run; ratios only mean something within one run (the machine is shared).
 """
 
@@ -148,6 +151,67 @@ def workers(size: int, folder: str, model: str, points: int, tile_size: int) -> 
             "client_peak_rss_mb": round(report.client_peak_rss_bytes / 2**20)}  # fmt: skip
 
 
+def released(n: int, per_tile: int = 100):
+    """``n`` stitched objects in batches of ``per_tile``: 64-vertex blobs of 6-40 px on a 60 px grid (a
+    tenth of them again, shifted: duplicates), with unit 256-d descriptors."""
+    import shapely
+
+    from geosam.stitch import StitchedObject
+
+    rng = np.random.default_rng(0)
+    angle = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    side = int(np.ceil(np.sqrt(n)))
+    for first in range(0, n, per_tile):
+        batch = []
+        for i in range(first, min(n, first + per_tile)):
+            r = rng.uniform(3, 20) * rng.uniform(0.8, 1.2, 64)
+            x, y = 60 * (i % side) + 30 + r * np.cos(angle), 60 * (i // side) + 30 + r * np.sin(angle)
+            shape = shapely.Polygon(np.c_[np.round(x), np.round(y)]).buffer(0)
+            descriptor = rng.normal(size=256).astype(np.float32)
+            batch.append(
+                StitchedObject(shape, rng.uniform(0.88, 1), 0.95, 1, descriptor / np.linalg.norm(descriptor))
+            )
+            if i % 10 == 0:
+                batch.append(
+                    StitchedObject(shapely.affinity.translate(shape, 1, 0), 0.87, 0.95, 1, descriptor)
+                )
+        yield batch
+
+
+def objects(n: int, folder: str, store: bool) -> dict:
+    """The client's peak RSS from ``n`` released objects to the frame: through the object store, or as a
+    run did before it (a list, ``drop_duplicates`` and ``to_frame`` over all of it)."""
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from geosam import classes, scene_run
+    from geosam.georef import Scene
+    from geosam.objectstore import ObjectStore
+    from geosam.report import peak_rss
+    from geosam.stitch import drop_duplicates
+
+    rng = np.random.default_rng(1)
+    model = classes.fit(
+        rng.normal(size=(20, 256)), np.array(["a"] * 10 + ["background"] * 10), "test", {"a": 0.5}
+    )
+    side = 60 * int(np.ceil(np.sqrt(n)))
+    crs = CRS.from_epsg(32631)  # 0.5 m pixels, as pan1.tif
+    scene = Scene(str(Path(folder) / "none.tif"), side, side, crs, Affine(0.5, 0, 0, 0, -0.5, 0), (1,), None)
+    start = time.perf_counter()
+    if store:
+        kept = ObjectStore(Path(folder) / "objects.sqlite", model)
+        for batch in released(n):
+            kept.add(batch)
+        kept.finish(side * side, None, keep_background=False)
+        chunks = kept.chunks(scene_run._chunk(kept, scene_run.OUTLINES, None))
+        frame = scene_run._frames(scene, chunks, (0.0, 0.0), model, None, scene_run.OUTLINES, None)
+    else:
+        held = drop_duplicates([o for batch in released(n) for o in batch])
+        frame = scene_run.to_frame(scene, held, classes=model)
+    return {"objects": n, "path": "object store" if store else "a list (before)", "frame": len(frame),
+            "s": round(time.perf_counter() - start, 1), "client_peak_rss_mb": round(peak_rss() / 2**20)}  # fmt: skip
+
+
 def fresh(function: str, *args) -> dict:
     """Run one measurement in a new Python process (its own peak memory)."""
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import plan; " \
@@ -169,7 +233,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("section", choices=["plan", "scheduler", "workers"])
+    parser.add_argument("section", choices=["plan", "scheduler", "workers", "objects"])
+    parser.add_argument("--objects", type=int, nargs=2, default=[50_000, 200_000], help="objects: N and 4N")
     parser.add_argument("--size", type=int, default=200_000, help="plan: scene side in px")
     parser.add_argument("--submit-sizes", type=int, nargs=2, default=[20_000, 40_000])
     parser.add_argument(
@@ -206,6 +271,8 @@ def main() -> None:
             with dask_cluster(folder, pythonpath=[here]) as cluster:
                 file = str(cluster.file)
                 table([fresh("submit", size, str(folder), file, seconds) for size, seconds in runs])
+        elif args.section == "objects":
+            table([fresh("objects", n, str(folder), store) for n in args.objects for store in (False, True)])
         else:
             rows = []
             for size in args.sizes:

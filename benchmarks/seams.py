@@ -142,6 +142,11 @@ def model_table(
           f"({report.tiles_skipped} tiles from the cache); {report.prompts} prompts to neighbours found "
           f"{report.prompt_pieces} pieces")  # fmt: skip
     print(f"  objects:                              {len(frame)}")
+    area, workers_mb = report.area_km2 or 0.0, sorted(v / 2**20 for v in report.peak_rss_bytes.values())
+    print(f"  throughput:                           {area:.1f} km² in {seconds:.0f} s: "
+          f"{area / seconds * 3600:.0f} km²/h, {size**2 / seconds / 1e6:.3f} Mpx/s")  # fmt: skip
+    print(f"  peak memory:                          client {report.client_peak_rss_bytes / 2**20:.0f} MiB, "
+          f"workers {', '.join(f'{mb:.0f}' for mb in workers_mb)} MiB")  # fmt: skip
     print(f"  covered area (union of objects):      {shapely.union_all(pixels).area / size**2:.2%}")
     print(f"  seam-line fraction (tile-core edges): {seam_line_fraction(pixels, grid, 'core'):.4%}")
     print(f"  seam-line fraction (read-window edges): {seam_line_fraction(pixels, grid, 'read'):.4%}")

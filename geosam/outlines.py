@@ -67,6 +67,7 @@ from geosam.vectorize import to_map
 
 KINDS: tuple[str, ...] = typing.get_args(settings.OutlineKind)
 ARC_KINDS = ("simplify", "smooth")  # changed on shared arcs, so neighbours keep their shared edges
+ALONE_KINDS = frozenset({"pixel"})  # made from each object's outline alone; the others look at its neighbours
 AUTO_CIRCLE = 0.93  # auto: a circle where it covers the pixel outline this well (IoU)
 AUTO_ORTHOGONAL = 0.85  # auto: right angles where they cover the pixel outline this well (IoU)
 NEIGHBOUR_STRIP = 1.5  # px: an orthogonal or circle outline keeps its own pixels this close to a neighbour

@@ -65,7 +65,7 @@ class RunReport:
     tiles_failed: int = 0
     failed: list[TileFailure] = field(default_factory=list)
     objects: int = 0
-    ground: int = 0  # objects left out as the scene's ground (geosam.stitch.without_ground)
+    ground: int = 0  # objects left out as the scene's ground (geosam.objectstore.ObjectStore.finish)
     masks: dict[str, int] = field(
         default_factory=dict
     )  # of the tiles segmented in this run: geosam.models.base.Funnel

@@ -86,6 +86,11 @@ class WorkDir:
             if not marker.exists():
                 write_bytes(marker, json.dumps({"format": TILE_FORMAT}).encode())
 
+    def scratch(self) -> Path:
+        """The folder, created and marked as geosam's, for a run's scratch files (``geosam.objectstore``)."""
+        self._mark()
+        return self.folder
+
     def check(self) -> None:
         """Refuse a folder that exists and is not a geosam work folder (it would be cleaned)."""
         if self.folder.exists() and not self.folder.is_dir():

@@ -12,17 +12,18 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 import typing
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 
-from geosam import outlines, scale, settings
+from geosam import objectstore, outlines, scale, settings
 from geosam.classes import ClassModel
 from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
 from geosam.errors import InputError, TileError, TileInputError
@@ -31,10 +32,11 @@ from geosam.fingerprint import model_identity, run_key
 from geosam.georef import Scene, area_m2, open_scene, pixel_area_m2
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.models.base import Funnel
+from geosam.objectstore import ObjectStore, class_columns
 from geosam.report import RunReport, TileFailure, peak_rss
 from geosam.reprompt import PromptJob, Reprompter
 from geosam.resume import WorkDir, iter_finished
-from geosam.stitch import Piece, StitchedObject, Stitcher, drop_duplicates, without_ground
+from geosam.stitch import Piece, StitchedObject, Stitcher
 from geosam.tasks import ModelSource, TileResult
 from geosam.tiling import Box, Tile, TileGrid, read_pixels
 from geosam.xr import is_dataarray, scene_file
@@ -49,6 +51,7 @@ READ, MODEL, TILING, FILTERS = settings.READ, settings.MODEL, settings.TILING, s
 CLASSES = settings.CLASSES
 OUTLINES = settings.OUTLINES
 CLUSTER, EXECUTION = settings.CLUSTER, settings.EXECUTION
+OBJECTS_FILE = "objects.sqlite"  # the run's object store (geosam.objectstore), in the work folder
 FEATURELESS_SAMPLE = 1024  # longest side of the read that tells a featureless scene, where no object came out
 
 
@@ -58,20 +61,20 @@ class SceneRun:
     Results come in any order. Each goes to the work folder (when there is one), its pieces to the
     prompt rounds (``Reprompter``), which say which tiles' pieces are final; final pieces go to the
     stitcher one result later, so that the last tiles' objects are assembled after a local cluster
-    has closed (its workers, each holding a model, are then no longer alive).
+    has closed (its workers, each holding a model, are then no longer alive); the objects it releases
+    go to the ``store`` on disk.
     """
 
     def __init__(
-        self, grid: TileGrid, report: RunReport, work: WorkDir | None, prompt_rounds: int,
+        self, grid: TileGrid, report: RunReport, work: WorkDir | None, prompt_rounds: int, store: ObjectStore,
         on_tile: Callable[[TileResult], None] | None = None,
     ) -> None:  # fmt: skip
-        self.grid, self.report, self.work = grid, report, work
+        self.grid, self.report, self.work, self.store = grid, report, work, store
         self.on_tile = on_tile or (lambda result: None)
         self.stitcher = Stitcher(grid)
         self.reprompter = Reprompter(grid, prompt_rounds)
         self.jobs: deque[PromptJob] = deque()  # prompts to send, taken by the cluster between tiles
         self.asked: dict[tuple[int, int, int], str] = {}  # digests of the jobs out, by tile and round
-        self.objects: list[StitchedObject] = []
         self.finished: deque[tuple[Tile, list[Piece]]] = deque()  # final pieces, not yet stitched
         self.input_failures: list[bool] = []  # of failed tiles: whether each failed on its input
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
@@ -152,18 +155,16 @@ class SceneRun:
     def _stitch(self) -> None:
         """Assemble the objects that tiles finished so far complete (a scene-wide one can take hundreds of MB)."""
         while self.finished:
-            self.objects.extend(self.stitcher.add(*self.finished.popleft()))
+            self.store.add(self.stitcher.add(*self.finished.popleft()))
 
-    def close(self, keep_background: bool = False) -> list[StitchedObject]:
-        """Every object, once all results are in (the scene's ground too with ``keep_background``)."""
+    def close(self, keep_background: bool = False) -> int:
+        """Once all results are in: the objects in the store less duplicates and (unless ``keep_background``)
+        the scene's ground; how many are left."""
         self.reprompter.close()
         self._stitch()
         self.stitcher.close()
-        objects = drop_duplicates(self.objects)
-        if keep_background:
-            return objects
-        objects, self.report.ground = without_ground(objects, self.data_pixels, self.extent)
-        return objects
+        left, self.report.ground = self.store.finish(self.data_pixels, self.extent, keep_background)
+        return left
 
 
 def segment(path: str | Path | xarray.DataArray, **options: Any) -> gpd.GeoDataFrame:
@@ -237,7 +238,7 @@ def segment_scene(
     ``stretch`` and ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
     (resampled) grid, ``min_area`` in m² (pixels² without a CRS), ``simplify`` in pixels. An object over
     more than half of the scene's data that spans it both ways is its ground and is left out unless
-    ``keep_background`` (see ``geosam.stitch.without_ground``). ``outline`` is the kind of outline written
+    ``keep_background`` (see ``geosam.objectstore.ObjectStore.finish``). ``outline`` is the kind of outline written
     (``geosam.outlines``: pixel, simplify, smooth, orthogonal, orthogonal45, circle, auto), after holes
     under ``fill_holes`` m² (pixels² without a CRS) are filled and, with ``flat``, overlaps resolved
     (the smaller object keeps the area); ``keep_raw`` adds the pixel outlines as column
@@ -293,45 +294,23 @@ def segment_scene(
     key = run_key(scene, grid, source)
     report = _report(scene, grid, source, parameters, key, work_dir)
     work = WorkDir(work_dir, key) if work_dir else None
-    with work.lock() if work is not None else contextlib.nullcontext():  # one run per work folder
-        run = SceneRun(grid, report, work, prompt_rounds, on_tile)
-        reused = run.resume()
-        remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
-        jobs = run.jobs if prompt_rounds else None  # None: no prompts follow, workers keep nothing for them
-        if workers == 0 and not scheduler:
-            report.workers = 1
-            for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
-                run.take(result)
-            report.peak_rss_bytes = {"this process": peak_rss()}
-        else:
-            device = getattr(source, "device", "cpu")
-            with dask_client(workers, scheduler, device) as client:
-                report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
-                threads = threads if threads is not None or scheduler else 0
-                batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
-                results = run_tiles(
-                    client,
-                    scene,
-                    grid,
-                    source,
-                    remaining,
-                    retries,
-                    threads,
-                    report.peak_rss_bytes,
-                    batch,
-                    jobs,
-                )
-                for result in results:
-                    run.take(result)
-        objects = run.close(keep_background)
-    area = pixel_area_m2(scene)
-    if area is not None:
-        report.area_km2, report.area_km2_this_run = run.pixels_all * area / 1e6, run.pixels_now * area / 1e6
-    report.finish(time.monotonic() - started)
-    if report.failed and not allow_partial:
-        raise _failure(report, run, work, len(grid), retries)
-    shape = settings.Outlines(typing.cast(settings.OutlineKind, outline), fill_holes, flat, keep_raw)
-    frame = to_frame(scene, objects, min_area, simplify, classes, keep, shape, outlined)
+    with contextlib.ExitStack() as stack:
+        if work is not None:
+            stack.enter_context(work.lock())  # one run per work folder
+        store = stack.enter_context(_store(work, classes))
+        run = SceneRun(grid, report, work, prompt_rounds, store, on_tile)
+        _run_tiles(run, scene, grid, source, (workers, scheduler, threads, tiles_per_task), retries)
+        found = run.close(keep_background)
+        area = pixel_area_m2(scene)
+        if area is not None:
+            report.area_km2 = run.pixels_all * area / 1e6
+            report.area_km2_this_run = run.pixels_now * area / 1e6
+        report.finish(time.monotonic() - started)
+        if report.failed and not allow_partial:
+            raise _failure(report, run, work, len(grid), retries)
+        shape = settings.Outlines(typing.cast(settings.OutlineKind, outline), fill_holes, flat, keep_raw)
+        chunks = store.chunks(_chunk(store, shape, outlined))
+        frame = _frames(scene, chunks, (min_area, simplify), classes, keep, shape, outlined)
     _count_classes(report, frame, classes)
     report.outlines_s = round(frame.attrs.pop("outlines_s"), 3)
     report.objects = len(frame)
@@ -339,10 +318,55 @@ def segment_scene(
     report.masks = dataclasses.asdict(run.funnel)
     params = getattr(source, "params", None)
     report.advice = _advice(
-        scene, run.funnel, params if isinstance(params, AutomaticParams) else None, (len(objects), len(frame)),
+        scene, run.funnel, params if isinstance(params, AutomaticParams) else None, (found, len(frame)),
         (tile_size, overlap, min_area), report.ground,
     )  # fmt: skip
     return frame, report
+
+
+def _run_tiles(
+    run: SceneRun, scene: Scene, grid: TileGrid, source: ModelSource,
+    cluster: tuple[int | None, str | None, int | None, int | None], retries: int,
+) -> None:  # fmt: skip
+    """Every tile not finished yet through ``run``: in this process, or on a cluster (``cluster``: workers,
+    scheduler, threads, tiles per task as ``segment_scene`` takes them)."""
+    workers, scheduler, threads, tiles_per_task = cluster
+    report = run.report
+    reused = run.resume()
+    remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
+    # None: no prompts follow, workers keep nothing for them
+    jobs = run.jobs if run.reprompter.rounds else None
+    if workers == 0 and not scheduler:
+        report.workers = 1
+        for result in run_tiles_here(scene, grid, source, remaining, retries, jobs):
+            run.take(result)
+        report.peak_rss_bytes = {"this process": peak_rss()}
+        return
+    device = getattr(source, "device", "cpu")
+    with dask_client(workers, scheduler, device) as client:
+        report.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        threads = threads if threads is not None or scheduler else 0
+        batch = tiles_per_task or (1 if device == "cpu" else GPU_TILES_PER_TASK)
+        results = run_tiles(
+            client, scene, grid, source, remaining, retries, threads, report.peak_rss_bytes, batch, jobs
+        )
+        for result in results:
+            run.take(result)
+
+
+@contextlib.contextmanager
+def _store(work: WorkDir | None, classes: ClassModel | None) -> Iterator[ObjectStore]:
+    """The run's object store: a file in the work folder, else in the system's temporary folder."""
+    with contextlib.ExitStack() as stack:
+        if work is not None:
+            folder, after = work.scratch(), f"; finished tiles are kept in {work.folder}"
+        else:
+            folder, after = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="geosam-"))), ""
+        store = ObjectStore(folder / OBJECTS_FILE, classes, after)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def _plan(scene: Scene, tile_size: int, overlap: int, on_start: Callable[[int], None] | None) -> TileGrid:
@@ -514,10 +538,48 @@ def to_frame(
     outlines of the kind ``shape`` says (``geosam.outlines``; a class's own in ``class_outlines``), with
     its measures; the seconds the outlines took in ``attrs["outlines_s"]``. With ``classes``, each
     object's ``class``, ``class_score`` and ``source``, only ``keep``'s classes."""
+    objects = list(objects)
+    chunks = [(objects, class_columns(objects, classes))]
+    return _frames(scene, chunks, (min_area, simplify), classes, keep, shape, class_outlines)
+
+
+def _chunk(store: ObjectStore, shape: settings.Outlines, class_outlines: dict[str, str] | None) -> int:
+    """How many objects of ``store`` to make outlines of at a time: all of them where an object's outline
+    depends on its neighbours' (``shape``, ``class_outlines``)."""
+    alone = not shape.flat and {shape.outline, *(class_outlines or {}).values()} <= outlines.ALONE_KINDS
+    return objectstore.CHUNK if alone else max(store.count, 1)
+
+
+def _frames(
+    scene: Scene, chunks: Iterable[tuple[list[StitchedObject], dict[str, np.ndarray]]],
+    filters: tuple[float, float], classes: ClassModel | None, keep: tuple[str, ...] | None,
+    shape: settings.Outlines, class_outlines: dict[str, str] | None,
+) -> gpd.GeoDataFrame:  # fmt: skip
+    """``to_frame`` of objects that come in ``chunks`` with their class columns (``class_columns``), so
+    that their pixel outlines need not all be in memory at once."""
+    import pandas as pd
+
+    parts, seconds = [], 0.0
+    for objects, columns in chunks:
+        part, took = _frame(scene, objects, columns, filters, keep if classes is not None else None, shape,
+                            class_outlines)  # fmt: skip
+        parts.append(part)
+        seconds += took
+    if not parts:
+        parts.append(_frame(scene, [], class_columns([], classes), filters, None, shape, class_outlines)[0])
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return _ordered(frame, seconds)
+
+
+def _frame(
+    scene: Scene, objects: list[StitchedObject], classified: dict[str, np.ndarray], filters: tuple[float, float],
+    keep: tuple[str, ...] | None, shape: settings.Outlines, class_outlines: dict[str, str] | None,
+) -> tuple[gpd.GeoDataFrame, float]:  # fmt: skip
+    """The objects' rows, unordered, with ``classified``'s columns, those under ``filters``' minimum area
+    (and, with ``keep``, of other classes) left out; and the seconds the outlines took."""
     import geopandas as gpd  # here: workers import this module's neighbours and never need it
 
-    objects = list(objects)
-    classified = _class_columns(objects, classes)
+    min_area, simplify = filters
     pixel = np.array([o.geometry for o in objects], dtype=object)
     started = time.monotonic()
     kinds = outlines.kinds_of(classified.get("class", np.array([])), shape.outline, class_outlines or {})
@@ -541,29 +603,17 @@ def to_frame(
         crs=scene.crs,
     )
     kept = (~frame.geometry.is_empty) & (frame["area_m2"] >= min_area)
-    if classes is not None and keep:
+    if keep:
         kept &= frame["class"].isin(keep)
-    frame = frame[kept]
+    return frame[kept], seconds
+
+
+def _ordered(frame: gpd.GeoDataFrame, outlines_s: float) -> gpd.GeoDataFrame:
+    """Largest first, ids from 1; the outlines' seconds in ``attrs["outlines_s"]`` for the run's report."""
     # objects come in the order tiles finished: sort on the outline too, so equal areas get stable ids
     frame["_key"] = [g.wkb for g in frame.geometry.normalize()]
     frame = frame.sort_values(["area_m2", "_key"], ascending=[False, True], kind="stable")
     frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
-    frame.attrs["outlines_s"] = seconds  # the outlines' share of this, for the run's report
+    frame.attrs["outlines_s"] = outlines_s
     return frame
-
-
-def _class_columns(objects: list[StitchedObject], classes: ClassModel | None) -> dict[str, np.ndarray]:
-    """``class``, ``class_score`` and ``source`` of each object (none without a class model)."""
-    if classes is None:
-        return {}
-    if any(o.descriptor is None for o in objects):
-        raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
-    names, scores = classes.predict(
-        np.stack([o.descriptor for o in objects if o.descriptor is not None]) if objects else np.zeros((0, 1))
-    )
-    return {
-        "class": names.astype(str) if len(names) else np.array([], str),
-        "class_score": scores.astype(np.float64),
-        "source": np.array([o.source for o in objects], str),
-    }

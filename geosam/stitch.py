@@ -40,11 +40,6 @@ from geosam.seams import MATCH_IOU, Piece, clip, continuations, iou, matches, ra
 from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import mask_to_geometry
 
-GROUND_SHARE = 0.5  # an object over more of the scene's data than this, and spanning it, is its ground
-GROUND_SPAN = (
-    0.9  # the share of the data's width and height that the ground's bounds span (see without_ground)
-)
-
 
 @dataclass(frozen=True)
 class StitchedObject:
@@ -402,31 +397,6 @@ def _same_tile_duplicates(pieces: list[Piece], max_iou: float) -> list[tuple[int
     left, right = left[keep], right[keep]
     alike = iou(full[left], full[right]) > max_iou
     return list(zip(left[alike].tolist(), right[alike].tolist(), strict=True))
-
-
-def without_ground(
-    objects: list[StitchedObject], data_pixels: int, extent: Box | None
-) -> tuple[list[StitchedObject], int]:
-    """The objects less the scene's ground, and how many that was.
-
-    SAM segments the ground between objects too, as a region that stitching joins across the
-    tiles: an object covering more than ``GROUND_SHARE`` of the scene's data (``data_pixels``, scene
-    pixels) and reaching across it both ways (its bounds span ``GROUND_SPAN`` of the ``extent`` of
-    the tiles with data, in width and in height) is that ground, not an object in it.
-    """
-    if extent is None:
-        return objects, 0
-
-    def ground(o: StitchedObject) -> bool:
-        x0, y0, x1, y1 = o.geometry.bounds
-        return (
-            o.geometry.area > GROUND_SHARE * data_pixels
-            and x1 - x0 >= GROUND_SPAN * extent.width
-            and y1 - y0 >= GROUND_SPAN * extent.height
-        )
-
-    kept = [o for o in objects if not ground(o)]
-    return kept, len(objects) - len(kept)
 
 
 def drop_duplicates(objects: list[StitchedObject], max_iou: float = MATCH_IOU) -> list[StitchedObject]:

@@ -1,0 +1,206 @@
+"""A run's finished objects on disk, not in memory: what the stitcher releases goes to a SQLite file.
+
+Each object is classified as it comes (so no descriptor is kept), its bounds go to an R*Tree, and the
+scene-wide steps run out of core once every tile is in: duplicates that stitching never saw meet
+(``geosam.stitch.drop_duplicates``'s rule, over the tree, in rank order a chunk at a time) and the
+scene's ground (``ObjectStore.finish``). The objects left are read back a
+chunk at a time. The file is scratch: a resumed run stitches its tiles again and starts a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import shapely
+
+from geosam import atomic
+from geosam.classes import ClassModel
+from geosam.errors import InputError
+from geosam.seams import MATCH_IOU, iou
+from geosam.stitch import StitchedObject
+from geosam.tiling import Box
+
+GROUND_SHARE = 0.5  # an object over more of the scene's data than this, and spanning it, is its ground
+GROUND_SPAN = 0.9  # the share of the data's width and height that the ground's bounds span
+CHUNK = 20_000  # objects read, ranked or de-duplicated at a time: a few tens of MB
+KEPT, DUPLICATE, GROUND = 0, 1, 2  # an object's state
+_IDS_PER_QUERY = 500  # SQLite takes at most 999 parameters before 3.32
+
+_TABLES = """
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY, score REAL, stability REAL, tiles INTEGER, source TEXT, class TEXT,
+    class_score REAL, x0 REAL, y0 REAL, x1 REAL, y1 REAL, area REAL, geometry BLOB,
+    state INTEGER NOT NULL DEFAULT 0);
+CREATE VIRTUAL TABLE bounds USING rtree(id, x0, x1, y0, y1);
+CREATE TABLE ranked (rank INTEGER PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
+"""
+
+
+class ObjectStore:
+    """The objects of one run, in the SQLite file ``path`` (replaced), classified by ``classes``; a
+    write that fails for want of space or permission raises ``OutputError``, its message ending in
+    ``after``."""
+
+    def __init__(self, path: Path, classes: ClassModel | None = None, after: str = "") -> None:
+        self.path, self.classes, self.count, self._after = path, classes, 0, after
+        self._db: sqlite3.Connection | None = None  # made with the first object
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            with self._faults():
+                self.path.unlink(missing_ok=True)
+                self._db = sqlite3.connect(self.path)
+                # scratch, rebuilt by a resumed run: no journal, no waiting for the disk
+                self._db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _TABLES)
+        return self._db
+
+    def _faults(self) -> contextlib.AbstractContextManager[None]:
+        """A full disk or a lost permission ends the run in one line that ends with ``after``."""
+        return atomic.faults(self.path, self._after, probing=True)
+
+    def add(self, objects: list[StitchedObject]) -> None:
+        """Objects the stitcher released, in one transaction."""
+        if not objects:
+            return
+        classified = class_columns(objects, self.classes)
+        names = classified.get("class", [None] * len(objects))
+        scores = classified.get("class_score", [None] * len(objects))
+        geometry = np.array([o.geometry for o in objects], dtype=object)
+        bounds, area, wkb = shapely.bounds(geometry), shapely.area(geometry), shapely.to_wkb(geometry)
+        ids = range(self.count + 1, self.count + len(objects) + 1)
+        rows = [
+            (i, o.score, o.stability, o.tiles, o.source, None if n is None else str(n),
+             None if s is None else float(s), *b.tolist(), float(a), w)
+            for i, o, n, s, b, a, w in zip(ids, objects, names, scores, bounds, area, wkb, strict=True)
+        ]  # fmt: skip
+        db = self._open()
+        with self._faults(), db:
+            db.executemany("INSERT INTO objects VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,0)", rows)
+            db.executemany(
+                "INSERT INTO bounds VALUES (?,?,?,?,?)", [(r[0], r[7], r[9], r[8], r[10]) for r in rows]
+            )
+        self.count += len(objects)
+
+    def finish(self, data_pixels: int, extent: Box | None, keep_background: bool) -> tuple[int, int]:
+        """Drop duplicates, then (unless ``keep_background``) the scene's ground; how many objects are
+        left, and how many were ground.
+
+        SAM segments the ground between objects too, as a region that stitching joins across the
+        tiles: an object covering more than ``GROUND_SHARE`` of the scene's data (``data_pixels``, scene
+        pixels) and reaching across it both ways (its bounds span ``GROUND_SPAN`` of the ``extent`` of
+        the tiles with data, in width and in height) is that ground, not an object in it.
+        """
+        if self._db is None:
+            return 0, 0
+        with self._faults(), self._db:
+            self._drop_duplicates(self._db, MATCH_IOU)
+            ground = (
+                0 if keep_background or extent is None else self._drop_ground(self._db, data_pixels, extent)
+            )
+        (left,) = self._db.execute("SELECT count(*) FROM objects WHERE state = ?", (KEPT,)).fetchone()
+        return int(left), ground
+
+    def _drop_duplicates(self, db: sqlite3.Connection, max_iou: float) -> None:
+        """``drop_duplicates``: in rank order (score, stability, bounds), an object whose IoU with a kept
+        better-ranked one is above ``max_iou`` is dropped; the pairs come from the tree, chunk by chunk."""
+        db.execute(
+            "INSERT INTO ranked (id) SELECT id FROM objects "
+            "ORDER BY score DESC, stability DESC, x0, y0, x1, y1, id"
+        )
+        for first in range(1, self.count + 1, CHUNK):
+            # IoU is at most the smaller area over the larger: only pairs of like areas can be duplicates
+            pairs = db.execute(
+                # CROSS JOIN: SQLite's order, so that the tree is searched around each object of the chunk
+                "SELECT c.rank, r.rank, a.id, b.id FROM ranked c CROSS JOIN objects a CROSS JOIN bounds t "
+                "CROSS JOIN ranked r CROSS JOIN objects b WHERE c.rank >= ? AND c.rank < ? AND a.id = c.id "
+                "AND t.x0 <= a.x1 AND t.x1 >= a.x0 AND t.y0 <= a.y1 AND t.y1 >= a.y0 AND r.id = t.id "
+                "AND r.rank < c.rank AND b.id = t.id AND b.state = ? "
+                "AND min(a.area, b.area) > ? * max(a.area, b.area) ORDER BY c.rank, r.rank",
+                (first, first + CHUNK, KEPT, max_iou),
+            ).fetchall()
+            if not pairs:
+                continue
+            rank, other, left, right = (np.array(column) for column in zip(*pairs, strict=True))
+            ids = np.union1d(left, right)
+            shapes = _geometries(db, ids)
+            duplicate = iou(shapes[np.searchsorted(ids, left)], shapes[np.searchsorted(ids, right)]) > max_iou
+            dropped: set[int] = set()  # ranks of this chunk dropped so far
+            out = []
+            for r, o, i, d in zip(rank.tolist(), other.tolist(), left.tolist(), duplicate, strict=True):
+                if d and r not in dropped and o not in dropped:  # o: kept (earlier chunks) or not yet dropped
+                    dropped.add(r)
+                    out.append((DUPLICATE, i))
+            db.executemany("UPDATE objects SET state = ? WHERE id = ?", out)
+
+    @staticmethod
+    def _drop_ground(db: sqlite3.Connection, data_pixels: int, extent: Box) -> int:
+        return db.execute(
+            "UPDATE objects SET state = ? WHERE state = ? AND area > ? AND x1 - x0 >= ? AND y1 - y0 >= ?",
+            (GROUND, KEPT, GROUND_SHARE * data_pixels, GROUND_SPAN * extent.width,
+             GROUND_SPAN * extent.height),
+        ).rowcount  # fmt: skip
+
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[list[StitchedObject], dict[str, np.ndarray]]]:
+        """The objects kept, ``size`` at a time in the order they came, with their class columns (see
+        ``class_columns``)."""
+        last = 0
+        while self._db is not None:
+            rows = self._db.execute(
+                "SELECT id, geometry, score, stability, tiles, source, class, class_score FROM objects "
+                "WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+                (KEPT, last, size),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            _, wkb, score, stability, tiles, source, names, scores = zip(*rows, strict=True)
+            objects = [
+                StitchedObject(g, s, st, t, source=src)
+                for g, s, st, t, src in zip(shapely.from_wkb(wkb), score, stability, tiles, source, strict=True)
+            ]  # fmt: skip
+            columns = (
+                {}
+                if self.classes is None
+                else {
+                    "class": np.array(names, str),
+                    "class_score": np.array(scores, np.float64),
+                    "source": np.array(source, str),
+                }
+            )
+            yield objects, columns
+
+    def close(self) -> None:
+        """Close and delete the file."""
+        if self._db is not None:
+            self._db.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _geometries(db: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:
+    """The outlines of objects ``ids`` (sorted), in that order."""
+    wkb: list[bytes] = []
+    for first in range(0, len(ids), _IDS_PER_QUERY):
+        some = ids[first : first + _IDS_PER_QUERY].tolist()
+        query = f"SELECT geometry FROM objects WHERE id IN ({','.join('?' * len(some))}) ORDER BY id"
+        wkb += [row[0] for row in db.execute(query, some)]
+    return shapely.from_wkb(wkb)
+
+
+def class_columns(objects: list[StitchedObject], classes: ClassModel | None) -> dict[str, np.ndarray]:
+    """``class``, ``class_score`` and ``source`` of each object (none without a class model)."""
+    if classes is None:
+        return {}
+    if any(o.descriptor is None for o in objects):
+        raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
+    names, scores = classes.predict(
+        np.stack([o.descriptor for o in objects if o.descriptor is not None]) if objects else np.zeros((0, 1))
+    )
+    return {
+        "class": names.astype(str) if len(names) else np.array([], str),
+        "class_score": scores.astype(np.float64),
+        "source": np.array([o.source for o in objects], str),
+    }
