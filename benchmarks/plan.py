@@ -17,8 +17,9 @@ Sections (each measured in a fresh process, so peak memory is its own; peak RSS 
   workers  the whole pipeline on two generated scenes, the second 4× the area of the first: peak
            RSS per worker process (the peak each task reports) must not grow with the scene.
   objects  the client's side of N and 4N objects as the stitcher releases them (100 a tile: 64-vertex
-           outlines, SAM's 256-d descriptors, classified): through the object store on disk (de-duplicated,
-           grounded, made a frame a chunk at a time) against what a run held in a list before the store.
+           outlines, SAM's 256-d descriptors, classified) through the object store on disk (de-duplicated,
+           grounded, staged a chunk at a time) to a GeoPackage written a batch at a time: the client's
+           peak RSS must not grow with the objects.
 Not part of the test run; ratios only mean something within one run (the machine is shared).
 """
 
@@ -178,17 +179,16 @@ def released(n: int, per_tile: int = 100):
         yield batch
 
 
-def objects(n: int, folder: str, store: bool) -> dict:
-    """The client's peak RSS from ``n`` released objects to the frame: through the object store, or as a
-    run did before it (a list, ``drop_duplicates`` and ``to_frame`` over all of it)."""
+def objects(n: int, folder: str) -> dict:
+    """The client's peak RSS from ``n`` released objects to the written GeoPackage: through the object
+    store, written a batch at a time."""
     from affine import Affine
     from rasterio.crs import CRS
 
-    from geosam import classes, scene_run
+    from geosam import classes, output, scene_run
     from geosam.georef import Scene
     from geosam.objectstore import ObjectStore
     from geosam.report import peak_rss
-    from geosam.stitch import drop_duplicates
 
     rng = np.random.default_rng(1)
     model = classes.fit(
@@ -198,18 +198,17 @@ def objects(n: int, folder: str, store: bool) -> dict:
     crs = CRS.from_epsg(32631)  # 0.5 m pixels, as pan1.tif
     scene = Scene(str(Path(folder) / "none.tif"), side, side, crs, Affine(0.5, 0, 0, 0, -0.5, 0), (1,), None)
     start = time.perf_counter()
-    if store:
-        kept = ObjectStore(Path(folder) / "objects.sqlite", model)
-        for batch in released(n):
-            kept.add(batch)
-        kept.finish(side * side, None, keep_background=False)
-        chunks = kept.chunks(scene_run._chunk(kept, scene_run.OUTLINES, None))
-        frame = scene_run._frames(scene, chunks, (0.0, 0.0), model, None, scene_run.OUTLINES, None)
-    else:
-        held = drop_duplicates([o for batch in released(n) for o in batch])
-        frame = scene_run.to_frame(scene, held, classes=model)
-    return {"objects": n, "path": "object store" if store else "a list (before)", "frame": len(frame),
-            "s": round(time.perf_counter() - start, 1), "client_peak_rss_mb": round(peak_rss() / 2**20)}  # fmt: skip
+    store = ObjectStore(Path(folder) / "objects.sqlite", model)
+    for batch in released(n):
+        store.add(batch)
+    store.finish(side * side, None, keep_background=False)
+    chunks = store.chunks(scene_run._chunk(store, scene_run.OUTLINES, None))
+    scene_run._stage(scene, chunks, store, (0.0, 0.0), model, None, scene_run.OUTLINES, None)
+    out = Path(folder) / f"objects-{n}.gpkg"
+    output.write(output.Batches(store.ordered(), store.scores()), out)
+    store.close()
+    return {"objects": n, "written": store.staged, "s": round(time.perf_counter() - start, 1),
+            "gpkg_mb": round(out.stat().st_size / 2**20), "client_peak_rss_mb": round(peak_rss() / 2**20)}  # fmt: skip
 
 
 def fresh(function: str, *args) -> dict:
@@ -272,7 +271,7 @@ def main() -> None:
                 file = str(cluster.file)
                 table([fresh("submit", size, str(folder), file, seconds) for size, seconds in runs])
         elif args.section == "objects":
-            table([fresh("objects", n, str(folder), store) for n in args.objects for store in (False, True)])
+            table([fresh("objects", n, str(folder)) for n in args.objects])
         else:
             rows = []
             for size in args.sizes:

@@ -3,8 +3,9 @@
 Each object is classified as it comes (so no descriptor is kept), its bounds go to an R*Tree, and the
 scene-wide steps run out of core once every tile is in: duplicates that stitching never saw meet
 (``geosam.stitch.drop_duplicates``'s rule, over the tree, in rank order a chunk at a time) and the
-scene's ground (``ObjectStore.finish``). The objects left are read back a
-chunk at a time. The file is scratch: a resumed run stitches its tiles again and starts a new one.
+scene's ground (``ObjectStore.finish``). The objects left are read back a chunk at a time; the
+output's rows made of them are staged in the same file (``stage``) and read back sorted, a batch at a
+time (``ordered``). The file is scratch: a resumed run stitches its tiles again and starts a new one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
@@ -20,14 +22,19 @@ import shapely
 from geosam import atomic
 from geosam.classes import ClassModel
 from geosam.errors import InputError
+from geosam.output import RAW_GEOMETRY
 from geosam.seams import MATCH_IOU, iou
 from geosam.stitch import StitchedObject
 from geosam.tiling import Box
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 GROUND_SHARE = 0.5  # an object over more of the scene's data than this, and spanning it, is its ground
 GROUND_SPAN = 0.9  # the share of the data's width and height that the ground's bounds span
 CHUNK = 20_000  # objects read, ranked or de-duplicated at a time: a few tens of MB
 KEPT, DUPLICATE, GROUND = 0, 1, 2  # an object's state
+_ROWS, _KEY = "rows", "_key"  # the output's rows, staged; their sort key after the area (normalized WKB)
 _IDS_PER_QUERY = 500  # SQLite takes at most 999 parameters before 3.32
 
 _TABLES = """
@@ -46,8 +53,9 @@ class ObjectStore:
     ``after``."""
 
     def __init__(self, path: Path, classes: ClassModel | None = None, after: str = "") -> None:
-        self.path, self.classes, self.count, self._after = path, classes, 0, after
+        self.path, self.classes, self.count, self.staged, self._after = path, classes, 0, 0, after
         self._db: sqlite3.Connection | None = None  # made with the first object
+        self._template: gpd.GeoDataFrame | None = None  # the staged rows' columns and types
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
@@ -173,11 +181,69 @@ class ObjectStore:
             )
             yield objects, columns
 
+    def stage(self, frame: gpd.GeoDataFrame) -> None:
+        """Rows of the output in any order (``ordered`` sorts them): outlines as WKB, with their sort key."""
+        import pandas as pd  # here: workers import this module's neighbours and never need it
+
+        if self._template is None:
+            self._template = frame.iloc[:0]
+        rows = pd.DataFrame({
+            c: shapely.to_wkb(frame[c].to_numpy()) if c in _geometry_columns(frame) else frame[c].to_numpy()
+            for c in frame.columns
+        })  # fmt: skip
+        rows[_KEY] = shapely.to_wkb(shapely.normalize(frame.geometry.to_numpy()))
+        db = self._open()
+        with self._faults(), db:
+            rows.to_sql(_ROWS, db, if_exists="append", index=False)
+        self.staged += len(frame)
+
+    def ordered(self, size: int = CHUNK) -> Iterator[gpd.GeoDataFrame]:
+        """The staged rows largest first (equal areas by outline, so ids do not depend on the order tiles
+        finished), with ids from 1, ``size`` at a time; one empty frame when there are none."""
+        import geopandas as gpd
+        import pandas as pd
+
+        template = self._template
+        if template is None:
+            raise RuntimeError("nothing was staged")
+        geometry = _geometry_columns(template)
+        columns = ", ".join(f'"{c}"' for c in template.columns)
+        query = f'SELECT {columns} FROM {_ROWS} ORDER BY area_m2 DESC, "{_KEY}"'
+        first = 1
+        for rows in pd.read_sql_query(query, self._open(), chunksize=size) if self.staged else ():
+            frame = gpd.GeoDataFrame(
+                {c: shapely.from_wkb(rows[c].to_numpy()) if c in geometry
+                 else rows[c].astype(template[c].dtype) for c in template.columns},
+                geometry=template.geometry.name, crs=template.crs,
+            )  # fmt: skip
+            frame.insert(0, "id", np.arange(first, first + len(frame), dtype=np.int64))
+            first += len(frame)
+            yield frame
+        if first == 1:
+            empty = template.copy()
+            empty.insert(0, "id", np.zeros(0, np.int64))
+            yield empty
+
+    def counts(self, column: str) -> dict[str, int]:
+        """How many staged rows have each value of ``column``."""
+        query = f'SELECT "{column}", count(*) FROM {_ROWS} GROUP BY "{column}"'
+        return {str(k): int(n) for k, n in self._open().execute(query)} if self.staged else {}
+
+    def scores(self) -> np.ndarray:
+        """The staged rows' scores (for the output's style)."""
+        query = f"SELECT score FROM {_ROWS}"
+        return np.array([row[0] for row in self._open().execute(query)] if self.staged else [], np.float64)
+
     def close(self) -> None:
         """Close and delete the file."""
         if self._db is not None:
             self._db.close()
         self.path.unlink(missing_ok=True)
+
+
+def _geometry_columns(frame: gpd.GeoDataFrame) -> list[str]:
+    """The frame's outline columns: its geometry and the pixel outlines (``RAW_GEOMETRY``) if any."""
+    return [frame.geometry.name, *([RAW_GEOMETRY] if RAW_GEOMETRY in frame.columns else [])]
 
 
 def _geometries(db: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:

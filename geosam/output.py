@@ -6,15 +6,21 @@ and Shapefile (a set of files, field names of at most 10 characters).
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
 import sqlite3
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+import shapely
 
 from geosam import atomic, style
 from geosam.errors import OutputError
@@ -58,8 +64,20 @@ def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS)
     return driver
 
 
+@dataclass(frozen=True)
+class Batches:
+    """A layer that comes a batch at a time (``geosam.objectstore.ObjectStore.ordered``): ``frames``, at
+    least one (an empty one gives the layer its fields), and every object's ``scores`` for its style."""
+
+    frames: Iterable[gpd.GeoDataFrame]
+    scores: np.ndarray | None = None
+
+
+Layer = Union["gpd.GeoDataFrame", Batches]
+
+
 def write(
-    objects: gpd.GeoDataFrame,
+    objects: Layer,
     path: Path,
     overwrite: bool = False,
     layer: str = LAYER,
@@ -73,7 +91,8 @@ def write(
     (``shapefile_fields``).
 
     Args:
-        objects: The objects, e.g. what ``geosam.segment`` returns.
+        objects: The objects, e.g. what ``geosam.segment`` returns, or ``Batches`` of them (written one
+            after the other, never all in memory).
         path: The output file: .gpkg (GeoPackage), .geojson (GeoJSON, reprojected to WGS84),
             .parquet (GeoParquet, needs pyarrow) or .shp (Shapefile).
         overwrite: Replace an existing file at ``path``.
@@ -95,40 +114,43 @@ def write(
 
 
 def write_layers(
-    layers: Mapping[str, gpd.GeoDataFrame],
+    layers: Mapping[str, Layer],
     path: Path,
     overwrite: bool = False,
     metadata: Mapping[str, dict[str, str] | None] | None = None,
     styles: Mapping[str, style.Style] | None = None,
 ) -> None:
-    """Write named layers to one new file beside ``path``, then move it into place in one step.
+    """Write named layers (frames or ``Batches``) to one new file beside ``path``, then move it into place
+    in one step.
 
     Readers see the old file or the complete new one, never a file with some of the layers.
     Several layers need a GeoPackage; ``metadata`` and ``styles`` (per layer) are kept in GeoPackages,
     where a layer with a ``score`` field and no style of its own gets outlines coloured by score.
+    A ``RAW_GEOMETRY`` column becomes a layer NAME_raw of its own (id and the pixel outline).
     """
     path = Path(path)
     driver = check_output(path, overwrite)
-    layers = _with_raw(layers)
-    if len(layers) > 1 and driver != "GPKG":
-        raise OutputError(f"{path}: {len(layers)} layers need a GeoPackage; name the output *.gpkg")
+    batches = {name: _batches(layer, whole=driver == "GeoJSON") for name, layer in layers.items()}
+    count = len(layers) + sum(RAW_GEOMETRY in first.columns for first, _ in batches.values())
+    if count > 1 and driver != "GPKG":
+        raise OutputError(f"{path}: {count} layers need a GeoPackage; name the output *.gpkg")
     if driver == "ESRI Shapefile":
-        _write_shapefile(next(iter(layers.values())), path)
+        _write_shapefile(next(iter(batches.values()))[1].frames, path)
         return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
     os.unlink(tmp)  # the writer creates the file itself
     try:
         with atomic.faults(path, probing=True):  # tmp is still there
-            for i, (layer, objects) in enumerate(layers.items()):
-                _write_layer(objects, tmp, driver, layer, first=i == 0, metadata=(metadata or {}).get(layer))
+            if driver == "Parquet":
+                _write_parquet(next(iter(batches.values()))[1].frames, tmp)
+            else:
+                _write_batches({name: b for name, (_, b) in batches.items()}, tmp, driver, metadata or {})
             if driver == "GPKG":
-                for layer, objects in layers.items():
+                for layer, (_, b) in batches.items():
                     chosen = (styles or {}).get(layer)
-                    if chosen is None and "score" in objects.columns:
-                        chosen = style.Style(
-                            STYLE_NAME, STYLE_DESCRIPTION, style.qml(objects["score"].to_numpy())
-                        )
+                    if chosen is None and b.scores is not None:
+                        chosen = style.Style(STYLE_NAME, STYLE_DESCRIPTION, style.qml(b.scores))
                     if chosen is not None:
                         add_style(Path(tmp), layer, chosen)
             atomic.publish(tmp, path)
@@ -137,38 +159,93 @@ def write_layers(
             os.unlink(tmp)
 
 
-def _with_raw(layers: Mapping[str, gpd.GeoDataFrame]) -> dict[str, gpd.GeoDataFrame]:
-    """The layers, each with a ``RAW_GEOMETRY`` column split into a layer NAME_raw of its own (id and the
-    pixel outline)."""
-    out: dict[str, gpd.GeoDataFrame] = {}
-    for name, objects in layers.items():
-        if RAW_GEOMETRY not in objects.columns:
-            out[name] = objects
-            continue
-        import geopandas as gpd
+def _batches(layer: Layer, whole: bool = False) -> tuple[gpd.GeoDataFrame, Batches]:
+    """``layer``'s first frame, to look at before writing, and the layer as batches (that frame first);
+    ``whole``: as one frame (GDAL's GeoJSON driver reorders features appended to a file)."""
+    if not isinstance(layer, Batches):
+        return layer, Batches([layer], layer["score"].to_numpy() if "score" in layer.columns else None)
+    frames = iter(layer.frames)
+    first = next(frames)
+    if whole:
+        import pandas as pd
 
-        out[name] = objects.drop(columns=RAW_GEOMETRY)
-        ids = {"id": objects["id"].to_numpy()} if "id" in objects.columns else {}
-        out[f"{name}_raw"] = gpd.GeoDataFrame(ids, geometry=objects[RAW_GEOMETRY].to_numpy(), crs=objects.crs)
-    return out
+        first = pd.concat([first, *frames], ignore_index=True)
+        return first, Batches([first], layer.scores)
+    return first, Batches(itertools.chain([first], frames), layer.scores)
+
+
+def _write_batches(
+    layers: Mapping[str, Batches], tmp: str, driver: str, metadata: Mapping[str, dict[str, str] | None]
+) -> None:
+    """Each layer a batch at a time (the first creates it, with its ``metadata``), and each batch's
+    ``RAW_GEOMETRY`` into layer NAME_raw."""
+    for i, (layer, batches) in enumerate(layers.items()):
+        for j, frame in enumerate(batches.frames):
+            objects, raw = _split_raw(frame)
+            _write_layer(
+                objects, tmp, driver, layer, i == 0 and j == 0, j > 0, metadata.get(layer) if j == 0 else None
+            )
+            if raw is not None:
+                _write_layer(raw, tmp, driver, f"{layer}_raw", False, j > 0, None)
+
+
+def _split_raw(objects: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None]:
+    """The objects less their ``RAW_GEOMETRY`` column, and that column as a frame of its own (id and the pixel
+    outline; None without the column)."""
+    if RAW_GEOMETRY not in objects.columns:
+        return objects, None
+    import geopandas as gpd
+
+    ids = {"id": objects["id"].to_numpy()} if "id" in objects.columns else {}
+    raw = gpd.GeoDataFrame(ids, geometry=objects[RAW_GEOMETRY].to_numpy(), crs=objects.crs)
+    return objects.drop(columns=RAW_GEOMETRY), raw
 
 
 def _write_layer(
-    objects: gpd.GeoDataFrame, tmp: str, driver: str, layer: str, first: bool, metadata: dict[str, str] | None
-) -> None:
-    if driver == "Parquet":
-        objects.to_parquet(tmp, index=False)
-        return
+    objects: gpd.GeoDataFrame, tmp: str, driver: str, layer: str | None, first: bool, append: bool,
+    metadata: dict[str, str] | None,
+) -> None:  # fmt: skip
     options = LAYER_OPTIONS.get(driver)
     if driver == "GeoJSON" and objects.crs is None:  # pixel coordinates: RFC 7946 needs a CRS
         options = {}
     with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
         warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
         objects.to_file(
-            tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True,
-            dataset_options=DATASET_OPTIONS.get(driver) if first else None, layer_options=options,
-            layer_metadata=metadata if driver == "GPKG" else None,
+            tmp, driver=driver, layer=layer, engine="pyogrio", promote_to_multi=True, mode="a" if append else "w",
+            dataset_options=DATASET_OPTIONS.get(driver) if first else None,
+            layer_options=None if append else options,
+            layer_metadata=metadata if driver == "GPKG" and not append else None,
         )  # fmt: skip
+
+
+def _write_parquet(frames: Iterable[gpd.GeoDataFrame], tmp: str) -> None:
+    """GeoParquet, a row group a batch: the schema and the ``geo`` metadata (GeoParquet 1.0.0, WKB) of
+    the first frame."""
+    import pandas as pd  # here: workers import this module's neighbours and never need it
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, schema = None, None
+    try:
+        for frame in frames:
+            name = frame.geometry.name
+            table = pa.Table.from_pandas(
+                pd.DataFrame(frame.drop(columns=name)).assign(**{name: shapely.to_wkb(frame.geometry.values)}),
+                schema=schema, preserve_index=False,
+            )  # fmt: skip
+            if writer is None:
+                crs = frame.crs.to_json_dict() if frame.crs is not None else None
+                geo = {"version": "1.0.0", "primary_column": name,
+                       "columns": {name: {"encoding": "WKB", "geometry_types": [], "crs": crs}}}  # fmt: skip
+                schema = table.schema.with_metadata(
+                    {**(table.schema.metadata or {}), b"geo": json.dumps(geo)}
+                )
+                table = table.replace_schema_metadata(schema.metadata)
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def shapefile_fields(columns) -> dict[str, str]:
@@ -187,19 +264,15 @@ def shapefile_fields(columns) -> dict[str, str]:
     return names
 
 
-def _write_shapefile(objects: gpd.GeoDataFrame, path: Path) -> None:
+def _write_shapefile(frames: Iterable[gpd.GeoDataFrame], path: Path) -> None:
     """A Shapefile is several files: write them into a temporary folder beside ``path``, then move each."""
-    columns = [c for c in objects.columns if c != objects.geometry.name]
-    renamed = objects.rename(columns=shapefile_fields(columns))
     folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}-"))
     try:
         with atomic.faults(path, probing=True):
-            with warnings.catch_warnings():  # pixel coordinates have no CRS, and that is known
-                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-                renamed.to_file(
-                    folder / path.name, driver="ESRI Shapefile", engine="pyogrio", promote_to_multi=True,
-                    layer_options=LAYER_OPTIONS["ESRI Shapefile"],
-                )  # fmt: skip
+            for j, objects in enumerate(frames):
+                columns = [c for c in objects.columns if c != objects.geometry.name]
+                _write_layer(objects.rename(columns=shapefile_fields(columns)), str(folder / path.name),
+                             "ESRI Shapefile", None, j == 0, j > 0, None)  # fmt: skip
             written = sorted(folder.iterdir(), key=lambda p: p.suffix.lower() == ".shp")  # the .shp last
             for stale in SHAPEFILE_PARTS:  # sidecars of a replaced Shapefile (indexes) would not match it
                 old = path.with_suffix(stale)

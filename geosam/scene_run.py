@@ -1,7 +1,8 @@
 """One scene's run: its tiles through the cluster (or this process), resumed from the work folder,
 prompt rounds across seams, the stitched objects as a GeoDataFrame and the run's report.
 
-``segment`` is the public entry point; ``segment_scene`` returns the report too. ``SceneRun`` holds the
+``segment`` is the public entry point; ``segment_scene`` returns the report too; ``segmented`` gives
+the objects a batch at a time (``Segmented``) for output that never holds them all. ``SceneRun`` holds the
 state that tile results change as they arrive (stitcher, prompt rounds, report), in small methods.
 """
 
@@ -17,13 +18,14 @@ import time
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 
-from geosam import objectstore, outlines, scale, settings
+from geosam import objectstore, outlines, output, scale, settings
 from geosam.classes import ClassModel
 from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles_here, scheduler_address
 from geosam.errors import InputError, TileError, TileInputError
@@ -194,7 +196,8 @@ def segment(path: str | Path | xarray.DataArray, **options: Any) -> gpd.GeoDataF
     return frame
 
 
-def segment_scene(
+@contextlib.contextmanager
+def segmented(
     path: str | Path,
     *,
     model: ModelSource | str = MODEL.name,
@@ -231,8 +234,9 @@ def segment_scene(
     on_tile: Callable[[TileResult], None] | None = None,
     parameters: dict | None = None,
     threads: int | None = None,
-) -> tuple[gpd.GeoDataFrame, RunReport]:
-    """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
+) -> Iterator[Segmented]:
+    """Segment every object in a scene; the run's objects (``Segmented``: polygons in the scene's CRS, on
+    disk until the ``with`` block ends, read a batch at a time or whole) and its report.
 
     ``path`` is any GDAL raster path. ``bands``, ``nodata``, ``percentiles``, ``stretch_8bit``,
     ``stretch`` and ``resolution`` plan the reads (see ``open_scene``). ``tile_size`` and ``overlap`` are in pixels of the
@@ -310,18 +314,58 @@ def segment_scene(
             raise _failure(report, run, work, len(grid), retries)
         shape = settings.Outlines(typing.cast(settings.OutlineKind, outline), fill_holes, flat, keep_raw)
         chunks = store.chunks(_chunk(store, shape, outlined))
-        frame = _frames(scene, chunks, (min_area, simplify), classes, keep, shape, outlined)
-    _count_classes(report, frame, classes)
-    report.outlines_s = round(frame.attrs.pop("outlines_s"), 3)
-    report.objects = len(frame)
-    report.status = "partial" if report.failed else "complete"
-    report.masks = dataclasses.asdict(run.funnel)
-    params = getattr(source, "params", None)
-    report.advice = _advice(
-        scene, run.funnel, params if isinstance(params, AutomaticParams) else None, (found, len(frame)),
-        (tile_size, overlap, min_area), report.ground,
-    )  # fmt: skip
-    return frame, report
+        report.outlines_s = round(
+            _stage(scene, chunks, store, (min_area, simplify), classes, keep, shape, outlined), 3
+        )
+        if classes is not None:
+            report.classes, report.sources = store.counts("class"), store.counts("source")
+        report.objects = store.staged
+        report.status = "partial" if report.failed else "complete"
+        report.masks = dataclasses.asdict(run.funnel)
+        params = getattr(source, "params", None)
+        report.advice = _advice(
+            scene, run.funnel, params if isinstance(params, AutomaticParams) else None, (found, store.staged),
+            (tile_size, overlap, min_area), report.ground,
+        )  # fmt: skip
+        yield Segmented(report, classes, store)
+
+
+def segment_scene(path: str | Path, **options: Any) -> tuple[gpd.GeoDataFrame, RunReport]:
+    """Segment every object in a scene; return polygons in the scene's CRS and the run's report.
+
+    The keywords are ``segmented``'s; the objects come back as one frame, largest first, with the class
+    model (if any) in ``frame.attrs["class_model"]``.
+    """
+    with segmented(path, **options) as result:
+        return result.frame(), result.report
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """A finished run: its ``report``, its class model (``classes``) and its objects in the ``store``, which
+    lasts as long as ``segmented``'s ``with`` block."""
+
+    report: RunReport
+    classes: ClassModel | None
+    store: ObjectStore
+
+    def batches(self, size: int = objectstore.CHUNK) -> Iterator[gpd.GeoDataFrame]:
+        """The objects ``size`` at a time, largest first, with ids from 1 (one empty frame for none)."""
+        return self.store.ordered(size)
+
+    def layer(self) -> output.Batches:
+        """The objects as ``geosam.output.write`` takes them: a batch at a time, never all in memory."""
+        return output.Batches(self.batches(), self.store.scores())
+
+    def frame(self) -> gpd.GeoDataFrame:
+        """Every object in one frame, largest first (the class model in ``attrs["class_model"]``)."""
+        import pandas as pd
+
+        parts = list(self.batches())
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        if self.classes is not None:
+            frame.attrs["class_model"] = self.classes
+        return frame
 
 
 def _run_tiles(
@@ -416,14 +460,6 @@ def _class_outlines(
             known = ", ".join(classes.classes)
             raise InputError(f"{option} {','.join(unknown)}: not a class of the class model ({known})")
     return mapping
-
-
-def _count_classes(report: RunReport, frame: gpd.GeoDataFrame, classes: ClassModel | None) -> None:
-    """Objects per class and per source in the report; the class model in the frame's attrs."""
-    if classes is not None:
-        report.classes = {str(k): int(v) for k, v in frame["class"].value_counts(sort=False).items()}
-        report.sources = {str(k): int(v) for k, v in frame["source"].value_counts(sort=False).items()}
-        frame.attrs["class_model"] = classes
 
 
 def _finding(source: ModelSource, classes: ClassModel | None, find_all: bool) -> ModelSource:
@@ -529,20 +565,6 @@ def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int,
     )
 
 
-def to_frame(
-    scene: Scene, objects: Iterable[StitchedObject], min_area: float = 0.0, simplify: float = 0.0,
-    classes: ClassModel | None = None, keep: tuple[str, ...] | None = None, shape: settings.Outlines = OUTLINES,
-    class_outlines: dict[str, str] | None = None,
-) -> gpd.GeoDataFrame:  # fmt: skip
-    """Stitched objects (scene pixel space) to a GeoDataFrame in the scene's CRS, largest first, their
-    outlines of the kind ``shape`` says (``geosam.outlines``; a class's own in ``class_outlines``), with
-    its measures; the seconds the outlines took in ``attrs["outlines_s"]``. With ``classes``, each
-    object's ``class``, ``class_score`` and ``source``, only ``keep``'s classes."""
-    objects = list(objects)
-    chunks = [(objects, class_columns(objects, classes))]
-    return _frames(scene, chunks, (min_area, simplify), classes, keep, shape, class_outlines)
-
-
 def _chunk(store: ObjectStore, shape: settings.Outlines, class_outlines: dict[str, str] | None) -> int:
     """How many objects of ``store`` to make outlines of at a time: all of them where an object's outline
     depends on its neighbours' (``shape``, ``class_outlines``)."""
@@ -550,25 +572,22 @@ def _chunk(store: ObjectStore, shape: settings.Outlines, class_outlines: dict[st
     return objectstore.CHUNK if alone else max(store.count, 1)
 
 
-def _frames(
-    scene: Scene, chunks: Iterable[tuple[list[StitchedObject], dict[str, np.ndarray]]],
+def _stage(
+    scene: Scene, chunks: Iterable[tuple[list[StitchedObject], dict[str, np.ndarray]]], store: ObjectStore,
     filters: tuple[float, float], classes: ClassModel | None, keep: tuple[str, ...] | None,
     shape: settings.Outlines, class_outlines: dict[str, str] | None,
-) -> gpd.GeoDataFrame:  # fmt: skip
-    """``to_frame`` of objects that come in ``chunks`` with their class columns (``class_columns``), so
-    that their pixel outlines need not all be in memory at once."""
-    import pandas as pd
-
-    parts, seconds = [], 0.0
+) -> float:  # fmt: skip
+    """The output's rows of objects that come in ``chunks`` with their class columns (``class_columns``),
+    staged in ``store`` (see ``_frame``); the seconds their outlines took."""
+    seconds = 0.0
     for objects, columns in chunks:
         part, took = _frame(scene, objects, columns, filters, keep if classes is not None else None, shape,
                             class_outlines)  # fmt: skip
-        parts.append(part)
+        store.stage(part)
         seconds += took
-    if not parts:
-        parts.append(_frame(scene, [], class_columns([], classes), filters, None, shape, class_outlines)[0])
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return _ordered(frame, seconds)
+    if not store.staged:  # none: the columns of the output
+        store.stage(_frame(scene, [], class_columns([], classes), filters, None, shape, class_outlines)[0])
+    return seconds
 
 
 def _frame(
@@ -606,14 +625,3 @@ def _frame(
     if keep:
         kept &= frame["class"].isin(keep)
     return frame[kept], seconds
-
-
-def _ordered(frame: gpd.GeoDataFrame, outlines_s: float) -> gpd.GeoDataFrame:
-    """Largest first, ids from 1; the outlines' seconds in ``attrs["outlines_s"]`` for the run's report."""
-    # objects come in the order tiles finished: sort on the outline too, so equal areas get stable ids
-    frame["_key"] = [g.wkb for g in frame.geometry.normalize()]
-    frame = frame.sort_values(["area_m2", "_key"], ascending=[False, True], kind="stable")
-    frame = frame.drop(columns="_key").reset_index(drop=True)
-    frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
-    frame.attrs["outlines_s"] = outlines_s
-    return frame

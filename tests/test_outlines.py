@@ -243,9 +243,11 @@ def test_pipeline_files_take_an_outlines_section(tmp_path):
 
 
 def test_class_outlines_give_each_class_its_kind(tmp_path):
+    from geosam import settings
     from geosam.classes import ClassModel
     from geosam.georef import open_scene
-    from geosam.scene_run import to_frame
+    from geosam.objectstore import ObjectStore
+    from geosam.scene_run import _stage
     from geosam.stitch import StitchedObject
 
     assert outlines.by_class(["building=orthogonal", " tank = circle"]) == {
@@ -263,7 +265,13 @@ def test_class_outlines_give_each_class_its_kind(tmp_path):
         StitchedObject(g, 0.9, 0.9, 1, np.array(d, np.float32)) for g, d in zip(raw, np.eye(2), strict=True)
     ]
     scene = open_scene(make_scene(tmp_path, seed=1, objects=2).path)
-    frame = to_frame(scene, objects, classes=model, class_outlines={"building": "orthogonal"})
+    store = ObjectStore(tmp_path / "objects.sqlite", model)
+    store.add(objects)
+    store.finish(0, None, keep_background=True)
+    mapping = {"building": "orthogonal"}
+    _stage(scene, store.chunks(), store, (0.0, 0.0), model, None, settings.OUTLINES, mapping)
+    (frame,) = store.ordered()
+    store.close()
     assert dict(zip(frame["class"], frame["outline"], strict=True)) == {
         "building": "orthogonal",
         "tank": "pixel",

@@ -68,6 +68,32 @@ def test_every_format_round_trips(tmp_path, suffix, n):
 
 
 @pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".parquet", ".shp"])
+def test_batches_are_written_as_their_frame_is(tmp_path, suffix):
+    frame = objects(7)
+    whole, batches = tmp_path / f"whole{suffix}", tmp_path / f"batches{suffix}"
+    output.write(frame, whole)
+    parts = [frame.iloc[:3], frame.iloc[3:4], frame.iloc[4:]]
+    output.write(output.Batches(iter(parts), frame["score"].to_numpy()), batches)
+    a, b = read(whole), read(batches)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry")) and a.crs == b.crs
+    assert a.geometry.geom_equals_exact(b.geometry, 0).all()
+    if suffix == ".gpkg":  # the same style: from every batch's scores
+        with sqlite3.connect(whole) as x, sqlite3.connect(batches) as y:
+            query = "SELECT styleQML FROM layer_styles"
+            assert x.execute(query).fetchall() == y.execute(query).fetchall()
+
+
+def test_batches_split_their_raw_outlines_into_a_layer(tmp_path):
+    frame = objects(5)
+    frame[output.RAW_GEOMETRY] = frame.geometry.buffer(1).to_numpy()
+    parts = [frame.iloc[:2], frame.iloc[2:]]
+    output.write(output.Batches(iter(parts), frame["score"].to_numpy()), tmp_path / "o.gpkg")
+    raw = gpd.read_file(tmp_path / "o.gpkg", layer="objects_raw")
+    assert raw["id"].tolist() == [1, 2, 3, 4, 5]
+    assert raw.geometry.geom_equals(gpd.GeoSeries(frame[output.RAW_GEOMETRY], crs=UTM)).all()
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".parquet", ".shp"])
 def test_pixel_coordinates_are_written_as_they_are(tmp_path, suffix):
     frame = objects(2, crs=None)
     output.write(frame, tmp_path / f"o{suffix}")

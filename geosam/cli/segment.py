@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     from geosam.errors import TileError
     from geosam.georef import open_scene
     from geosam.resume import WorkDir, default_work_dir, output_lock
-    from geosam.scene_run import segment_scene
+    from geosam.scene_run import segmented
 
     started = time.monotonic()
     check_tiling(tile_size, overlap)
@@ -107,24 +108,26 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     }
     plan = open_scene(scene, **reads)
     # held until the output is written: a second run on this output or work folder is refused
-    with output_lock(output), WorkDir(work_dir, "").lock():
+    with output_lock(output), WorkDir(work_dir, "").lock(), contextlib.ExitStack() as stack:
         with Tiles(ctx, "segment") as bar:
             try:
-                frame, report = segment_scene(
+                result = stack.enter_context(segmented(
                     scene, model=spec, tile_size=tile_size, overlap=overlap, on_start=bar.start,
                     on_tile=lambda result: bar.update(1), work_dir=work_dir, allow_partial=allow_partial,
                     parameters=dict(ctx.params), **reads, **options,
-                )  # fmt: skip
+                ))  # fmt: skip
             except TileError as exc:
                 if exc.report is not None:
                     exc.report.write(report_path)
                 raise type(exc)(f"{exc}; report: {report_path}", exc.report) from None
+        report = result.report
         report.output = str(output)
         report.class_model = _class_model_file(output, options)
         report.finish(time.monotonic() - started)
-        written = _write(frame, report, output, overwrite, (preview, preview_size, labels), plan, work_dir)
-        if options.get("examples"):  # learnt here: kept beside the output for other scenes
-            written.append(str(frame.attrs["class_model"].save(class_model_path(output))))
+        written = _write(result, output, overwrite, (preview, preview_size, labels), plan, work_dir)
+        if options.get("examples") and result.classes is not None:  # learnt here: kept for other scenes
+            written.append(str(result.classes.save(class_model_path(output))))
+        stack.close()  # the run's object store goes before its work folder
         if not keep_work:
             WorkDir(work_dir, report.run_key or "").remove()
             report.work_dir = None
@@ -133,23 +136,25 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
         click.echo(report.summary(), err=True)
         if report.failed:
             click.echo(f"{len(report.failed)} tiles failed and were left out (--allow-partial)", err=True)
-        click.echo(f"{len(frame)} objects written to {', '.join(written)}", err=True)
+        click.echo(f"{report.objects} objects written to {', '.join(written)}", err=True)
 
 
 def _write(
-    frame: Any, report: Any, output: Path, overwrite: bool, extras: tuple[Path | None, int, Path | None],
-    plan: Any, work_dir: Path,
+    result: Any, output: Path, overwrite: bool, extras: tuple[Path | None, int, Path | None], plan: Any,
+    work_dir: Path,
 ) -> list[str]:  # fmt: skip
-    """Write the output and the extras (``extras``: preview path, its size, labels path); the paths written."""
+    """Write the output a batch at a time, then the extras (``extras``: preview path, its size, labels
+    path), which need every object at once; the paths written."""
     from geosam import output as outputs
     from geosam.errors import OutputError
 
     preview, preview_size, labels = extras
     try:
-        outputs.write(frame, output, overwrite=overwrite, report=report)
+        outputs.write(result.layer(), output, overwrite=overwrite, report=result.report)
     except OutputError as exc:
         raise OutputError(f"{exc}; finished tiles are kept in {work_dir}") from None
     written = [str(output)]
+    frame = result.frame() if preview is not None or labels is not None else None
     if preview is not None:
         from geosam.preview import write_preview
 
