@@ -34,7 +34,13 @@ GROUND_SHARE = 0.5  # an object over more of the scene's data than this, and spa
 GROUND_SPAN = 0.9  # the share of the data's width and height that the ground's bounds span
 CHUNK = 20_000  # objects read, ranked or de-duplicated at a time: a few tens of MB
 KEPT, DUPLICATE, GROUND = 0, 1, 2  # an object's state
-_ROWS, _KEY = "rows", "_key"  # the output's rows, staged; their sort key after the area (normalized WKB)
+_ROWS = "rows"  # the output's rows, staged
+_KEY = (
+    "_x0",
+    "_y0",
+    "_x1",
+    "_y1",
+)  # their bounds: the order of equal areas, whatever order tiles finished in
 _IDS_PER_QUERY = 500  # SQLite takes at most 999 parameters before 3.32
 
 _TABLES = """
@@ -109,6 +115,10 @@ class ObjectStore:
             ground = (
                 0 if keep_background or extent is None else self._drop_ground(self._db, data_pixels, extent)
             )
+            # their pages go to the output's rows (``stage``)
+            self._db.executescript(
+                f"DELETE FROM objects WHERE state != {KEPT}; DROP TABLE ranked; DROP TABLE bounds;"
+            )
         (left,) = self._db.execute("SELECT count(*) FROM objects WHERE state = ?", (KEPT,)).fetchone()
         return int(left), ground
 
@@ -154,7 +164,7 @@ class ObjectStore:
 
     def chunks(self, size: int = CHUNK) -> Iterator[tuple[list[StitchedObject], dict[str, np.ndarray]]]:
         """The objects kept, ``size`` at a time in the order they came, with their class columns (see
-        ``class_columns``)."""
+        ``class_columns``); once: each chunk leaves the file as it is read."""
         last = 0
         while self._db is not None:
             rows = self._db.execute(
@@ -165,6 +175,8 @@ class ObjectStore:
             if not rows:
                 return
             last = rows[-1][0]
+            with self._db:  # read once: their pages go to the output's rows
+                self._db.execute("DELETE FROM objects WHERE id <= ?", (last,))
             _, wkb, score, stability, tiles, source, names, scores = zip(*rows, strict=True)
             objects = [
                 StitchedObject(g, s, st, t, source=src)
@@ -191,15 +203,15 @@ class ObjectStore:
             c: shapely.to_wkb(frame[c].to_numpy()) if c in _geometry_columns(frame) else frame[c].to_numpy()
             for c in frame.columns
         })  # fmt: skip
-        rows[_KEY] = shapely.to_wkb(shapely.normalize(frame.geometry.to_numpy()))
+        rows[list(_KEY)] = shapely.bounds(frame.geometry.to_numpy())
         db = self._open()
         with self._faults(), db:
             rows.to_sql(_ROWS, db, if_exists="append", index=False)
         self.staged += len(frame)
 
     def ordered(self, size: int = CHUNK) -> Iterator[gpd.GeoDataFrame]:
-        """The staged rows largest first (equal areas by outline, so ids do not depend on the order tiles
-        finished), with ids from 1, ``size`` at a time; one empty frame when there are none."""
+        """The staged rows largest first (equal areas by their bounds, then outline, so ids do not depend on
+        the order tiles finished), with ids from 1, ``size`` at a time; one empty frame when there are none."""
         import geopandas as gpd
         import pandas as pd
 
@@ -208,7 +220,8 @@ class ObjectStore:
             raise RuntimeError("nothing was staged")
         geometry = _geometry_columns(template)
         columns = ", ".join(f'"{c}"' for c in template.columns)
-        query = f'SELECT {columns} FROM {_ROWS} ORDER BY area_m2 DESC, "{_KEY}"'
+        order = ", ".join(['"area_m2" DESC', *(f'"{c}"' for c in (*_KEY, template.geometry.name))])
+        query = f"SELECT {columns} FROM {_ROWS} ORDER BY {order}"
         first = 1
         for rows in pd.read_sql_query(query, self._open(), chunksize=size) if self.staged else ():
             frame = gpd.GeoDataFrame(
