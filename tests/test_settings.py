@@ -109,7 +109,7 @@ def test_schema_defaults_and_limits_are_the_settings(group):
 
 
 def test_api_defaults_are_the_settings():
-    run = inspect.signature(scene_run.segment_scene).parameters
+    run = inspect.signature(scene_run.segmented).parameters  # segment_scene passes its keywords on
     assert run["tile_size"].default == settings.TILING.tile_size
     assert run["overlap"].default == settings.TILING.overlap
     assert run["prompt_rounds"].default == settings.TILING.prompt_rounds
