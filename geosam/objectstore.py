@@ -35,12 +35,8 @@ GROUND_SPAN = 0.9  # the share of the data's width and height that the ground's 
 CHUNK = 20_000  # objects read, ranked or de-duplicated at a time: a few tens of MB
 KEPT, DUPLICATE, GROUND = 0, 1, 2  # an object's state
 _ROWS = "rows"  # the output's rows, staged
-_KEY = (
-    "_x0",
-    "_y0",
-    "_x1",
-    "_y1",
-)  # their bounds: the order of equal areas, whatever order tiles finished in
+# their bounds: the order of equal areas, whatever order tiles finished in
+_KEY = ("_x0", "_y0", "_x1", "_y1")
 _IDS_PER_QUERY = 500  # SQLite takes at most 999 parameters before 3.32
 
 _TABLES = """
@@ -245,7 +241,8 @@ class ObjectStore:
     def scores(self) -> np.ndarray:
         """The staged rows' scores (for the output's style)."""
         query = f"SELECT score FROM {_ROWS}"
-        return np.array([row[0] for row in self._open().execute(query)] if self.staged else [], np.float64)
+        rows = self._open().execute(query) if self.staged else ()
+        return np.fromiter((row[0] for row in rows), np.float64)  # no list of Python floats on the way
 
     def close(self) -> None:
         """Close and delete the file."""
