@@ -54,18 +54,19 @@ def pieces_from_masks(
     pieces = []
     described = masks.descriptors if masks.descriptors is not None else [None] * len(masks)
     proposed = masks.proposed if masks.proposed is not None else np.zeros(len(masks), bool)
-    for mask, score, stability, descriptor, found in zip(
-        masks.masks, masks.scores, masks.stability, described, proposed, strict=True
-    ):
-        mask = mask[:h, :w]
-        edges = (mask[0].any(), mask[-1].any(), mask[:, 0].any(), mask[:, -1].any())
-        complete = not any(c and e for c, e in zip(cut, edges, strict=True))
-        full = mask_to_geometry(mask, origin)
-        if full.is_empty:
-            continue
-        whole = not complete and full.area >= whole_area
-        kind = "proposal" if found else source
-        pieces.append(Piece(full, complete, float(score), float(stability), whole, descriptor, kind))
+    with rasterio.Env():  # one GDAL environment for the tile's masks, not one a mask
+        for mask, score, stability, descriptor, found in zip(
+            masks.masks, masks.scores, masks.stability, described, proposed, strict=True
+        ):
+            mask = mask[:h, :w]
+            edges = (mask[0].any(), mask[-1].any(), mask[:, 0].any(), mask[:, -1].any())
+            complete = not any(c and e for c, e in zip(cut, edges, strict=True))
+            full = mask_to_geometry(mask, origin)
+            if full.is_empty:
+                continue
+            whole = not complete and full.area >= whole_area
+            kind = "proposal" if found else source
+            pieces.append(Piece(full, complete, float(score), float(stability), whole, descriptor, kind))
     return pieces
 
 

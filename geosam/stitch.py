@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import rasterio
 import shapely
 
 from geosam.seams import MATCH_IOU, Piece, clip, continuations, iou, matches, raster, whole_links
@@ -144,7 +145,8 @@ class Stitcher:
             if okey in self._seen and self._ids[okey] and ids:
                 first, second = sorted([(key, tile), (okey, other)])
                 self._link(first[1], second[1])
-        return self._finish([key] + [(t.row, t.col) for t in self.grid.neighbours(tile)])
+        with rasterio.Env():  # one GDAL environment for the objects' rasters, not one a call
+            return self._finish([key] + [(t.row, t.col) for t in self.grid.neighbours(tile)])
 
     def _link(self, a: Tile, b: Tile) -> None:
         ia, ib = self._ids[(a.row, a.col)], self._ids[(b.row, b.col)]
