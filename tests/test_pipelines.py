@@ -13,6 +13,7 @@ import numpy as np
 import pyogrio
 import pytest
 from click.testing import CliRunner
+from shapely.geometry import Point
 
 from geosam.batch import config as batch_config
 from geosam.batch import estimate
@@ -420,3 +421,17 @@ def test_offline_in_the_pipeline_or_on_the_command_line_never_downloads(tmp_path
         with pytest.raises(ModelError, match=r"downloads are off.*geosam models import FILE"):
             batch_run.run(batch_config.parse(pipeline, base=tmp_path), workers=0, offline=flag)
     assert not (tmp_path / "no-models").exists()
+
+
+def test_score_filter_numbers_objects_across_batches():
+    """geosam run writes a scene a batch at a time: ids stay 1..n over batches the filter empties."""
+    batches = [
+        gpd.GeoDataFrame({"id": [1, 2], "score": [0.95, 0.5]}, geometry=[Point(0, 0), Point(1, 1)]),
+        gpd.GeoDataFrame({"id": [3], "score": [0.6]}, geometry=[Point(2, 2)]),
+        gpd.GeoDataFrame({"id": [4, 5], "score": [0.7, 0.99]}, geometry=[Point(3, 3), Point(4, 4)]),
+    ]
+    kept = list(batch_run._scored(iter(batches), 0.9))
+    assert [list(b["id"]) for b in kept] == [[1], [2]]
+    assert [list(b["score"]) for b in kept] == [[0.95], [0.99]]
+    none = list(batch_run._scored(iter(batches), 1.0))
+    assert len(none) == 1 and none[0].empty  # the first batch makes the layer, empty or not

@@ -230,39 +230,35 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, pr
     started = time.perf_counter()
     try:
         if job.prompts is None:
-            frame, skipped = _automatic(plan, job, scene, source, local, address, progress), 0
+            (found, kept, advice), skipped = _automatic(plan, job, source, local, address, progress), 0
         else:
             frame, skipped = _prompted(plan, scene, groups, source, loaded)
-        found, advice = len(frame), frame.attrs.get("report", {}).get("advice", [])
-        frame = _filter(plan.pipeline, frame, scene, renumber=job.prompts is None)
-        output.write(frame, job.output, overwrite=True)
+            found, advice = len(frame), []
+            frame = _filter(plan.pipeline, frame, scene)
+            output.write(frame, job.output, overwrite=True)
+            kept = len(frame)
     except GeosamError as exc:
         log.debug("scene %s failed", job.name, exc_info=True)
         return SceneOutcome(job, "failed", seconds=time.perf_counter() - started, message=str(exc))
     seconds = time.perf_counter() - started
     records.write(job.record, {
-        "key": key, "scene": job.path, "objects": len(frame), "seconds": round(seconds, 3),
+        "key": key, "scene": job.path, "objects": kept, "seconds": round(seconds, 3),
         "geosam": __version__, "pipeline": plan.pipeline.source, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })  # fmt: skip
-    note = (
-        "; ".join(advice)
-        if not found
-        else f"{found} objects, none passed the filters"
-        if not len(frame)
-        else ""
-    )
-    return SceneOutcome(job, "done", len(frame), seconds, note, skipped_prompts=skipped)
+    note = "; ".join(advice) if not found else f"{found} objects, none passed the filters" if not kept else ""
+    return SceneOutcome(job, "done", kept, seconds, note, skipped_prompts=skipped)
 
 
-def _automatic(plan, job, scene, source, local, address, progress) -> gpd.GeoDataFrame:
-    """The scene's objects, its tiles on the cluster at ``address`` (``local``: the one this run
-    started, whose workers share the cores) or in this process; ``progress``: ``run``'s ``on_start``
-    and ``on_tile``."""
-    from geosam.scene_run import segment
+def _automatic(plan, job, source, local, address, progress) -> tuple[int, int, list[str]]:
+    """Segment the scene, its tiles on the cluster at ``address`` (``local``: the one this run started,
+    whose workers share the cores) or in this process, and write the objects that pass the score filter
+    a batch at a time (``progress``: ``run``'s ``on_start`` and ``on_tile``); objects found and kept, and
+    the run's advice."""
+    from geosam.scene_run import segmented
 
     p = plan.pipeline
     on_start, on_tile = progress
-    return segment(
+    with segmented(
         job.path, model=source, tile_size=p.tiling.tile_size, overlap=p.tiling.overlap,
         prompt_rounds=p.tiling.prompt_rounds,
         min_area=p.filters.min_area, simplify=p.filters.simplify, keep_background=p.filters.keep_background,
@@ -271,7 +267,26 @@ def _automatic(plan, job, scene, source, local, address, progress) -> gpd.GeoDat
         workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
         on_start=(lambda total: on_start(job, total)) if on_start else None,
         on_tile=(lambda result: on_tile(job)) if on_tile else None, **read_options(p),
-    )  # fmt: skip
+    ) as result:  # fmt: skip
+        scores = result.store.scores()
+        passed = scores[scores >= p.filters.min_score]
+        output.write(
+            output.Batches(_scored(result.batches(), p.filters.min_score), passed), job.output, overwrite=True
+        )
+        return len(scores), len(passed), result.report.advice
+
+
+def _scored(batches: Iterator[gpd.GeoDataFrame], min_score: float) -> Iterator[gpd.GeoDataFrame]:
+    """The batches' objects scored at least ``min_score``, numbered again from 1 (the first batch always,
+    empty or not: it makes the layer)."""
+    count = 0
+    for i, batch in enumerate(batches):
+        batch = batch[batch["score"] >= min_score].reset_index(drop=True)
+        if i and not len(batch):
+            continue
+        batch["id"] = np.arange(count + 1, count + len(batch) + 1, dtype=np.int64)
+        count += len(batch)
+        yield batch
 
 
 def _prompted(
@@ -288,12 +303,12 @@ def _prompted(
     return frame, len(frame.attrs.get("skipped", []))
 
 
-def _filter(pipeline: Pipeline, frame: gpd.GeoDataFrame, scene: Scene, renumber: bool) -> gpd.GeoDataFrame:
-    """Score and area filters (automatic mode applies area and simplify while building its frame)."""
+def _filter(pipeline: Pipeline, frame: gpd.GeoDataFrame, scene: Scene) -> gpd.GeoDataFrame:
+    """Prompt mode's filters: simplify (pixels, in map units), score and area."""
     f = pipeline.filters
     frame = frame.copy()
     frame.attrs = {}
-    if not renumber and f.simplify > 0 and len(frame):  # prompt mode: simplify by pixels, in map units
+    if f.simplify > 0 and len(frame):
         geometry = np.asarray(frame.geometry.values, dtype=object)
         import shapely
 
@@ -306,13 +321,8 @@ def _filter(pipeline: Pipeline, frame: gpd.GeoDataFrame, scene: Scene, renumber:
         frame["area_m2"] = (
             area_m2(np.asarray(frame.geometry.values, dtype=object), scene.crs) if scene.crs else frame.area
         )
-    keep = frame["score"] >= f.min_score
-    if not renumber:
-        keep &= frame["area_m2"] >= f.min_area
-    frame = frame[keep].reset_index(drop=True)
-    if renumber:
-        frame["id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    return frame
+    keep = (frame["score"] >= f.min_score) & (frame["area_m2"] >= f.min_area)
+    return frame[keep].reset_index(drop=True)
 
 
 def _merged_key(plan: Plan, keys: dict[str, str]) -> str:
