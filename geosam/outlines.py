@@ -148,7 +148,8 @@ def outline(
             for k, i in enumerate(squares)
         ]
         final[alone] = _valid(final[alone])
-        final = _keep_neighbours(raw, final, alone, circles)
+        frames = {int(i): (_STEP[kinds[i]], float(angles[k])) for k, i in enumerate(squares)}
+        final = _keep_neighbours(raw, final, alone, circles, frames)
     return Outlines(final, raw, kinds.astype(str), iou(final, raw), vertex_count(raw), vertex_count(final))
 
 
@@ -493,15 +494,19 @@ def _corners(lines: list[tuple[int, np.ndarray]], step: int) -> np.ndarray:
 
 
 def _keep_neighbours(
-    raw: np.ndarray, final: np.ndarray, alone: np.ndarray, circles: np.ndarray
-) -> np.ndarray:
+    raw: np.ndarray, final: np.ndarray, alone: np.ndarray, circles: np.ndarray,
+    frames: dict[int, tuple[int, float]],
+) -> np.ndarray:  # fmt: skip
     """Objects changed on their own meet the objects their pixels touch without gaps or overlaps.
 
     Larger objects first. Against a neighbour whose outline stays (pixel) or was made on shared arcs, an
     object keeps its own pixels along the shared edge (within ``NEIGHBOUR_STRIP`` px, and the pieces of
     its pixels that touch that band) and gives up the neighbour's. Against a neighbour changed on its
     own and made before it, it gives up what that one holds and takes the pieces of either's pixels
-    that lie between the two and neither covers: the earlier one's edge is the shared edge.
+    that lie between the two and neither covers: the earlier one's edge is the shared edge. A
+    regularized object (``frames``: its step and direction) that took such pieces from neighbours of its
+    own direction has its edges turned again, so their pixel edges do not stay in it; vertices on a
+    straight line are dropped.
     """
     left, right = shapely.STRtree(raw).query(raw[alone], predicate="touches")
     out = final.copy()
@@ -531,12 +536,21 @@ def _keep_neighbours(
             between = shapely.dwithin(pieces, shape, 1e-6) & shapely.dwithin(pieces, held, 1e-6)
             between &= shapely.area(pieces) >= MIN_PIECE  # not the pixel corners where outlines part
             shape = shapely.union_all(np.array([shape, *pieces[between]], dtype=object))
+            if between.any() and _one_frame(frames, i, first):  # the pieces' pixel edges turned too
+                shape = shapely.difference(_orthogonal(shape, *frames[i]), held)
         if first and shape.area < LEFT_OVER * area[i]:  # the earlier ones took it: it keeps its pixels
             shape = raw[i]
             out[first] = shapely.difference(out[first], shape)
-        out[i] = shape
+        out[i] = shapely.simplify(shape, 0, preserve_topology=True) if i in frames else shape
         done.add(i)
     return _valid(out)
+
+
+def _one_frame(frames: dict[int, tuple[int, float]], i: int, others: list[int]) -> bool:
+    """Whether object ``i`` and ``others`` were all regularized in the same direction."""
+    return i in frames and all(
+        j in frames and abs((frames[j][1] - frames[i][1] + 45) % 90 - 45) < 1e-9 for j in others
+    )
 
 
 def _fill(geometry: Geometry, below: float) -> Geometry:

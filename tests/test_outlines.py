@@ -121,6 +121,24 @@ def test_neighbours_keep_their_shared_edge(kind):
         assert shared.area < 1e-6 and shapely.length(shared) > 150
 
 
+@pytest.mark.parametrize("angle", [-8.0, 4.0, 11.0])
+def test_terraced_houses_keep_right_angles_and_their_shared_walls(angle):
+    """A turned row of touching houses: each regularized in the row's direction, where two meet the later
+    takes the pixels between them and is squared again (no pixel staircase left), walls still shared."""
+    houses, x = [], 30.0
+    for width in (22, 35, 18, 40, 27):
+        houses.append(shapely.box(x, 80, x + width, 112))
+        x += width
+    raw, _ = pixels(*(affinity.rotate(h, angle, origin=(100, 96)) for h in houses))
+    result = outlines.outline(raw, "orthogonal")
+    assert shapely.is_valid(result.geometry).all()
+    angles = np.concatenate([outlines.corner_angles(g) for g in result.geometry])
+    assert (np.abs(angles - 90) <= 10).mean() >= 0.95
+    total = shapely.area(result.raw).sum()
+    for a in range(len(houses) - 1):
+        assert gaps_and_overlaps(result, a, a + 1) <= 0.005 * total, a
+
+
 def test_nested_objects_stay_nested_and_flat_makes_a_partition():
     yard = shapely.box(30, 30, 170, 170)
     roof = affinity.rotate(shapely.box(70, 80, 130, 120), 15, origin="centroid")
