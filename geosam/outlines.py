@@ -40,7 +40,8 @@ Neighbours (topology): objects whose pixel outlines touch keep touching, without
   touching orthogonal objects share the larger one's direction where theirs differ by under ``ALIGN``°.
   Where two such objects touch, the later one snaps to the earlier one's outline (``SNAP`` px), gives up
   what the earlier one holds and takes the pieces between them that neither covers (``MIN_PIECE`` px² or
-  more): the earlier one's edge becomes the shared edge. Circles cannot share an edge: between them
+  more): the earlier one's edge becomes the shared edge; where both were turned in one direction, the
+  later one is squared again after (no pixel staircase from those pieces stays). Circles cannot share an edge: between them
   only overlaps are removed. Against a neighbour of another kind, an object keeps its own pixels along
   the shared edge and gives up the neighbour's (``_keep_neighbours``).
 
