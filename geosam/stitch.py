@@ -111,6 +111,7 @@ class Stitcher:
         self._tile_of: dict[int, tuple[int, int]] = {}
         self._ids: dict[tuple[int, int], list[int]] = {}  # pieces of tiles in, not yet given out
         self._seen: set[tuple[int, int]] = set()
+        self._closed_keys: set[tuple[int, int]] = set()  # tiles in with all their neighbours
         self._objects = _Groups()  # linked pieces: one object each
         self._clusters = _Groups()  # objects that may duplicate each other
         self._next = 0
@@ -203,8 +204,14 @@ class Stitcher:
         ]  # fmt: skip
 
     def _closed(self, key: tuple[int, int]) -> bool:
+        """Whether the tile and all its neighbours are in (once so, always so: remembered)."""
+        if key in self._closed_keys:
+            return True
         tile = self.grid.tile(*key)
-        return key in self._seen and all((t.row, t.col) in self._seen for t in self.grid.neighbours(tile))
+        closed = key in self._seen and all((t.row, t.col) in self._seen for t in self.grid.neighbours(tile))
+        if closed:
+            self._closed_keys.add(key)
+        return closed
 
     def _finish(self, keys: Iterable[tuple[int, int]]) -> list[StitchedObject]:
         objects: list[StitchedObject] = []
