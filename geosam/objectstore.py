@@ -238,11 +238,15 @@ class ObjectStore:
         query = f'SELECT "{column}", count(*) FROM {_ROWS} GROUP BY "{column}"'
         return {str(k): int(n) for k, n in self._open().execute(query)} if self.staged else {}
 
-    def scores(self) -> np.ndarray:
-        """The staged rows' scores (for the output's style)."""
-        query = f"SELECT score FROM {_ROWS}"
-        rows = self._open().execute(query) if self.staged else ()
-        return np.fromiter((row[0] for row in rows), np.float64)  # no list of Python floats on the way
+    def scores(self, at_least: float | None = None) -> tuple[int, np.ndarray]:
+        """How many staged rows score at least ``at_least`` (all: None), and their lowest and highest
+        score (empty when none): the range the output's style is drawn from (``geosam.style.classes``)."""
+        if not self.staged:
+            return 0, np.zeros(0)
+        where = "" if at_least is None else " WHERE score >= ?"
+        query = f"SELECT count(*), min(score), max(score) FROM {_ROWS}{where}"
+        count, low, high = self._open().execute(query, () if at_least is None else (at_least,)).fetchone()
+        return int(count), np.array([low, high] if count else [], np.float64)
 
     def close(self) -> None:
         """Close and delete the file."""

@@ -67,7 +67,8 @@ def check_output(path: Path, overwrite: bool, formats: dict[str, str] = DRIVERS)
 @dataclass(frozen=True)
 class Batches:
     """A layer that comes a batch at a time (``geosam.objectstore.ObjectStore.ordered``): ``frames``, at
-    least one (an empty one gives the layer its fields), and every object's ``scores`` for its style."""
+    least one (an empty one gives the layer its fields), and the ``scores`` its style is drawn from
+    (only their range counts: ``geosam.style.classes``; their lowest and highest will do)."""
 
     frames: Iterable[gpd.GeoDataFrame]
     scores: np.ndarray | None = None

@@ -355,7 +355,7 @@ class Segmented:
 
     def layer(self) -> output.Batches:
         """The objects as ``geosam.output.write`` takes them: a batch at a time, never all in memory."""
-        return output.Batches(self.batches(), self.store.scores())
+        return output.Batches(self.batches(), self.store.scores()[1])
 
     def frame(self) -> gpd.GeoDataFrame:
         """Every object in one frame, largest first (the class model in ``attrs["class_model"]``)."""

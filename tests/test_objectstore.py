@@ -116,3 +116,21 @@ def test_a_scene_made_a_frame_chunk_by_chunk_is_the_scene_made_at_once(tmp_path,
     assert whole.drop(columns="geometry").equals(chunked.drop(columns="geometry"))
     assert whole.geometry.geom_equals_exact(chunked.geometry, 0).all()
     assert not list((tmp_path / "work").rglob("*.sqlite")), "the store goes with the run"
+
+
+def test_the_style_range_and_counts_come_from_the_staged_rows(tmp_path):
+    from geosam import style
+    from geosam.scene_run import segmented
+    from geosam.testing import make_scene
+
+    scene = make_scene(tmp_path, seed=6, width=300, height=260, max_size=60, objects=40)
+    with segmented(scene.path, model=scene.model, tile_size=96, overlap=16, workers=0) as result:
+        count, scores = result.store.scores()
+        cut = float(scores.mean())  # halfway between the lowest and the highest
+        kept, above = result.store.scores(at_least=cut)
+        layer = result.layer()
+        frame = result.frame()
+    assert count == len(frame) > 20 and list(scores) == [frame["score"].min(), frame["score"].max()]
+    assert kept == (frame["score"] >= cut).sum() and above[0] >= cut and above[1] == scores[1]
+    assert list(layer.scores) == list(scores)
+    assert style.qml(scores) == style.qml(frame["score"].to_numpy())  # the range is the style

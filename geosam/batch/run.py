@@ -268,12 +268,11 @@ def _automatic(plan, job, source, local, address, progress) -> tuple[int, int, l
         on_start=(lambda total: on_start(job, total)) if on_start else None,
         on_tile=(lambda result: on_tile(job)) if on_tile else None, **read_options(p),
     ) as result:  # fmt: skip
-        scores = result.store.scores()
-        passed = scores[scores >= p.filters.min_score]
+        kept, scores = result.store.scores(at_least=p.filters.min_score)
         output.write(
-            output.Batches(_scored(result.batches(), p.filters.min_score), passed), job.output, overwrite=True
+            output.Batches(_scored(result.batches(), p.filters.min_score), scores), job.output, overwrite=True
         )
-        return len(scores), len(passed), result.report.advice
+        return result.store.staged, kept, result.report.advice
 
 
 def _scored(batches: Iterator[gpd.GeoDataFrame], min_score: float) -> Iterator[gpd.GeoDataFrame]:
