@@ -151,7 +151,10 @@ def outline(
         final[alone] = _valid(final[alone])
         frames = {int(i): (_STEP[kinds[i]], float(angles[k])) for k, i in enumerate(squares)}
         final = _keep_neighbours(raw, final, alone, circles, frames)
-    return Outlines(final, raw, kinds.astype(str), iou(final, raw), vertex_count(raw), vertex_count(final))
+    kept = np.fromiter((f is r for f, r in zip(final, raw, strict=True)), bool, len(raw))  # unchanged: IoU 1
+    overlap = np.ones(len(raw))
+    overlap[~kept] = iou(final[~kept], raw[~kept])
+    return Outlines(final, raw, kinds.astype(str), overlap, vertex_count(raw), vertex_count(final))
 
 
 def by_class(pairs: Sequence[str] | None) -> dict[str, str]:
