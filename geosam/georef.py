@@ -376,8 +376,8 @@ def _warn_fill(path: str, sample: np.ma.MaskedArray) -> None:
         value, share = found
         log.warning(
             "%s: %.0f%% of the pixels are %g in a block at the border and no nodata value is declared; "
-            "pass --nodata %g if they are not data",
-            path, 100 * share, value, value,
+            "pass --nodata %g (a pipeline file's read: {nodata: %g}) if they are not data",
+            path, 100 * share, value, value, value,
         )  # fmt: skip
 
 

@@ -307,9 +307,10 @@ def _warned(caplog) -> list[str]:
 def test_a_large_constant_border_without_nodata_is_warned_about(warnings_once, name, share):
     open_scene(DATA / name)
     open_scene(DATA / name)  # a run opens its scene more than once: one warning
+    v = 1 if name == "cog.tif" else 0
     assert _warned(warnings_once) == [
-        f"{DATA / name}: {share}% of the pixels are {1 if name == 'cog.tif' else 0} in a block at the border "
-        f"and no nodata value is declared; pass --nodata {1 if name == 'cog.tif' else 0} if they are not data"
+        f"{DATA / name}: {share}% of the pixels are {v} in a block at the border and no nodata value is "
+        f"declared; pass --nodata {v} (a pipeline file's read: {{nodata: {v}}}) if they are not data"
     ]
 
 
