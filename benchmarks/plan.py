@@ -16,6 +16,9 @@ Sections (each measured in a fresh process, so peak memory is its own; peak RSS 
            workers' overhead a tile against a model that spends 1 s a tile (225 tiles)
   workers  the whole pipeline on two generated scenes, the second 4× the area of the first: peak
            RSS per worker process (the peak each task reports) must not grow with the scene.
+  scale    the whole pipeline with a stand-in model (one object every 22 px: ~104 a 256 px tile) on scenes
+           of N and 10N tiles (default 5,041 and 50,176 tiles: 0.5 and 5.2 million objects), on 2 local
+           workers, to a GeoPackage: the client's peak RSS must not grow with the scene (issue: <= 1.2x).
   objects  the client's side of N and 4N objects as the stitcher releases them (100 a tile: 64-vertex
            outlines, SAM's 256-d descriptors, classified) through the object store on disk (de-duplicated,
            grounded, staged a chunk at a time) to a GeoPackage written a batch at a time: the client's
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,6 +78,82 @@ class Nothing:
         time.sleep(self.seconds)
         h, w = tile.valid.shape
         return Masks(np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """A stand-in model: an object every ``pitch`` px of the scene (squares and discs of 6-16 px), found by
+    every tile whose window holds its centre, so neighbours agree in their overlap as a model's do."""
+
+    name: str = "lattice"
+    pitch: int = 22
+
+    def check(self) -> None:
+        pass
+
+    def load(self) -> Lattice:
+        return self
+
+    def automatic(self, tile):
+        from geosam.models import Masks
+
+        box, (h, w) = tile.tile.read, tile.valid.shape
+        first = lambda start: -(-(start - self.pitch // 2) // self.pitch)  # noqa: E731  (first centre >= start)
+        found = []
+        for j in range(first(box.y0), first(box.y1)):
+            for i in range(first(box.x0), first(box.x1)):
+                y, x = j * self.pitch + self.pitch // 2 - box.y0, i * self.pitch + self.pitch // 2 - box.x0
+                r = 3 + (7 * i + 13 * j) % 6
+                yy, xx = np.ogrid[-y : h - y, -x : w - x]
+                found.append(np.maximum(abs(yy), abs(xx)) <= r if (i + j) % 2 else yy**2 + xx**2 <= r * r)
+        masks = np.array(found, bool).reshape(-1, h, w)
+        n = len(masks)
+        return Masks(masks & tile.valid, np.full(n, 0.95, np.float32), np.full(n, 0.97, np.float32))
+
+
+def scene_of_tiles(path: Path, n: int, size: int = 256, overlap: int = 32) -> Path:
+    """A single-band 0.5 m GeoTIFF of n × n tiles of ``size`` px (a ramp: the stand-in model ignores it)."""
+    import rasterio
+    from affine import Affine
+    from rasterio.windows import Window
+
+    side = n * (size - overlap) + overlap
+    with rasterio.open(
+        path, "w", driver="GTiff", width=side, height=side, count=1, dtype="uint8", crs="EPSG:32633",
+        transform=Affine(0.5, 0, 400_000, 0, -0.5, 5_000_000), tiled=True, blockxsize=512, blockysize=512,
+        compress="deflate", BIGTIFF="YES",
+    ) as ds:  # fmt: skip
+        block = (np.add.outer(np.arange(512), np.arange(512)) % 200 + 20).astype(
+            np.uint8
+        )  # not one value: no nodata
+        for y in range(0, side, 512):
+            for x in range(0, side, 512):
+                window = Window(x, y, min(512, side - x), min(512, side - y))
+                ds.write(block[: window.height, : window.width], 1, window=window)
+    return path
+
+
+def scale(n: int, folder: str) -> dict:
+    """The client's peak RSS over a whole run of n × n tiles of the stand-in model, written to a GeoPackage."""
+    from geosam import output, scene_run
+    from geosam.report import peak_rss
+
+    folder = Path(folder)
+    path = folder / f"lattice-{n}.tif"
+    if not path.exists():  # kept with the work folder: a stopped run resumes
+        scene_of_tiles(path, n)
+    out = folder / f"lattice-{n}.gpkg"
+    start = time.perf_counter()
+    with scene_run.segmented(
+        path, model=Lattice(), tile_size=256, overlap=32, workers=2, work_dir=folder / f"work-{n}"
+    ) as result:
+        output.write(result.layer(), out)
+        report = result.report
+    used = resource.getrusage(resource.RUSAGE_SELF)  # the client's CPU: what one client can stitch and write
+    return {"tiles": report.tiles_planned, "objects": result.store.staged, "wall_s": round(time.perf_counter() - start),
+            "client_cpu_ms_a_tile": round(1000 * (used.ru_utime + used.ru_stime) / report.tiles_planned, 1),
+            "gpkg_mb": round(out.stat().st_size / 2**20), "client_peak_rss_mb": round(peak_rss() / 2**20),
+            "worker_peak_rss_mb": [round(p / 2**20) for p in sorted(report.peak_rss_bytes.values())]}  # fmt: skip
 
 
 def plan(size: int, folder: str) -> dict:
@@ -205,7 +286,7 @@ def objects(n: int, folder: str) -> dict:
     chunks = store.chunks(scene_run._chunk(store, scene_run.OUTLINES, None))
     scene_run._stage(scene, chunks, store, (0.0, 0.0), model, None, scene_run.OUTLINES, None)
     out = Path(folder) / f"objects-{n}.gpkg"
-    output.write(output.Batches(store.ordered(), store.scores()), out)
+    output.write(output.Batches(store.ordered(), store.scores()[1]), out)
     store.close()
     return {"objects": n, "written": store.staged, "s": round(time.perf_counter() - start, 1),
             "gpkg_mb": round(out.stat().st_size / 2**20), "client_peak_rss_mb": round(peak_rss() / 2**20)}  # fmt: skip
@@ -215,7 +296,13 @@ def fresh(function: str, *args) -> dict:
     """Run one measurement in a new Python process (its own peak memory)."""
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import plan; " \
            f"print(json.dumps(plan.{function}(*{args!r})))"  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False, env=env
+    )
     if done.returncode:
         raise RuntimeError(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -232,7 +319,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("section", choices=["plan", "scheduler", "workers", "objects"])
+    parser.add_argument("section", choices=["plan", "scheduler", "workers", "objects", "scale"])
+    parser.add_argument("--tiles", type=int, nargs="+", default=[71, 224], help="scale: tiles a side")
+    parser.add_argument(
+        "--folder", help="scale: a folder kept between runs (resumes a stopped run; default: temporary)"
+    )
     parser.add_argument("--objects", type=int, nargs=2, default=[50_000, 200_000], help="objects: N and 4N")
     parser.add_argument("--size", type=int, default=200_000, help="plan: scene side in px")
     parser.add_argument("--submit-sizes", type=int, nargs=2, default=[20_000, 40_000])
@@ -270,6 +361,8 @@ def main() -> None:
             with dask_cluster(folder, pythonpath=[here]) as cluster:
                 file = str(cluster.file)
                 table([fresh("submit", size, str(folder), file, seconds) for size, seconds in runs])
+        elif args.section == "scale":
+            table([fresh("scale", n, args.folder or str(folder)) for n in args.tiles])
         elif args.section == "objects":
             table([fresh("objects", n, str(folder)) for n in args.objects])
         else:
