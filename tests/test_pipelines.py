@@ -10,6 +10,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 from click.testing import CliRunner
@@ -285,6 +286,29 @@ def test_merged_output_has_a_scene_field_and_a_layer_per_group(tmp_path, scenes)
     ]
     again = batch_run.run(config, model=Double())
     assert [o.status for o in again.outcomes] == ["skipped"] * 3 and not again.merged_written
+
+
+def test_a_merged_layer_is_written_a_batch_at_a_time(tmp_path, scenes, monkeypatch):
+    from geosam import objectstore, style
+
+    monkeypatch.setattr(objectstore, "CHUNK", 2)  # parts read 2 objects at a time
+    config = batch_config.load(
+        pipeline_file(
+            tmp_path,
+            "inputs:\n  - {path: scenes/a.tif, layer: all}\n  - {path: scenes/b.tif, layer: all}\n"
+            "tiling: {tile_size: 256, overlap: 64}\ncluster: {workers: 0}\n"
+            "output: {mode: merged, path: out/all.gpkg}\n",
+        )
+    )
+    summary = batch_run.run(config, model=Double())
+    merged = gpd.read_file(tmp_path / "out" / "all.gpkg", layer="all")
+    parts = [gpd.read_file(o.job.output, layer="objects") for o in summary.outcomes]
+    assert len(merged) == sum(len(p) for p in parts) > 4  # more than two batches
+    assert list(merged["scene"]) == ["a"] * len(parts[0]) + ["b"] * len(parts[1])
+    whole = pd.concat(parts, ignore_index=True)
+    assert merged.drop(columns=["scene", "geometry"]).equals(whole.drop(columns="geometry"))
+    qml = pyogrio.read_dataframe(tmp_path / "out" / "all.gpkg", layer="layer_styles")["styleQML"][0]
+    assert qml == style.qml(whole["score"].to_numpy())  # the style's classes span every scene's scores
 
 
 def test_prompt_mode_scenes(tmp_path, scenes):

@@ -329,29 +329,66 @@ def _merged_key(plan: Plan, keys: dict[str, str]) -> str:
 
 
 def _merge(plan: Plan, merged: Path, keys: dict[str, str]) -> bool:
-    """Write the merged GeoPackage from the parts, unless it is already current; True if written."""
-    import pandas as pd
+    """Write the merged GeoPackage from the parts, unless it is already current; True if written. Each
+    layer is read and written a part's batch at a time, with a ``scene`` field and in the CRS of its
+    first part that has one."""
     import pyogrio
 
     key = _merged_key(plan, keys)
     record = records.read(records.record_path(merged))
     if merged.exists() and record is not None and record.get("key") == key:
         return False
-    layers: dict[str, list[gpd.GeoDataFrame]] = {}
+    layers: dict[str, list[SceneJob]] = {}
     for job in plan.jobs:
-        part = pyogrio.read_dataframe(job.output, layer=output.LAYER)
-        part.insert(0, "scene", job.name)
-        layers.setdefault(job.layer, []).append(part)
-    frames = {}
-    for layer, parts in layers.items():
-        crs = next((p.crs for p in parts if p.crs is not None), None)
-        if crs is not None and any(p.crs is None for p in parts):
+        layers.setdefault(job.layer, []).append(job)
+    batches = {}
+    for layer, jobs in layers.items():
+        crss = [pyogrio.read_info(job.output, layer=output.LAYER)["crs"] for job in jobs]
+        crs = next((c for c in crss if c is not None), None)
+        if crs is not None and None in crss:
             raise plan.pipeline.fail([f"output: layer {layer!r} mixes scenes with and without a CRS"])
-        parts = [p.to_crs(crs) if crs is not None and p.crs != crs else p for p in parts]
-        frames[layer] = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=crs)
-    output.write_layers(frames, merged, overwrite=True)
+        batches[layer] = output.Batches(_parts(jobs, crs), _score_range(jobs))
+    output.write_layers(batches, merged, overwrite=True)
     records.write(
         records.record_path(merged),
         {"key": key, "scenes": [j.name for j in plan.jobs], "geosam": __version__},
     )
     return True
+
+
+def _parts(jobs: list[SceneJob], crs: str | None) -> Iterator[gpd.GeoDataFrame]:
+    """The scenes' objects a batch at a time, each with its ``scene`` and in ``crs`` (an empty frame for
+    none: it makes the layer)."""
+    import pyogrio
+
+    from geosam.objectstore import CHUNK
+
+    yielded = False
+    for job in jobs:
+        total = pyogrio.read_info(job.output, layer=output.LAYER)["features"]
+        for first in range(0, max(total, 1), CHUNK):
+            part = pyogrio.read_dataframe(
+                job.output, layer=output.LAYER, skip_features=first, max_features=CHUNK
+            )
+            if yielded and not len(part):
+                continue
+            part.insert(0, "scene", job.name)
+            yield part.to_crs(crs) if crs is not None and part.crs != crs else part
+            yielded = True
+
+
+def _score_range(jobs: list[SceneJob]) -> np.ndarray | None:
+    """The lowest and highest score of the scenes' objects (what the layer's style is drawn from)."""
+    import pyogrio
+
+    ranges: list[float] = []
+    for job in jobs:
+        if "score" not in pyogrio.read_info(job.output, layer=output.LAYER)["fields"]:
+            return None
+        found = pyogrio.read_dataframe(
+            job.output,
+            sql=f'SELECT min(score) AS low, max(score) AS high FROM "{output.LAYER}"',
+            read_geometry=False,
+        )
+        ranges.extend(v for v in found.iloc[0] if v is not None and np.isfinite(v))
+    return np.array([min(ranges), max(ranges)]) if ranges else np.zeros(0)
