@@ -175,7 +175,7 @@ def segment(path: str | Path | xarray.DataArray, **options: Any) -> gpd.GeoDataF
     Args:
         path: Any GDAL raster path, or a rioxarray DataArray (dims (y, x) or (band, y, x), with its
             CRS, transform and nodata), written to a temporary GeoTIFF that the workers read.
-        **options: The keywords of ``segment_scene`` (tiling, model, reads, cluster, resume).
+        **options: The keywords of ``segmented`` (tiling, model, reads, cluster, resume).
 
     Returns:
         One row per object (id, score, stability, area_m2, tiles, geometry), largest first; the
@@ -373,7 +373,7 @@ def _run_tiles(
     cluster: tuple[int | None, str | None, int | None, int | None], retries: int,
 ) -> None:  # fmt: skip
     """Every tile not finished yet through ``run``: in this process, or on a cluster (``cluster``: workers,
-    scheduler, threads, tiles per task as ``segment_scene`` takes them)."""
+    scheduler, threads, tiles per task as ``segmented`` takes them)."""
     workers, scheduler, threads, tiles_per_task = cluster
     report = run.report
     reused = run.resume()
