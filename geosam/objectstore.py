@@ -102,7 +102,8 @@ class ObjectStore:
         SAM segments the ground between objects too, as a region that stitching joins across the
         tiles: an object covering more than ``GROUND_SHARE`` of the scene's data (``data_pixels``, scene
         pixels) and reaching across it both ways (its bounds span ``GROUND_SPAN`` of the ``extent`` of
-        the tiles with data, in width and in height) is that ground, not an object in it.
+        the data, the bounds of the valid pixels in the tiles' cores, in width and in height) is that
+        ground, not an object in it.
         """
         if self._db is None:
             return 0, 0

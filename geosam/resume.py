@@ -41,7 +41,7 @@ from geosam.fingerprint import TILE_FORMAT
 from geosam.models.base import Funnel
 from geosam.seams import Piece
 from geosam.tilefile import TileFileError, dumps, loads
-from geosam.tiling import Tile, TileGrid
+from geosam.tiling import Box, Tile, TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +163,16 @@ class WorkDir:
 
     def store(
         self, tile: Tile, pieces: list[Piece], segmented: bool, round: int = 0, asked: str = "",
-        data_pixels: int = 0, funnel: Funnel | None = None,
+        data_pixels: int = 0, funnel: Funnel | None = None, data_box: Box | None = None,
     ) -> None:  # fmt: skip
-        """Keep one finished tile (with its core's valid pixels and its automatic mode's ``funnel``), or
+        """Keep one finished tile (with its core's valid pixels, their bounds and its automatic mode's ``funnel``), or
         its answers to round ``round``'s prompts (``asked``: their digest, see geosam.reprompt),
         atomically: a reader sees the whole file or none."""
         self._prepare()
         meta = {
             "key": self.key, "row": tile.row, "col": tile.col, "round": round, "asked": asked,
             "segmented": segmented, "data_pixels": data_pixels,
+            "data_box": None if data_box is None else [data_box.x0, data_box.y0, data_box.x1, data_box.y1],
             "funnel": dataclasses.asdict(funnel) if funnel is not None else None,
         }  # fmt: skip
         path = self._path(tile.row, tile.col, round, asked)
@@ -186,8 +187,9 @@ class WorkDir:
 
     def load_all(
         self, tile: Tile, round: int = 0, asked: str = ""
-    ) -> tuple[list[Piece], bool, int, Funnel | None] | None:
-        """``load`` with the tile's funnel (None where it was not counted)."""
+    ) -> tuple[list[Piece], bool, int, Funnel | None, Box | None] | None:
+        """``load`` with the tile's funnel (None where it was not counted) and the bounds of its data
+        (None where it has none, or in a file from before they were kept)."""
         path = self._path(tile.row, tile.col, round, asked)
         try:
             data = path.read_bytes()
@@ -205,6 +207,11 @@ class WorkDir:
             segmented, data_pixels = meta["segmented"], meta["data_pixels"]
             if type(segmented) is not bool or type(data_pixels) is not int:
                 raise TileFileError("bad tile values")
+            box = meta.get("data_box")
+            if box is not None and (
+                type(box) is not list or len(box) != 4 or any(type(v) is not int for v in box)
+            ):
+                raise TileFileError("bad data bounds")
         except (
             TileFileError,
             KeyError,
@@ -214,7 +221,7 @@ class WorkDir:
             log.warning("work folder: dropping %s, not a tile file of this run (%s)", path, exc)
             path.unlink(missing_ok=True)
             return None
-        return pieces, segmented, data_pixels, funnel
+        return pieces, segmented, data_pixels, funnel, None if box is None else Box(*box)
 
     def remove(self) -> None:
         """Delete the whole work folder (after the output is safely written)."""
@@ -289,8 +296,8 @@ def _read_holder(fd: int) -> str:
 
 def iter_finished(
     work: WorkDir, grid: TileGrid, done: set[tuple[int, int]]
-) -> Iterator[tuple[Tile, list[Piece], bool, int, Funnel | None]]:
-    """Stored tiles in grid order (the stitcher's cheapest order), with their funnels."""
+) -> Iterator[tuple[Tile, list[Piece], bool, int, Funnel | None, Box | None]]:
+    """Stored tiles in grid order (the stitcher's cheapest order), with their funnels and data bounds."""
     for row, col in sorted(done):
         tile = grid.tile(row, col)
         stored = work.load_all(tile)

@@ -81,7 +81,7 @@ class SceneRun:
         self.input_failures: list[bool] = []  # of failed tiles: whether each failed on its input
         self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
         self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
-        self.extent: Box | None = None  # the bounds of the cores of tiles with data
+        self.extent: Box | None = None  # the bounds of the scene's data (valid pixels in tile cores)
         # masks through automatic mode's stages, over the tiles that counted them
         self.funnel = Funnel(tiles=0)
 
@@ -90,11 +90,15 @@ class SceneRun:
         reused: set[tuple[int, int]] = set()
         if self.work is None:
             return reused
-        for tile, pieces, segmented, data, funnel in iter_finished(
+        for tile, pieces, segmented, data, funnel, box in iter_finished(
             self.work, self.grid, self.work.finished()
         ):
             reused.add((tile.row, tile.col))
-            self.take(TileResult(tile, pieces, segmented, reused=True, data_pixels=data, funnel=funnel))
+            self.take(
+                TileResult(
+                    tile, pieces, segmented, reused=True, data_pixels=data, data_box=box, funnel=funnel
+                )
+            )
         if reused:
             log.info("resuming: %d of %d tiles reused from %s", len(reused), len(self.grid), self.work.folder)
         return reused
@@ -125,14 +129,15 @@ class SceneRun:
             if self.work is not None and not result.reused:
                 self.work.store(
                     result.tile, result.pieces, result.segmented, data_pixels=result.data_pixels,
-                    funnel=result.funnel,
+                    funnel=result.funnel, data_box=result.data_box,
                 )  # fmt: skip
             report.tiles_skipped += result.reused
             report.tiles_done += not result.reused
             report.tiles_empty += not result.segmented
             self.data_pixels += result.data_pixels
-            if result.data_pixels:
-                self.extent = result.tile.core if self.extent is None else self.extent.union(result.tile.core)
+            if result.data_pixels:  # where the data lies (a tile file from before data bounds: the core)
+                box = result.data_box or result.tile.core
+                self.extent = box if self.extent is None else self.extent.union(box)
             self.funnel += result.funnel or Funnel(tiles=0)
             if result.segmented:
                 core = result.tile.core.width * result.tile.core.height

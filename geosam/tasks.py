@@ -22,7 +22,7 @@ from geosam.models.base import Funnel, Segmenter
 from geosam.report import peak_rss
 from geosam.reprompt import PromptJob, answer
 from geosam.seams import Piece, pieces_from_masks
-from geosam.tiling import Tile, TileGrid, read_tile
+from geosam.tiling import Box, Tile, TileGrid, read_tile
 
 
 class ModelSource(Protocol):
@@ -49,6 +49,7 @@ class TileResult:
     round: int = 0  # 0: automatic mode; k: answers to the tile's round-k prompts (geosam.reprompt)
     model_s: float = 0.0  # seconds in the model on the worker: segmenting the tile, or answering its prompts
     data_pixels: int = 0  # valid pixels in the tile's core (round 0): its share of the scene's data
+    data_box: Box | None = None  # the bounds of those pixels (scene pixels): where the scene's data lies
     funnel: Funnel | None = None  # automatic mode: how many masks each stage kept (models that count them)
 
 
@@ -84,14 +85,10 @@ def segment_tiles(
         masks = next(found)
         np.logical_and(masks.masks, image.valid, out=masks.masks)  # invalid pixels are never objects
         pieces = pieces_from_masks(tile, masks, grid, image.valid)
+        data, box = _core_data(tile, image.valid)
         results.append(
             TileResult(
-                tile,
-                pieces,
-                True,
-                model_s=seconds,
-                data_pixels=_core_pixels(tile, image.valid),
-                funnel=masks.funnel,
+                tile, pieces, True, model_s=seconds, data_pixels=data, data_box=box, funnel=masks.funnel
             )
         )
     forget = getattr(model, "forget", None)  # SAM models keep embeddings for prompts
@@ -100,10 +97,17 @@ def segment_tiles(
     return results
 
 
-def _core_pixels(tile: Tile, valid: np.ndarray) -> int:
-    """Valid pixels in the tile's core (``valid``: its read window's, padded)."""
+def _core_data(tile: Tile, valid: np.ndarray) -> tuple[int, Box | None]:
+    """Valid pixels in the tile's core (``valid``: its read window's, padded) and their bounds (scene
+    pixels; None when there are none)."""
     x0, y0 = tile.core.x0 - tile.read.x0, tile.core.y0 - tile.read.y0
-    return int(valid[y0 : y0 + tile.core.height, x0 : x0 + tile.core.width].sum())
+    core = valid[y0 : y0 + tile.core.height, x0 : x0 + tile.core.width]
+    rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
+    if not len(rows):
+        return 0, None
+    box = Box(tile.core.x0 + int(cols[0]), tile.core.y0 + int(rows[0]), tile.core.x0 + int(cols[-1]) + 1,
+              tile.core.y0 + int(rows[-1]) + 1)  # fmt: skip
+    return int(core.sum()), box
 
 
 def segment_task(

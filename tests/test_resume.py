@@ -370,3 +370,21 @@ def test_a_work_folder_made_read_only_mid_run_stops_and_resumes(scene, tmp_path)
     assert len(tiles_in(work)) == 4  # on_tile comes before the tile is stored: the 5th was refused
     _, report = _run(scene, work)
     assert report.tiles_skipped == 4 and report.tiles_done == 38
+
+
+def test_a_tile_file_keeps_the_bounds_of_its_data_and_refuses_bad_ones(tmp_path, caplog):
+    from geosam import tilefile
+    from geosam.seams import Piece
+    from geosam.tiling import Box
+
+    work = WorkDir(tmp_path / "work", "k" * 16)
+    tile = TileGrid(300, 300, 128, 16).tile(0, 1)
+    work.store(tile, [], True, data_pixels=12, data_box=Box(120, 3, 130, 9))
+    assert work.load_all(tile) == ([], True, 12, None, Box(120, 3, 130, 9))
+    work.store(tile, [], True)  # no data: no bounds
+    assert work.load_all(tile)[2:] == (0, None, None)
+    path = next((tmp_path / "work").rglob("*.tile"))
+    meta, _ = tilefile.loads(path.read_bytes(), Piece)
+    path.write_bytes(tilefile.dumps({**meta, "data_box": [1, 2, "3", 4]}, [], Piece))
+    assert work.load_all(tile) is None and not path.exists()  # dropped, to be segmented again
+    assert "bad data bounds" in caplog.text

@@ -455,3 +455,20 @@ def test_a_mask_of_the_tiles_valid_pixels_is_whole():
     assert [p.whole for p in pieces] == [True, False, False]
     # without the valid pixels, the tile's whole window counts
     assert [p.whole for p in pieces_from_masks(tile, Masks(masks, ones, ones), grid)] == [False] * 3
+
+
+@pytest.mark.parametrize("tile_size", [256, 128])
+def test_the_ground_beside_a_nodata_block_inside_a_tile_is_left_out(tmp_path, tile_size):
+    """The ground spans the scene's data, not the tiles' cores: here the top 40% of a tile is nodata
+    (a black collar, as pan2 and pan3 with --nodata 0)."""
+    from geosam.testing import scene_from_labels
+
+    labels = np.zeros((200, 240), np.int32)
+    labels[120:150, 20:60], labels[160:190, 100:180], labels[100:130, 190:230] = 1, 2, 3
+    valid = np.ones(labels.shape, bool)
+    valid[:80] = False
+    scene = scene_from_labels(tmp_path, labels, valid)
+    model = ReferenceModel(str(scene.labels), ground=True)
+    frame = segment(scene.path, model=model, tile_size=tile_size, overlap=16, workers=0)
+    assert frame.attrs["report"]["ground"] == 1
+    assert _same(list(to_pixels(frame.geometry.values, scene.transform)), list(scene.truth.values()))
