@@ -243,9 +243,11 @@ def test_nodata_value_given_masks_pixels_the_file_does_not_declare(tmp_path, sch
     )
     assert not resampled.valid[:100].any() and resampled.valid[100:300, :240].all()
     assert run_key(plain, TileGrid(480, 600), Bright()) != run_key(given, TileGrid(480, 600), Bright())
+    # the double answers all of each tile: the ground (of the data, not the black top), kept to look at it
     frame = segment(
-        path, model=Bright(everything=True), tile_size=256, overlap=32, nodata=0, scheduler=scheduler
-    )
+        path, model=Bright(everything=True), tile_size=256, overlap=32, nodata=0, scheduler=scheduler,
+        keep_background=True,
+    )  # fmt: skip
     black = shapely.box(500_000, 5_000_000 - 400, 500_000 + 960, 5_000_000)  # the top 200 px
     assert (
         len(frame)
