@@ -102,12 +102,8 @@ def _core_data(tile: Tile, valid: np.ndarray) -> tuple[int, Box | None]:
     pixels; None when there are none)."""
     x0, y0 = tile.core.x0 - tile.read.x0, tile.core.y0 - tile.read.y0
     core = valid[y0 : y0 + tile.core.height, x0 : x0 + tile.core.width]
-    rows, cols = np.flatnonzero(core.any(axis=1)), np.flatnonzero(core.any(axis=0))
-    if not len(rows):
-        return 0, None
-    box = Box(tile.core.x0 + int(cols[0]), tile.core.y0 + int(rows[0]), tile.core.x0 + int(cols[-1]) + 1,
-              tile.core.y0 + int(rows[-1]) + 1)  # fmt: skip
-    return int(core.sum()), box
+    box = Box.around(core, (tile.core.x0, tile.core.y0))
+    return (0, None) if box is None else (int(core.sum()), box)
 
 
 def segment_task(

@@ -43,6 +43,17 @@ class Box:
     x1: int
     y1: int
 
+    @classmethod
+    def around(cls, mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Box | None:
+        """The smallest box holding a boolean mask's true pixels, its top-left pixel at ``origin`` (x, y);
+        None when it has none."""
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not len(rows):
+            return None
+        cols = np.flatnonzero(mask.any(axis=0))
+        x, y = origin
+        return cls(x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1)
+
     @property
     def width(self) -> int:
         return self.x1 - self.x0

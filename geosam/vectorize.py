@@ -8,6 +8,8 @@ import shapely
 from affine import Affine
 from shapely.geometry import MultiPolygon, shape
 
+from geosam.tiling import Box
+
 EMPTY = MultiPolygon()
 
 
@@ -16,13 +18,11 @@ def mask_to_geometry(mask: np.ndarray, origin: tuple[int, int]) -> shapely.Geome
 
     Returns a (Multi)Polygon with holes, exact on pixel edges, or an empty geometry.
     """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
+    box = Box.around(mask)
+    if box is None:
         return EMPTY
-    cols = np.flatnonzero(mask.any(axis=0))
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
-    transform = Affine.translation(origin[0] + c0, origin[1] + r0)
+    crop = np.ascontiguousarray(mask[box.y0 : box.y1, box.x0 : box.x1], dtype=np.uint8)
+    transform = Affine.translation(origin[0] + box.x0, origin[1] + box.y0)
     parts = [shape(g) for g, _ in rasterio.features.shapes(crop, mask=crop.astype(bool), transform=transform)]
     return parts[0] if len(parts) == 1 else MultiPolygon(parts)
 
