@@ -343,11 +343,14 @@ def _merge(plan: Plan, merged: Path, keys: dict[str, str]) -> bool:
         layers.setdefault(job.layer, []).append(job)
     batches = {}
     for layer, jobs in layers.items():
-        crss = [pyogrio.read_info(job.output, layer=output.LAYER)["crs"] for job in jobs]
+        infos = [pyogrio.read_info(job.output, layer=output.LAYER) for job in jobs]
+        crss = [info["crs"] for info in infos]
         crs = next((c for c in crss if c is not None), None)
         if crs is not None and None in crss:
             raise plan.pipeline.fail([f"output: layer {layer!r} mixes scenes with and without a CRS"])
-        batches[layer] = output.Batches(_parts(jobs, crs), _score_range(jobs))
+        scored = all("score" in info["fields"] for info in infos)
+        counts = [info["features"] for info in infos]
+        batches[layer] = output.Batches(_parts(jobs, counts, crs), _score_range(jobs) if scored else None)
     output.write_layers(batches, merged, overwrite=True)
     records.write(
         records.record_path(merged),
@@ -356,16 +359,15 @@ def _merge(plan: Plan, merged: Path, keys: dict[str, str]) -> bool:
     return True
 
 
-def _parts(jobs: list[SceneJob], crs: str | None) -> Iterator[gpd.GeoDataFrame]:
-    """The scenes' objects a batch at a time, each with its ``scene`` and in ``crs`` (an empty frame for
-    none: it makes the layer)."""
+def _parts(jobs: list[SceneJob], counts: list[int], crs: str | None) -> Iterator[gpd.GeoDataFrame]:
+    """The scenes' objects (``counts`` of them) a batch at a time, each with its ``scene`` and in ``crs``
+    (an empty frame for none: it makes the layer)."""
     import pyogrio
 
     from geosam.objectstore import CHUNK
 
     yielded = False
-    for job in jobs:
-        total = pyogrio.read_info(job.output, layer=output.LAYER)["features"]
+    for job, total in zip(jobs, counts, strict=True):
         for first in range(0, max(total, 1), CHUNK):
             part = pyogrio.read_dataframe(
                 job.output, layer=output.LAYER, skip_features=first, max_features=CHUNK
@@ -377,14 +379,12 @@ def _parts(jobs: list[SceneJob], crs: str | None) -> Iterator[gpd.GeoDataFrame]:
             yielded = True
 
 
-def _score_range(jobs: list[SceneJob]) -> np.ndarray | None:
+def _score_range(jobs: list[SceneJob]) -> np.ndarray:
     """The lowest and highest score of the scenes' objects (what the layer's style is drawn from)."""
     import pyogrio
 
     ranges: list[float] = []
     for job in jobs:
-        if "score" not in pyogrio.read_info(job.output, layer=output.LAYER)["fields"]:
-            return None
         found = pyogrio.read_dataframe(
             job.output,
             sql=f'SELECT min(score) AS low, max(score) AS high FROM "{output.LAYER}"',
