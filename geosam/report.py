@@ -77,8 +77,8 @@ class RunReport:
     )  # objects per prompts that found them (Piece.source)
     class_model: str | None = None  # the class model file learnt from --examples, or read with --class-model
     prompt_pieces: int = 0  # pieces the prompts found
-    area_km2: float | None = None  # scene area of the tiles with valid pixels (cores), reused or done
-    area_km2_this_run: float | None = None  # the same, for the tiles segmented in this run
+    area_km2: float | None = None  # area of the scene's valid pixels (in tile cores), reused or done
+    area_km2_this_run: float | None = None  # the same, in the tiles segmented in this run
     wall_s: float = 0.0
     model_s: float = 0.0  # seconds workers spent in the model (tiles and prompt answers) in this run
     km2_per_hour: float | None = None  # area_km2_this_run / wall time

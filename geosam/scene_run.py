@@ -79,8 +79,8 @@ class SceneRun:
         self.asked: dict[tuple[int, int, int], str] = {}  # digests of the jobs out, by tile and round
         self.finished: deque[tuple[Tile, list[Piece]]] = deque()  # final pieces, not yet stitched
         self.input_failures: list[bool] = []  # of failed tiles: whether each failed on its input
-        self.pixels_all = self.pixels_now = 0  # core pixels of tiles with valid pixels: all, this run's
         self.data_pixels = 0  # valid pixels in the cores of all tiles: the scene's data
+        self.data_pixels_now = 0  # of those, in the tiles segmented in this run
         self.extent: Box | None = None  # the bounds of the scene's data (valid pixels in tile cores)
         # masks through automatic mode's stages, over the tiles that counted them
         self.funnel = Funnel(tiles=0)
@@ -135,14 +135,11 @@ class SceneRun:
             report.tiles_done += not result.reused
             report.tiles_empty += not result.segmented
             self.data_pixels += result.data_pixels
+            self.data_pixels_now += 0 if result.reused else result.data_pixels
             if result.data_pixels:  # where the data lies (a tile file from before data bounds: the core)
                 box = result.data_box or result.tile.core
                 self.extent = box if self.extent is None else self.extent.union(box)
             self.funnel += result.funnel or Funnel(tiles=0)
-            if result.segmented:
-                core = result.tile.core.width * result.tile.core.height
-                self.pixels_all += core
-                self.pixels_now += 0 if result.reused else core
         self._feed(result.tile, 0, result.pieces, result.segmented and result.error is None)
 
     def _feed(self, tile: Tile, round: int, pieces: list[Piece], segmented: bool = True) -> None:
@@ -312,8 +309,8 @@ def segmented(
         found = run.close(keep_background)
         area = pixel_area_m2(scene)
         if area is not None:
-            report.area_km2 = run.pixels_all * area / 1e6
-            report.area_km2_this_run = run.pixels_now * area / 1e6
+            report.area_km2 = run.data_pixels * area / 1e6
+            report.area_km2_this_run = run.data_pixels_now * area / 1e6
         report.finish(time.monotonic() - started)
         if report.failed and not allow_partial:
             raise _failure(report, run, work, len(grid), retries)

@@ -73,22 +73,24 @@ def grid_points(points_per_side: int, valid: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Axis:
-    """SAM's upsampling along one axis: the output pixels ``pixels[s]`` (where ``real``; the rest is
-    padding) are each a weighted sum ``weights[pixel] · logits[s : s + width]``, with bilinear weights
-    (non-negative, summing to 1).
+    """SAM's upsampling along one axis: the output pixels between the low-resolution logits ``s`` and
+    ``s + width - 1`` (a "start" ``s``) are each a weighted sum ``weights[s, slot] · logits[s : s + width]``,
+    with bilinear weights (non-negative, summing to 1), in the first ``counts[s]`` slots (``real``; the
+    rest is padding). Most starts hold ``usual`` pixels, the edges' more.
     """
 
-    weights: torch.Tensor  # (out, width)
-    pixels: torch.Tensor  # (starts, most) long
+    weights: torch.Tensor  # (starts, most, width)
     real: torch.Tensor  # (starts, most) bool
+    counts: torch.Tensor  # (starts,) long
+    usual: int
 
     @property
     def width(self) -> int:
-        return self.weights.shape[1]
+        return self.weights.shape[2]
 
     @property
     def starts(self) -> int:
-        return len(self.pixels)
+        return len(self.weights)
 
 
 @lru_cache(maxsize=32)
@@ -110,7 +112,8 @@ def _axis(low: int, model: int, crop: int, out: int) -> _Axis:
     real = slot < counts[:, None]
     index = (torch.cumsum(counts, 0) - counts)[:, None] + torch.where(real, slot, 0)
     pixels = torch.argsort(start, stable=True)[index.clamp(max=out - 1)]
-    return _Axis(matrix.gather(1, start[:, None] + torch.arange(width)), pixels, real)
+    weights = matrix.gather(1, start[:, None] + torch.arange(width))[pixels]
+    return _Axis(weights, real, counts, int(counts.mode().values))
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,6 @@ def stability_scores(low_res: torch.Tensor, upsampling: Upsampling, offset: floa
 def _count_above(low_res: torch.Tensor, upsampling: Upsampling, threshold: float) -> torch.Tensor:
     """Pixels (K,) above ``threshold`` in each mask upsampled to the image, a few masks per step."""
     rows, cols = upsampling.rows, upsampling.cols
-    per_row, per_col = rows.real.sum(1).double(), cols.real.sum(1).float()  # output pixels per start
-    dy, dx = torch.arange(rows.width)[:, None], torch.arange(cols.width)[None, :]
     needed = low_res[:, : rows.starts + rows.width - 1, : cols.starts + cols.width - 1]
     counts = torch.zeros(len(low_res), dtype=torch.float64)
     for first in range(0, len(low_res), MASKS_PER_STEP):
@@ -158,21 +159,34 @@ def _count_above(low_res: torch.Tensor, upsampling: Upsampling, threshold: float
                 every &= shifted
                 some |= shifted
         found = counts[first : first + len(logits)]
-        found += (every.float() @ per_col).double() @ per_row
+        found += (every.float() @ cols.counts.float()).double() @ rows.counts.double()
         k, i, j = torch.nonzero(some & ~every, as_tuple=True)  # starts whose neighbourhood it crosses
-        if len(k):
-            patch = logits[k[:, None, None], i[:, None, None] + dy, j[:, None, None] + dx].float()
-            # interpolated along columns, then rows, as F.interpolate sums: (n, rows, columns) values
-            wy, wx = rows.weights[rows.pixels[i]], cols.weights[cols.pixels[j]]
-            across = patch[:, :, 0, None] * wx[:, None, :, 0]  # the sums' first terms, then the others
-            for b in range(1, cols.width):
-                across = across + patch[:, :, b, None] * wx[:, None, :, b]
-            values = wy[:, :, 0, None] * across[:, None, 0]
-            for a in range(1, rows.width):
-                values = values + wy[:, :, a, None] * across[:, None, a]
-            hits = (values > threshold) & rows.real[i][:, :, None] & cols.real[j][:, None, :]
-            found += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(logits))
+        if not len(k):
+            continue
+        patch = logits.unfold(1, rows.width, 1).unfold(2, cols.width, 1)[k, i, j]  # (n, rows, columns)
+        wy, wx, real = rows.weights[i], cols.weights[j], rows.real[i][:, :, None] & cols.real[j][:, None, :]
+        # the usual starts' pixels first, then the few more of the edges' starts
+        hits = _above(patch, wy[:, : rows.usual], wx[:, : cols.usual], threshold)
+        hits &= real[:, : rows.usual, : cols.usual]
+        found += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(logits))
+        more = (rows.counts[i] > rows.usual) | (cols.counts[j] > cols.usual)
+        if more.any():
+            hits = _above(patch[more], wy[more], wx[more], threshold) & real[more]
+            hits[:, : rows.usual, : cols.usual] = False
+            found += torch.bincount(k[more], hits.flatten(1).sum(1), minlength=len(logits))
     return counts
+
+
+def _above(patch: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Whether the logits ``patch`` (n, a, b) upsampled with weights ``wy`` (n, R, a) and ``wx`` (n, C, b)
+    are above ``threshold``: (n, R, C), interpolated along columns, then rows, as F.interpolate sums."""
+    across = patch[:, :, 0, None] * wx[:, None, :, 0]  # the sums' first terms, then the others
+    for b in range(1, wx.shape[-1]):
+        across = across + patch[:, :, b, None] * wx[:, None, :, b]
+    values = wy[:, :, 0, None] * across[:, None, 0]
+    for a in range(1, wy.shape[-1]):
+        values = values + wy[:, :, a, None] * across[:, None, a]
+    return values > threshold
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
