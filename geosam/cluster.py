@@ -13,14 +13,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from dask.distributed import Client, LocalCluster, as_completed
+from typing import TYPE_CHECKING
 
 from geosam.errors import InputError, SchedulerError, reason
 from geosam.georef import Scene
 from geosam.reprompt import PromptJob
 from geosam.tasks import ModelSource, TileResult, prompt_task, prompt_tile, segment_task, segment_tiles
 from geosam.tiling import Tile, TileGrid
+
+if TYPE_CHECKING:  # dask.distributed takes half a second to import: a run in this process needs none of it
+    from dask.distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def dask_client(
     """A client of ``scheduler`` (an address or a scheduler file), or of a local cluster of
     ``workers`` processes (default: ``default_workers(device)``) that run one task at a time."""
     import dask
+    from dask.distributed import Client, LocalCluster
 
     if scheduler:
         file = scheduler.endswith(".json") and Path(scheduler).is_file()
@@ -133,6 +136,8 @@ def run_tiles(
     follow, and the workers' models keep nothing for them). Yields tiles' results as they come, in no
     fixed order.
     """
+    from dask.distributed import as_completed
+
     if threads == 0:
         workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         threads = max(1, cores() // workers)
