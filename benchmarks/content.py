@@ -2,6 +2,7 @@
 
     python benchmarks/content.py                          # six tiles of ../shared/data
     python benchmarks/content.py --tiles drone water --recall --json content.json
+    python benchmarks/content.py --tiles drone naip --repeats 3   # in turn, median seconds
 
 Each tile is written as a GeoTIFF (georeferencing, nodata and alpha kept) to a temporary folder and
 segmented by a fresh `geosam segment TILE.tif -o TILE.gpkg --tile-size 1024`. Per tile, from the run
@@ -13,6 +14,8 @@ report beside the output:
                 besides the model (start-up, imports, model load, reading, writing)
 With --recall, geosam's automatic mode against the plain 32×32 grid (benchmarks/automatic.py) on the
 tile as the command reads it: the share of the grid's masks (grid) that geosam's match at IoU >= 0.8.
+With --repeats N the tiles run in turn N times and each time column is the tile's median (a shared
+machine's load moves between runs; compare tiles by the ratio of their medians).
 Not part of the test run; times only compare within one run (the machine may be shared).
 """
 
@@ -35,6 +38,7 @@ from startup import timed
 
 SIZE = 1024  # --tile-size: every tile here is one tile of the command's grid
 FUNNEL = ["prompts", "masks", "confident", "stable", "distinct"]
+SECONDS = ["model_s", "wall_s", "command_s", "fixed_s"]
 Source = Callable[[Path], tuple[Path, Window | None]]  # folder -> the file holding a tile, its window
 
 
@@ -82,7 +86,9 @@ def make_tile(name: str, folder: Path) -> Path:
 def segment(tile: Path) -> dict:
     """The command on ``tile``: objects, masks funnel and seconds."""
     out = tile.with_suffix(".gpkg")
-    seconds, report = timed(["segment", str(tile), "-o", str(out), "--tile-size", str(SIZE)], out)
+    seconds, report = timed(
+        ["segment", str(tile), "-o", str(out), "--overwrite", "--tile-size", str(SIZE)], out
+    )
     with rasterio.open(tile) as ds:
         px = f"{ds.width}×{ds.height}"
     funnel = {key: report["masks"][key] for key in FUNNEL}
@@ -126,6 +132,9 @@ def main() -> None:
     )
     parser.add_argument("--tiles", nargs="+", choices=list(TILES), default=list(TILES))
     parser.add_argument("--recall", action="store_true", help="also geosam's recall against the plain grid")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="run the tiles in turn this many times (medians)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     model = None
@@ -135,14 +144,19 @@ def main() -> None:
         model = load_model(ModelSpec("mobile_sam", backend="torch"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in dict.fromkeys(args.tiles):  # each once: a second run would meet the first's output
-            tile = make_tile(name, Path(tmp))
-            row = {"tile": name, **segment(tile)}
+        tiles = {name: make_tile(name, Path(tmp)) for name in dict.fromkeys(args.tiles)}
+        runs: dict[str, list[dict]] = {name: [] for name in tiles}
+        for repeat in range(args.repeats):
+            for name, tile in tiles.items():
+                runs[name].append(segment(tile))
+                print(f"done {name} ({repeat + 1} of {args.repeats})", file=sys.stderr)
+        for name, tile in tiles.items():
+            row = {"tile": name, **runs[name][0], "runs": [{k: r[k] for k in SECONDS} for r in runs[name]]}
+            row.update({k: float(np.median([r[k] for r in runs[name]])) for k in SECONDS})
             if model is not None:
                 row["recall"], row["grid_masks"] = automatic_recall(model, tile)
             rows.append(row)
-            print(f"done {name}", file=sys.stderr)
-    print(f"mobile_sam, --tile-size {SIZE}, {os.cpu_count()} cores")
+    print(f"mobile_sam, --tile-size {SIZE}, {os.cpu_count()} cores, median of {args.repeats} run(s) a tile")
     table(rows)
     if args.json:
         meta = {"cores": os.cpu_count(), "tile_size": SIZE, "tiles": {t: TILES[t][1] for t in args.tiles}}

@@ -5,8 +5,10 @@
    kind: mean IoU with the reference footprints, vertices, and the share of building corners within 10°
    of 90°. With ``--versus-buildingregulariser`` the same for buildingregulariser (pip install
    buildingregulariser; it needs geopandas >= 1.0 and numpy >= 2).
-   The same on generated buildings whose true footprints are known: rotated rectangles and L shapes,
-   10-60 px across, rasterized (their pixel outlines are what a perfect mask gives).
+   The same against the footprints drawn by hand (benchmarks/labels/footprints.gpkg: most references
+   are SAM outlines, which favour the pixel outline), and on generated buildings whose true footprints
+   are known: rotated rectangles and L shapes, 10-60 px across, rasterized (their pixel outlines are
+   what a perfect mask gives).
 2. Neighbours: generated fields that tile the ground (a Voronoi partition of pixels) and terraced houses
    (touching rotated rectangles): gap + overlap area along shared edges, as a share of their area.
 3. Cost: a generated label raster of >= 10,000 objects (rectangles, discs, blobs, some touching): seconds
@@ -48,13 +50,16 @@ def right_share(geometries) -> float:
 
 
 def labelled(versus: bool) -> list[dict]:
-    """Section 1: each kind against the reference footprints."""
+    """Section 1: each kind against the reference footprints, and against those drawn by hand."""
     from geosam.georef import open_scene
     from geosam.models import ModelSpec
     from geosam.session import Session
 
     rows = []
     model = ModelSpec("mobile_sam").load()
+    drawn = pyogrio.read_dataframe(ROOT / "benchmarks" / "labels" / "footprints.gpkg")
+    by_hand: dict[str, list[np.ndarray]] = {}  # kind: the outlines of the objects drawn by hand
+    truth_by_hand = []
     for name, scene_file in LABELS.items():
         path = ROOT / "benchmarks" / "labels" / f"{name}.gpkg"
         labels = pyogrio.read_dataframe(path, layer="labels")
@@ -66,23 +71,38 @@ def labelled(versus: bool) -> list[dict]:
         ref = labels.set_index("label_id").loc[raw["id"]]
         pixels = to_pixels(np.asarray(raw.geometry.values, dtype=object), scene.transform)
         truth = np.asarray(ref.geometry.values, dtype=object)
+        hand = drawn[drawn["labels"] == name].set_index("label_id")
+        chosen = np.isin(raw["id"].to_numpy(), hand.index)
+        truth_by_hand.append(np.asarray(hand.loc[raw["id"][chosen]].geometry.values, dtype=object))
+        for kind in (*KINDS, "buildingregulariser") if versus else KINDS:
+            by_hand.setdefault(kind, []).append(_outlines(kind, pixels[chosen], raw[chosen], scene.transform))
         for group, classes in (("building/hall", BUILDINGS), ("tank", ("tank",))):
             chosen = np.isin(ref["class"].to_numpy(), classes)
             if not chosen.any():
                 continue
-            results = {
-                k: to_map(outlines.outline(pixels[chosen], k).geometry, scene.transform) for k in KINDS
-            }
-            if versus:
-                results["buildingregulariser"] = _buildingregulariser(raw[chosen])
-            for kind, geometry in results.items():
-                rows.append({
-                    "labels": name, "class": group, "objects": int(chosen.sum()), "kind": kind,
-                    "mean_iou": float(outlines.iou(geometry, truth[chosen]).mean()),
-                    "vertices": float(outlines.vertex_count(geometry).mean()),
-                    "right_corners": right_share(geometry),
-                })  # fmt: skip
+            for kind in (*KINDS, "buildingregulariser") if versus else KINDS:
+                geometry = _outlines(kind, pixels[chosen], raw[chosen], scene.transform)
+                rows.append(_row(name, group, kind, geometry, truth[chosen]))
+    truth = np.concatenate(truth_by_hand)
+    for kind, parts in by_hand.items():
+        rows.append(_row("drawn by hand", "building/hall", kind, np.concatenate(parts), truth))
     return rows
+
+
+def _outlines(kind: str, pixels: np.ndarray, raw, transform) -> np.ndarray:
+    """The outlines of kind ``kind`` (map coordinates) of the raw pixel outlines ``pixels``."""
+    if kind == "buildingregulariser":
+        return _buildingregulariser(raw)
+    return to_map(outlines.outline(pixels, kind).geometry, transform)
+
+
+def _row(labels: str, group: str, kind: str, geometry: np.ndarray, truth: np.ndarray) -> dict:
+    return {
+        "labels": labels, "class": group, "objects": len(geometry), "kind": kind,
+        "mean_iou": float(outlines.iou(geometry, truth).mean()),
+        "vertices": float(outlines.vertex_count(geometry).mean()),
+        "right_corners": right_share(geometry),
+    }  # fmt: skip
 
 
 def footprints(count: int = 300, seed: int = 0) -> np.ndarray:
