@@ -66,6 +66,26 @@ def test_stability_equals_sam_score_on_upsampled_logits(input_size, size):
         assert got[0] == 0 and got[1] == 1
 
 
+@pytest.mark.parametrize("at_least", [0.5, 0.8, 0.92])
+def test_masks_that_cannot_pass_are_not_interpolated_yet_fail_alike(at_least):
+    """With ``at_least``, a mask passes exactly when its full score does, with the same score; the others
+    get a bound of their score that stays below ``at_least``."""
+    upsampling = Upsampling.of(256, 1024, (929, 1024), (718, 791))
+    rough = torch.full((2, 256, 256), -5.0)  # noise about the thresholds: crossed everywhere, unstable
+    rough[:, 40:200, 60:220] = -0.5 + 0.6 * torch.randn(
+        2, 160, 160, generator=torch.Generator().manual_seed(0)
+    )
+    logits = torch.cat([rough, *(_logits(seed) for seed in range(4))])
+    full = stability_scores(logits, upsampling, offset=1.0)
+    bounded = stability_scores(logits, upsampling, offset=1.0, at_least=at_least)
+    passing = full >= at_least
+    assert 0 < passing.sum() < len(full), "the logits hold masks on both sides of the threshold"
+    assert torch.equal(bounded >= at_least, passing)
+    assert torch.equal(bounded[passing], full[passing])
+    assert (bounded[~passing] >= full[~passing] - 1e-6).all()  # an upper bound of the score
+    assert (bounded[:2] > full[:2]).all(), "the rough masks were not interpolated"
+
+
 def test_low_resolution_score_would_differ():
     """The reason for upsampling: scoring the 256² logits directly gives other values."""
     _, amg = import_mobile_sam()

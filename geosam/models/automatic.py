@@ -130,51 +130,79 @@ class Upsampling:
         return cls(_axis(low, model, input_size[0], size[0]), _axis(low, model, input_size[1], size[1]))
 
 
-def stability_scores(low_res: torch.Tensor, upsampling: Upsampling, offset: float) -> torch.Tensor:
+def stability_scores(
+    low_res: torch.Tensor, upsampling: Upsampling, offset: float, at_least: float | None = None
+) -> torch.Tensor:
     """SAM's stability score of each low-resolution mask (K, h, w), counted at the image's size.
 
     The area above ``+offset`` over the area above ``-offset`` of the logits upsampled as SAM does, without
     upsampling them: an upsampled pixel is a convex combination of a few neighbouring low-resolution
     logits, so where all of them are above (or none is above) a threshold it is too; only the pixels
     whose neighbourhood the threshold crosses are interpolated. Scoring the low-resolution logits
-    directly instead changes which masks pass.
+    directly instead changes which masks pass. With ``at_least``, a mask whose score cannot reach it
+    (every crossed pixel above ``+offset``, none above ``-offset``) is not interpolated: its score is
+    that bound, below ``at_least``.
     """
-    above_lower = _count_above(low_res, upsampling, -offset)
-    return (_count_above(low_res, upsampling, offset) / above_lower.clamp(min=1)).float()
-
-
-def _count_above(low_res: torch.Tensor, upsampling: Upsampling, threshold: float) -> torch.Tensor:
-    """Pixels (K,) above ``threshold`` in each mask upsampled to the image, a few masks per step."""
-    rows, cols = upsampling.rows, upsampling.cols
-    needed = low_res[:, : rows.starts + rows.width - 1, : cols.starts + cols.width - 1]
-    counts = torch.zeros(len(low_res), dtype=torch.float64)
+    scores = torch.zeros(len(low_res), dtype=torch.float64)
     for first in range(0, len(low_res), MASKS_PER_STEP):
-        logits = needed[first : first + MASKS_PER_STEP]
-        above = logits > threshold
-        every = above[:, : rows.starts, : cols.starts].clone()  # the whole neighbourhood of a start above
+        logits = low_res[first : first + MASKS_PER_STEP]
+        upper, lower = _Crossed.of(logits, upsampling, offset), _Crossed.of(logits, upsampling, -offset)
+        bound = upper.most / lower.least.clamp(min=1)
+        exact = torch.ones(len(logits), dtype=torch.bool) if at_least is None else bound >= at_least
+        scores[first : first + len(logits)] = bound
+        if exact.any():
+            above = upper.count(logits, upsampling, exact) / lower.count(logits, upsampling, exact).clamp(
+                min=1
+            )
+            scores[first : first + len(logits)][exact] = above[exact]
+    return scores.float()
+
+
+@dataclass(frozen=True)
+class _Crossed:
+    """Of masks' logits upsampled to the image, the pixels (K,) surely above ``threshold`` (in starts whose
+    whole neighbourhood is above), those perhaps above (some of it above), and the starts between."""
+
+    threshold: float
+    least: torch.Tensor  # (K,) float64
+    most: torch.Tensor  # (K,) float64
+    crossed: torch.Tensor  # (K, starts, starts) bool: the neighbourhood is partly above
+
+    @classmethod
+    def of(cls, logits: torch.Tensor, upsampling: Upsampling, threshold: float) -> _Crossed:
+        rows, cols = upsampling.rows, upsampling.cols
+        above = logits[:, : rows.starts + rows.width - 1, : cols.starts + cols.width - 1] > threshold
+        every = above[:, : rows.starts, : cols.starts].clone()
         some = every.clone()
         for r in range(rows.width):
             for c in range(cols.width):
                 shifted = above[:, r : r + rows.starts, c : c + cols.starts]
                 every &= shifted
                 some |= shifted
-        found = counts[first : first + len(logits)]
-        found += (every.float() @ cols.counts.float()).double() @ rows.counts.double()
-        k, i, j = torch.nonzero(some & ~every, as_tuple=True)  # starts whose neighbourhood it crosses
+        least, most = (
+            (m.float() @ cols.counts.float()).double() @ rows.counts.double() for m in (every, some)
+        )
+        return cls(threshold, least, most, some & ~every)
+
+    def count(self, logits: torch.Tensor, upsampling: Upsampling, masks: torch.Tensor) -> torch.Tensor:
+        """Pixels (K,) above the threshold, exact for ``masks`` (K,) bool, the surely above elsewhere."""
+        rows, cols = upsampling.rows, upsampling.cols
+        k, i, j = torch.nonzero(self.crossed & masks[:, None, None], as_tuple=True)
+        counts = self.least.clone()
         if not len(k):
-            continue
+            return counts
         patch = logits.unfold(1, rows.width, 1).unfold(2, cols.width, 1)[k, i, j]  # (n, rows, columns)
         wy, wx, real = rows.weights[i], cols.weights[j], rows.real[i][:, :, None] & cols.real[j][:, None, :]
         # the usual starts' pixels first, then the few more of the edges' starts
-        hits = _above(patch, wy[:, : rows.usual], wx[:, : cols.usual], threshold)
+        hits = _above(patch, wy[:, : rows.usual], wx[:, : cols.usual], self.threshold)
         hits &= real[:, : rows.usual, : cols.usual]
-        found += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(logits))
+        counts += torch.bincount(k, hits.flatten(1).sum(1), minlength=len(counts))
         more = (rows.counts[i] > rows.usual) | (cols.counts[j] > cols.usual)
         if more.any():
-            hits = _above(patch[more], wy[more], wx[more], threshold) & real[more]
+            hits = _above(patch[more], wy[more], wx[more], self.threshold) & real[more]
             hits[:, : rows.usual, : cols.usual] = False
-            found += torch.bincount(k[more], hits.flatten(1).sum(1), minlength=len(logits))
-    return counts
+            counts += torch.bincount(k[more], hits.flatten(1).sum(1), minlength=len(counts))
+        return counts
 
 
 def _above(patch: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -282,7 +310,9 @@ def _ask_grid(
             model.runtime.multimask,
             params.pred_iou_thresh,
         )
-        stable = stability_scores(low_res, model.upsampling(embedding), params.stability_score_offset)
+        stable = stability_scores(
+            low_res, model.upsampling(embedding), params.stability_score_offset, params.stability_score_thresh
+        )
         keep = stable >= params.stability_score_thresh
         found.add(low_res[keep], iou[keep], stable[keep], False)
         confident += len(low_res)
