@@ -140,8 +140,8 @@ def stability_scores(
     logits, so where all of them are above (or none is above) a threshold it is too; only the pixels
     whose neighbourhood the threshold crosses are interpolated. Scoring the low-resolution logits
     directly instead changes which masks pass. With ``at_least``, a mask whose score cannot reach it
-    (every crossed pixel above ``+offset``, none above ``-offset``) is not interpolated: its score is
-    that bound, below ``at_least``.
+    (counting every crossed pixel above ``+offset`` and none of them above ``-offset``) is not
+    interpolated: its score is that bound, below ``at_least``.
     """
     scores = torch.zeros(len(low_res), dtype=torch.float64)
     for first in range(0, len(low_res), MASKS_PER_STEP):
@@ -151,10 +151,8 @@ def stability_scores(
         exact = torch.ones(len(logits), dtype=torch.bool) if at_least is None else bound >= at_least
         scores[first : first + len(logits)] = bound
         if exact.any():
-            above = upper.count(logits, upsampling, exact) / lower.count(logits, upsampling, exact).clamp(
-                min=1
-            )
-            scores[first : first + len(logits)][exact] = above[exact]
+            above, below = (crossed.count(logits, upsampling, exact) for crossed in (upper, lower))
+            scores[first : first + len(logits)][exact] = (above / below.clamp(min=1))[exact]
     return scores.float()
 
 
