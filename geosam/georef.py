@@ -40,7 +40,7 @@ MAX_PIXELS = 1 << 34  # a resampled grid larger than this is a mistake, not a sc
 # warned about once per scene and value. Real ground of one exact value over a tenth of a scene is rare
 # (saturated cloud or snow, clipped water), and the warning only suggests --nodata.
 FILL_SHARE = 0.1
-_warned: set[tuple[str, float]] = set()
+_warned: set[tuple[str, str]] = set()  # (scene, what): said once per process
 _GDAL_TYPES = {name: typename_fwd[code] for name, code in dtype_rev.items()}  # "uint16": "UInt16"
 
 
@@ -90,17 +90,26 @@ class Scene:
 def reader(scene: Scene) -> Iterator[DatasetReader | WarpedVRT]:
     """The scene's raster on the scene's grid: the file itself (with the scene's nodata declared), or a
     WarpedVRT onto the resampled grid."""
+    with _quiet(), _opened(scene.path, scene.nodata) as ds:
+        if scene.resampling is None:
+            yield ds
+            return
+        with WarpedVRT(
+            ds, crs=ds.crs, transform=scene.transform, width=scene.width, height=scene.height,
+            resampling=Resampling[scene.resampling], add_alpha=ColorInterp.alpha not in ds.colorinterp,
+        ) as vrt:  # fmt: skip
+            yield vrt
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """rasterio's warnings that each read would repeat: a raster without georeferencing (checked when the
+    scene is opened), and a nodata value that shadows an alpha band (GDAL's rule: the nodata value
+    decides; ``open_scene`` says so once, and ``--nodata`` replaces both)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with _opened(scene.path, scene.nodata) as ds:
-            if scene.resampling is None:
-                yield ds
-                return
-            with WarpedVRT(
-                ds, crs=ds.crs, transform=scene.transform, width=scene.width, height=scene.height,
-                resampling=Resampling[scene.resampling], add_alpha=ColorInterp.alpha not in ds.colorinterp,
-            ) as vrt:  # fmt: skip
-                yield vrt
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        yield
 
 
 @contextmanager
@@ -110,8 +119,7 @@ def _opened(path: str, nodata: float | None) -> Iterator[DatasetReader]:
         if nodata is None:
             yield ds
             return
-        with warnings.catch_warnings(), rasterio.open(_nodata_vrt(ds, nodata)) as vrt:
-            warnings.simplefilter("ignore", NodataShadowWarning)  # replacing the alpha band is the point
+        with rasterio.open(_nodata_vrt(ds, nodata)) as vrt:
             yield vrt
 
 
@@ -196,14 +204,10 @@ def open_scene(
     if resolution is not None and not resolution > 0:
         raise InputError(f"resolution {resolution:g}: give a positive pixel size in the scene's CRS units")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with _opened(path, nodata) as ds:
-                scene = _plan(
-                    ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, nodata
-                )
-                if stretch is not None:
-                    scene = replace(scene, stretch=_check_stretch(stretch, len(scene.bands), path))
+        with _quiet(), _opened(path, nodata) as ds:
+            scene = _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordinates, nodata)
+            if stretch is not None:
+                scene = replace(scene, stretch=_check_stretch(stretch, len(scene.bands), path))
     except RasterioIOError as exc:
         raise InputError(
             f"{path}: not a readable raster ({reason(exc)}); "
@@ -229,6 +233,11 @@ def _plan(ds, path, bands, percentiles, stretch_8bit, resolution, pixel_coordina
     sample = _sample(ds, chosen)
     if nodata is None and all(ds.mask_flag_enums[b - 1] == [MaskFlags.all_valid] for b in chosen):
         _warn_fill(path, sample)
+    if nodata is None and ds.nodata is not None and ColorInterp.alpha in ds.colorinterp:
+        _warn_once(
+            path, "alpha", "%s: a nodata value (%g) and an alpha band: the nodata value decides which pixels "
+            "are valid, as GDAL reads the file (--nodata sets another value)", path, ds.nodata,
+        )  # fmt: skip
     if sample.mask.all():  # the sample missed every valid pixel, or there are none
         strip = _valid_strip(ds, chosen)
         if strip is None:
@@ -371,14 +380,21 @@ def _sample(ds, bands) -> np.ma.MaskedArray:
 def _warn_fill(path: str, sample: np.ma.MaskedArray) -> None:
     """Warn (once per scene and value) when ``border_fill`` finds a value the scene should declare nodata."""
     found = border_fill(sample)
-    if found is not None and (path, found[0]) not in _warned:
-        _warned.add((path, found[0]))
+    if found is not None:
         value, share = found
-        log.warning(
+        _warn_once(
+            path, f"fill {value!r}",
             "%s: %.0f%% of the pixels are %g in a block at the border and no nodata value is declared; "
             "pass --nodata %g (a pipeline file's read: {nodata: %g}) if they are not data",
             path, 100 * share, value, value, value,
         )  # fmt: skip
+
+
+def _warn_once(path: str, what: str, message: str, *args: object) -> None:
+    """``log.warning(message, *args)`` the first time this process says ``what`` about the scene ``path``."""
+    if (path, what) not in _warned:
+        _warned.add((path, what))
+        log.warning(message, *args)
 
 
 def border_fill(sample: np.ma.MaskedArray) -> tuple[float, float] | None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from affine import Affine
 from dask.distributed import LocalCluster
 from pyproj import Transformer
 from rasterio.crs import CRS
+from rasterio.errors import NodataShadowWarning
 from rasterio.windows import Window
 
 from geosam.errors import InputError
@@ -328,6 +330,30 @@ def test_no_warning_where_nodata_is_declared_given_or_not_at_the_border(warnings
     for name in ("pan1.tif", "RGB.byte.tif", "rgb_unmasked.tif", "ms1.tif", "m_4709963_se_14_1_20200831.tif"):
         open_scene(DATA / name)
     assert _warned(warnings_once) == []
+
+
+def test_a_nodata_value_beside_an_alpha_band_is_said_once_not_at_every_read(warnings_once, tmp_path):
+    """GDAL lets the nodata value decide; rasterio would warn at each read (each tile, in each worker)."""
+    rgb = np.concatenate([squares(256, 256, seed=s) for s in range(3)])
+    alpha = np.full((1, 256, 256), 255, np.uint8)
+    alpha[:, :, :64] = 0  # the alpha band leaves out a strip; the nodata value, none of it
+    path = write(
+        tmp_path / "rgba.tif", np.concatenate([rgb, alpha]), nodata=0, photometric="RGB", alpha="YES"
+    )
+    with rasterio.open(path) as ds:
+        assert ds.colorinterp[3] == rasterio.enums.ColorInterp.alpha and ds.nodata == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NodataShadowWarning)
+        scene = open_scene(path)
+        open_scene(path)
+        image = read_tile(scene, TileGrid(scene.width, scene.height, size=256).tile(0, 0), 256)
+    assert _warned(warnings_once) == [
+        f"{path}: a nodata value (0) and an alpha band: the nodata value decides which pixels are valid, "
+        "as GDAL reads the file (--nodata sets another value)"
+    ]
+    assert image.valid[:, :64].all(), "the nodata value decided, not the alpha band"
+    open_scene(path, nodata=7)
+    assert len(_warned(warnings_once)) == 1, "--nodata replaces both: nothing to say"
 
 
 def test_a_big_scene_without_overviews_is_checked_on_its_sampled_windows(warnings_once, tmp_path):
