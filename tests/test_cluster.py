@@ -17,7 +17,7 @@ from geosam.cluster import MALLOC, dask_client
 from geosam.errors import SchedulerError
 from geosam.testing import dask_cluster, make_scene
 
-from .test_resume import TILING, assert_same_output, double_cli, finish
+from .test_resume import ROOT, TILING, assert_same_output, double_cli, finish
 
 
 @pytest.fixture
@@ -26,6 +26,20 @@ def cluster(tmp_path):
     workers unpickle the test doubles from the repository root on their path."""
     with dask_cluster(tmp_path) as processes:
         yield processes
+
+
+def test_a_run_in_this_process_does_not_import_dask_distributed(tmp_path):
+    """A scene of a few tiles runs here, without a cluster: dask.distributed (0.45 s of imports) stays out."""
+    scene = make_scene(tmp_path / "scene", seed=1, width=200, height=200, max_size=48, objects=6)
+    out = tmp_path / "out.gpkg"
+    args = ["segment", str(scene.path), "-m", str(scene.labels), "-o", str(out), *TILING]
+    code = f"import sys\nfrom tests.double_cli import main\nmain({args!r}, standalone_mode=False)\n"
+    code += "print('distributed' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert out.exists() and json.loads(out.with_name("out.report.json").read_text())["tiles_done"] == 4
+    assert run.stdout.split() == ["False"]
 
 
 @pytest.mark.slow
