@@ -58,6 +58,7 @@ def labelled(versus: bool) -> list[dict]:
     rows = []
     model = ModelSpec("mobile_sam").load()
     drawn = pyogrio.read_dataframe(ROOT / "benchmarks" / "labels" / "footprints.gpkg")
+    kinds = (*KINDS, "buildingregulariser") if versus else KINDS
     by_hand: dict[str, list[np.ndarray]] = {}  # kind: the outlines of the objects drawn by hand
     truth_by_hand = []
     for name, scene_file in LABELS.items():
@@ -72,15 +73,17 @@ def labelled(versus: bool) -> list[dict]:
         pixels = to_pixels(np.asarray(raw.geometry.values, dtype=object), scene.transform)
         truth = np.asarray(ref.geometry.values, dtype=object)
         hand = drawn[drawn["labels"] == name].set_index("label_id")
-        chosen = np.isin(raw["id"].to_numpy(), hand.index)
-        truth_by_hand.append(np.asarray(hand.loc[raw["id"][chosen]].geometry.values, dtype=object))
-        for kind in (*KINDS, "buildingregulariser") if versus else KINDS:
-            by_hand.setdefault(kind, []).append(_outlines(kind, pixels[chosen], raw[chosen], scene.transform))
+        in_hand = np.isin(raw["id"].to_numpy(), hand.index)
+        truth_by_hand.append(np.asarray(hand.loc[raw["id"][in_hand]].geometry.values, dtype=object))
+        for kind in kinds:
+            by_hand.setdefault(kind, []).append(
+                _outlines(kind, pixels[in_hand], raw[in_hand], scene.transform)
+            )
         for group, classes in (("building/hall", BUILDINGS), ("tank", ("tank",))):
             chosen = np.isin(ref["class"].to_numpy(), classes)
             if not chosen.any():
                 continue
-            for kind in (*KINDS, "buildingregulariser") if versus else KINDS:
+            for kind in kinds:
                 geometry = _outlines(kind, pixels[chosen], raw[chosen], scene.transform)
                 rows.append(_row(name, group, kind, geometry, truth[chosen]))
     truth = np.concatenate(truth_by_hand)
