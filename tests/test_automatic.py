@@ -57,7 +57,7 @@ def _sam_upscaled(logits: torch.Tensor, input_size: tuple[int, int], size: tuple
 )
 def test_stability_equals_sam_score_on_upsampled_logits(input_size, size):
     _, amg = import_mobile_sam()
-    upsampling = Upsampling.of(256, 1024, input_size, size)
+    upsampling = Upsampling(256, 1024, input_size, size)
     for seed in range(3):
         logits = _logits(seed)
         expected = amg.calculate_stability_score(_sam_upscaled(logits, input_size, size), 0.0, 1.0)
@@ -70,7 +70,7 @@ def test_stability_equals_sam_score_on_upsampled_logits(input_size, size):
 def test_masks_that_cannot_pass_are_not_interpolated_yet_fail_alike(at_least):
     """With ``at_least``, a mask passes exactly when its full score does, with the same score; the others
     get a bound of their score that stays below ``at_least``."""
-    upsampling = Upsampling.of(256, 1024, (929, 1024), (718, 791))
+    upsampling = Upsampling(256, 1024, (929, 1024), (718, 791))
     rough = torch.full((2, 256, 256), -5.0)  # noise about the thresholds: crossed everywhere, unstable
     rough[:, 40:200, 60:220] = -0.5 + 0.6 * torch.randn(
         2, 160, 160, generator=torch.Generator().manual_seed(0)
@@ -91,15 +91,15 @@ def test_low_resolution_score_would_differ():
     _, amg = import_mobile_sam()
     logits = _logits(7)
     low = amg.calculate_stability_score(logits, 0.0, 1.0).nan_to_num(0.0)
-    upsampling = Upsampling.of(256, 1024, (1024, 1024), (1024, 1024))
+    upsampling = Upsampling(256, 1024, (1024, 1024), (1024, 1024))
     assert (low - stability_scores(logits, upsampling, offset=1.0)).abs().max() > 0.01
 
 
 def test_the_score_is_counted_at_the_image_size():
     """At the model input's size instead (as before), some masks of a small image score otherwise."""
     logits = _logits(3)
-    at_image = stability_scores(logits, Upsampling.of(256, 1024, (929, 1024), (718, 791)), offset=1.0)
-    at_input = stability_scores(logits, Upsampling.of(256, 1024, (929, 1024), (929, 1024)), offset=1.0)
+    at_image = stability_scores(logits, Upsampling(256, 1024, (929, 1024), (718, 791)), offset=1.0)
+    at_input = stability_scores(logits, Upsampling(256, 1024, (929, 1024), (929, 1024)), offset=1.0)
     assert (at_image - at_input).abs().max() > 1e-4
 
 

@@ -94,10 +94,10 @@ class _Axis:
 
 
 @lru_cache(maxsize=32)
-def _axis(low: int, model: int, crop: int, out: int) -> _Axis:
+def _axis(low: int, model: int, crop: int, out: int, device: str) -> _Axis:
     """One axis of SAM's mask upsampling: ``low`` logits bilinearly to ``model`` pixels, the first ``crop``
-    kept, those bilinearly to ``out`` (no second step where ``crop == out``). The weights are found by
-    upsampling the identity, so they are the interpolation's own."""
+    kept, those bilinearly to ``out`` (no second step where ``crop == out``), its tables on ``device``.
+    The weights are found by upsampling the identity, so they are the interpolation's own."""
     eye = torch.eye(low)[None]  # (1, source pixel, position)
     up = F.interpolate(eye, model, mode="linear", align_corners=False)[..., :crop]
     if crop != out:
@@ -113,21 +113,24 @@ def _axis(low: int, model: int, crop: int, out: int) -> _Axis:
     index = (torch.cumsum(counts, 0) - counts)[:, None] + torch.where(real, slot, 0)
     pixels = torch.argsort(start, stable=True)[index.clamp(max=out - 1)]
     weights = matrix.gather(1, start[:, None] + torch.arange(width))[pixels]
-    return _Axis(weights, real, counts, int(counts.mode().values))
+    return _Axis(weights.to(device), real.to(device), counts.to(device), int(counts.mode().values))
 
 
 @dataclass(frozen=True)
 class Upsampling:
-    """How SAM brings low-resolution mask logits to the image's pixels (``SamModel.upscale``): bilinearly
-    to the model input, cropped to the image's part of it, bilinearly to the image's size."""
+    """How SAM brings low-resolution mask logits to the image's pixels (``SamModel.upscale``): ``low``²
+    logits bilinearly to the ``model``² input, cropped to the image's part of it (``input_size``),
+    bilinearly to the image's ``size``."""
 
-    rows: _Axis
-    cols: _Axis
+    low: int
+    model: int
+    input_size: tuple[int, int]
+    size: tuple[int, int]
 
-    @classmethod
-    def of(cls, low: int, model: int, input_size: tuple[int, int], size: tuple[int, int]) -> Upsampling:
-        """``low``² logits for a ``model``² input holding the image resized to ``input_size``, of ``size``."""
-        return cls(_axis(low, model, input_size[0], size[0]), _axis(low, model, input_size[1], size[1]))
+    def axes(self, device: torch.device) -> tuple[_Axis, _Axis]:
+        """The rows' and the columns' tables, on ``device`` (the logits')."""
+        rows = _axis(self.low, self.model, self.input_size[0], self.size[0], str(device))
+        return rows, _axis(self.low, self.model, self.input_size[1], self.size[1], str(device))
 
 
 def stability_scores(
@@ -143,15 +146,16 @@ def stability_scores(
     (counting every crossed pixel above ``+offset`` and none of them above ``-offset``) is not
     interpolated: its score is that bound, below ``at_least``.
     """
-    scores = torch.zeros(len(low_res), dtype=torch.float64)
+    axes = upsampling.axes(low_res.device)
+    scores = torch.zeros(len(low_res), dtype=torch.float64, device=low_res.device)
     for first in range(0, len(low_res), MASKS_PER_STEP):
         logits = low_res[first : first + MASKS_PER_STEP]
-        upper, lower = _Crossed.of(logits, upsampling, offset), _Crossed.of(logits, upsampling, -offset)
+        upper, lower = _Crossed.of(logits, axes, offset), _Crossed.of(logits, axes, -offset)
         bound = upper.most / lower.least.clamp(min=1)
-        exact = torch.ones(len(logits), dtype=torch.bool) if at_least is None else bound >= at_least
+        exact = torch.ones_like(bound, dtype=torch.bool) if at_least is None else bound >= at_least
         scores[first : first + len(logits)] = bound
         if exact.any():
-            above, below = (crossed.count(logits, upsampling, exact) for crossed in (upper, lower))
+            above, below = (crossed.count(logits, axes, exact) for crossed in (upper, lower))
             scores[first : first + len(logits)][exact] = (above / below.clamp(min=1))[exact]
     return scores.float()
 
@@ -167,8 +171,8 @@ class _Crossed:
     crossed: torch.Tensor  # (K, starts, starts) bool: the neighbourhood is partly above
 
     @classmethod
-    def of(cls, logits: torch.Tensor, upsampling: Upsampling, threshold: float) -> _Crossed:
-        rows, cols = upsampling.rows, upsampling.cols
+    def of(cls, logits: torch.Tensor, axes: tuple[_Axis, _Axis], threshold: float) -> _Crossed:
+        rows, cols = axes
         above = logits[:, : rows.starts + rows.width - 1, : cols.starts + cols.width - 1] > threshold
         every = above[:, : rows.starts, : cols.starts].clone()
         some = every.clone()
@@ -182,9 +186,9 @@ class _Crossed:
         )
         return cls(threshold, least, most, some & ~every)
 
-    def count(self, logits: torch.Tensor, upsampling: Upsampling, masks: torch.Tensor) -> torch.Tensor:
+    def count(self, logits: torch.Tensor, axes: tuple[_Axis, _Axis], masks: torch.Tensor) -> torch.Tensor:
         """Pixels (K,) above the threshold, exact for ``masks`` (K,) bool, the surely above elsewhere."""
-        rows, cols = upsampling.rows, upsampling.cols
+        rows, cols = axes
         k, i, j = torch.nonzero(self.crossed & masks[:, None, None], as_tuple=True)
         counts = self.least.clone()
         if not len(k):
@@ -332,8 +336,11 @@ def _ask_proposals(
     confident = 0
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
-        low_res, iou = model.decode_points(
-            embedding, batch[:, None, :], np.ones((len(batch), 1)), model.runtime.multimask
+        low_res, iou = (  # few: scored on the CPU, beside the prototypes
+            answer.cpu()
+            for answer in model.decode_points(
+                embedding, batch[:, None, :], np.ones((len(batch), 1)), model.runtime.multimask
+            )
         )
         n, k = iou.shape
         sure = (iou >= find.pred_iou_thresh).flatten()  # only these are scored: stability is the cost

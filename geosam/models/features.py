@@ -18,14 +18,15 @@ LOW_RES_PER_CELL = 4  # low-resolution mask pixels (model input / 4) per feature
 
 
 def pool(embedding: Embedding, weights: torch.Tensor) -> np.ndarray:
-    """Unit descriptors (N, C) of N masks given as cell weights (N, 64, 64) over the embedding's cells."""
+    """Unit descriptors (N, C) of N masks given as cell weights (N, 64, 64) over the embedding's cells,
+    pooled where the embedding is (a GPU's)."""
     features = embedding.features[0].float()  # (C, 64, 64)
-    weights = weights.float()
+    weights = weights.to(features.device, torch.float32)
     sums = torch.einsum("nhw,chw->nc", weights, features)
     empty = weights.flatten(1).sum(1) <= 0
     if empty.any():  # no cell weight: the mean of every cell, not a zero vector
         sums[empty] = features.flatten(1).mean(1)
-    return F.normalize(sums, dim=1).numpy().astype(np.float32)
+    return F.normalize(sums, dim=1).cpu().numpy().astype(np.float32)
 
 
 def low_res_weights(low_res: torch.Tensor) -> torch.Tensor:
@@ -43,9 +44,10 @@ def mask_weights(embedding: Embedding, masks: np.ndarray, image_size: int) -> to
 
 
 def similarity(embedding: Embedding, prototypes: np.ndarray) -> torch.Tensor:
-    """Cosine similarity (K, 64, 64) of every cell to each of K prototypes (K, C)."""
+    """Cosine similarity (K, 64, 64) of every cell to each of K prototypes (K, C), on the CPU."""
     cells = F.normalize(embedding.features[0].float(), dim=0)
-    return torch.einsum("kc,chw->khw", torch.as_tensor(prototypes, dtype=torch.float32), cells)
+    prototypes_ = torch.as_tensor(prototypes, dtype=torch.float32, device=cells.device)
+    return torch.einsum("kc,chw->khw", prototypes_, cells).cpu()
 
 
 def proposals(

@@ -239,7 +239,7 @@ class SamModel:
     def upsampling(self, embedding: Embedding) -> Upsampling:
         """How ``upscale`` brings low-resolution logits to the image (for counting without doing it)."""
         low = round(self.image_size * self.low_res_scale)
-        return Upsampling.of(low, self.image_size, embedding.input_size, embedding.original_size)
+        return Upsampling(low, self.image_size, embedding.input_size, embedding.original_size)
 
     @property
     def low_res_scale(self) -> float:
@@ -287,8 +287,11 @@ class SamModel:
         found = []
         for group in points:
             group = np.asarray(group, np.float32)
-            low_res, iou = self.decode_points(
-                embedding, group[None], np.ones((1, len(group))), multimask=self.runtime.multimask
+            low_res, iou = (
+                answer.cpu()
+                for answer in self.decode_points(
+                    embedding, group[None], np.ones((1, len(group))), multimask=self.runtime.multimask
+                )
             )
             stability = stability_scores(low_res[0], upsampling, self.params.stability_score_offset)
             masks = (self.upscale(embedding, low_res[0].float()) > 0).numpy() & tile.valid

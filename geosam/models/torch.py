@@ -210,7 +210,8 @@ class TorchRuntime:
         if key in self._terms and self._terms[key][0] is features:
             self._terms.move_to_end(key)
             return self._terms[key][1]
-        self._terms[key] = (features, self.fast.prepare(features))
+        # features read from the embedding cache are the CPU's
+        self._terms[key] = (features, self.fast.prepare(features.to(self.device)))
         while len(self._terms) > TERMS_KEPT:
             self._terms.popitem(last=False)
         return self._terms[key][1]
