@@ -112,15 +112,14 @@ def _best(found: np.ndarray, truth: shapely.Geometry) -> tuple[float, int]:
 
 
 def model_table(
-    folder: Path, size: int, points: int, workers: int, cache: Path | None = None, rounds: int = ROUNDS
+    folder: Path, size: int, spec: ModelSpec, workers: int, cache: Path | None = None, rounds: int = ROUNDS
 ) -> None:
     path = (cache or folder) / f"mosaic-{size}.tif"
     if cache is None or not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         mosaic(path, size, [DATA / name for name in MOSAIC_SOURCES])
-    tile, overlap = 1024, 128
-    spec = ModelSpec("mobile_sam", params=AutomaticParams(points_per_side=points))
-    work_dir = cache / f"work-{size}-{points}" if cache else None
+    tile, overlap, points = 1024, 128, spec.params.points_per_side
+    work_dir = cache / f"work-{size}-{points}-{spec.device}-{spec.precision}" if cache else None
     start = time.perf_counter()
     frame, report = segment_scene(
         path,
@@ -137,7 +136,7 @@ def model_table(
     pixels = to_pixels(frame.geometry.values, transform)
     grid = TileGrid(size, size, tile, overlap)
     nested = _nested(pixels)
-    print(f"\nmobile_sam on a {size}×{size} px NAIP mosaic, {len(grid)} tiles of {tile} px, overlap {overlap}, "
+    print(f"\n{spec.name} ({spec.device}, {spec.precision}) on a {size}×{size} px NAIP mosaic, {len(grid)} tiles of {tile} px, overlap {overlap}, "
           f"{points}² points per tile, {rounds} prompt rounds, {workers} workers: {seconds:.0f} s "
           f"({report.tiles_skipped} tiles from the cache); {report.prompts} prompts to neighbours found "
           f"{report.prompt_pieces} pieces")  # fmt: skip
@@ -176,6 +175,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096, help="mosaic side in pixels")
     parser.add_argument("--points-per-side", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="the real model's torch device (cuda: a GPU)")
+    parser.add_argument("--precision", default="fp32", help="its image encoder's: fp32, fp16, bf16")
     parser.add_argument("--prompt-rounds", type=int, default=ROUNDS, help="rounds of prompts to neighbours")
     parser.add_argument("--skip-model", action="store_true", help="only the reference segmenter")
     parser.add_argument("--skip-reference", action="store_true", help="only the real model")
@@ -190,9 +191,9 @@ def main() -> None:
         if not args.skip_large:
             large_table(Path(folder), args.seeds, 16, not args.skip_model)
         if not args.skip_model:
-            model_table(
-                Path(folder), args.size, args.points_per_side, args.workers, args.cache, args.prompt_rounds
-            )
+            params = AutomaticParams(points_per_side=args.points_per_side)
+            spec = ModelSpec("mobile_sam", device=args.device, params=params, precision=args.precision)
+            model_table(Path(folder), args.size, spec, args.workers, args.cache, args.prompt_rounds)
 
 
 if __name__ == "__main__":
