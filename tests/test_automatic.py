@@ -103,6 +103,15 @@ def test_the_score_is_counted_at_the_image_size():
     assert (at_image - at_input).abs().max() > 1e-4
 
 
+def test_the_upsampling_tables_are_made_where_the_logits_are():
+    """On a GPU the logits are the GPU's: tables on the CPU failed every tile there (found on an H200).
+    torch's meta device stands in for it here; the gpu tests run the whole of it on CUDA."""
+    upsampling = Upsampling(256, 1024, (929, 1024), (718, 791))
+    for device in (torch.device("cpu"), torch.device("meta")):
+        for axis in upsampling.axes(device):
+            assert {axis.weights.device, axis.real.device, axis.counts.device} == {device}
+
+
 def test_a_tile_prompted_after_it_was_segmented_is_not_embedded_again(model_installed, data):
     """Neighbours' prompts (geosam.reprompt) reuse the embedding automatic mode made of the same pixels."""
     model = load_model(ModelSpec("mobile_sam", backend="torch", params=AutomaticParams(points_per_side=4)))
