@@ -4,8 +4,9 @@
 
 Tiles: 1024² crops of a NAIP mosaic (geosam.testing.mosaic of ../shared/data, as benchmarks/run.py).
 Rows, in this process: MobileSAM (the default model) in fp32, fp16 and bf16; SAM ViT-B in fp16 and
-fp32 with seeded random weights (none can be fetched here): its masks mean nothing, so its decoding
-time is MobileSAM's (the same mask decoder) and only its encoder is its own. Columns: the encoder's
+fp32 with benchmarks/versus_samgeo.py's seeded random weights (none can be fetched here): its masks
+mean nothing, so its decoding time is MobileSAM's (the same mask decoder) and only its encoder is its
+own. Columns: the encoder's
 seconds a tile alone and in calls of four tiles (``embed_many``, as GPU tasks run), automatic mode's
 decoding a tile (``points-per-side``² prompts), the GPU's peak memory, and km²/h at 1 m of one
 process that encodes in fours and decodes one tile after another. The whole pipeline on a GPU
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from versus_samgeo import SOURCES, WEIGHTS, random_vit_b
 
 from geosam.georef import open_scene
 from geosam.models import AutomaticParams, ModelSpec, load_model
@@ -28,8 +30,6 @@ from geosam.models.automatic import generate
 from geosam.testing import mosaic
 from geosam.tiling import TileGrid, read_tile
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-SOURCES = [DATA / "m_4709963_se_14_1_20090818.tif", DATA / "m_4709963_se_14_1_20200831.tif"]
 CORE_MPX = 896**2 / 1e6  # new pixels a 1024² tile adds at 128 px overlap
 
 
@@ -79,12 +79,7 @@ def main() -> None:
         scene = open_scene(mosaic(Path(folder) / "mosaic.tif", side, SOURCES))
         grid = TileGrid(scene.width, scene.height, 1024, 128)
         tiles = [read_tile(scene, tile, grid.size) for tile in list(grid)[: args.tiles]]
-        from geosam.models._mobile_sam import import_mobile_sam
-
-        build_sam, _ = import_mobile_sam()
-        torch.manual_seed(0)
-        vit_b = Path(folder) / "vit_b_random.pth"
-        torch.save(build_sam.build_sam_vit_b().state_dict(), vit_b)
+        vit_b = random_vit_b(WEIGHTS)  # benchmarks/versus_samgeo.py's, made once
         runs = [("mobile_sam", precision, ModelSpec(device="cuda", params=params, precision=precision))
                 for precision in ("fp32", "fp16", "bf16")]  # fmt: skip
         runs += [("vit_b (random)", precision, ModelSpec(device="cuda", params=params, precision=precision,
