@@ -39,7 +39,7 @@ from geosam.seams import (
     runs_out,
     whole_links,
 )
-from geosam.tiling import Box, Tile, TileGrid, TileImage
+from geosam.tiling import Box, Tile, TileGrid, TileImage, TileMarks
 
 ROUNDS = settings.TILING.prompt_rounds  # 3: an object missed by up to three tiles in a row is found
 POINTS = 1  # points per prompt: SAM answers one point with three masks, from part to whole
@@ -211,9 +211,9 @@ class Reprompter:
             raise ValueError("rounds must be at least 0 and points at least 1")
         self.grid, self.rounds, self.points, self.match_iou = grid, rounds, points, match_iou
         self._pieces: dict[Key, list[list[Piece]]] = {}  # each round's pieces, rounds in so far
-        self._asked: dict[Key, int] = {}  # the last round asked of each tile
-        self._closed: set[Key] = set()  # tiles never prompted
-        self._final: set[Key] = set()
+        self._asked = TileMarks(grid)  # the last round asked of each tile (0: none)
+        self._closed = TileMarks(grid)  # 1: the tile is never prompted
+        self._final = TileMarks(grid)  # 1: its rounds are all in
 
     @property
     def held(self) -> int:
@@ -225,7 +225,7 @@ class Reprompter:
     ) -> tuple[list[PromptJob], list[tuple[Tile, list[Piece]]]]:
         key = (tile.row, tile.col)
         known = len(self._pieces.get(key, []))
-        if round != known or (round > 0 and self._asked.get(key) != round):
+        if round != known or (round > 0 and self._asked[key] != round):
             raise ValueError(f"tile {key}: round {round} added out of turn")
         jobs: list[PromptJob] = []
         final: list[tuple[Tile, list[Piece]]] = []
@@ -234,10 +234,10 @@ class Reprompter:
             tile, round, pieces = todo.popleft()
             key = (tile.row, tile.col)
             if round == 0 and not segmented:
-                self._closed.add(key)
+                self._closed[key] = 1
             self._pieces.setdefault(key, []).append(list(pieces))
             if round == self.rounds:
-                self._final.add(key)
+                self._final[key] = 1
                 final.append((tile, [p for r in self._pieces[key] for p in r]))
                 self._forget(tile)
             for other in [tile, *self._four(tile)]:
@@ -256,20 +256,20 @@ class Reprompter:
         return [self.grid.tile(r, c) for r, c in near if 0 <= r < rows and 0 <= c < cols]
 
     def _rounds_in(self, key: Key) -> int:
-        return len(self._pieces.get(key, [])) if key not in self._final else self.rounds + 1
+        return len(self._pieces.get(key, [])) if not self._final[key] else self.rounds + 1
 
     def _ready(self, tile: Tile) -> PromptJob | None:
         """The tile's next job, when it is due: its last round and its neighbours' are in."""
         key = (tile.row, tile.col)
         after = len(self._pieces.get(key, []))
-        if key in self._final or after == 0 or self._asked.get(key, 0) >= after:
+        if self._final[key] or after == 0 or self._asked[key] >= after:
             return None
         near = self._four(tile)
         if any(self._rounds_in((t.row, t.col)) < after for t in near):
             return None
         self._asked[key] = after
         prompts: list[Prompt] = []
-        if key not in self._closed:
+        if not self._closed[key]:
             seen = [p for r in self._pieces[key] for p in r]
             for other in near:
                 theirs = self._pieces.get((other.row, other.col), [])
@@ -286,14 +286,14 @@ class Reprompter:
         key = (tile.row, tile.col)
         near = self._four(tile)
         if (
-            key in self._final
+            self._final[key]
             and key in self._pieces
-            and all(self._asked.get((t.row, t.col), 0) >= self.rounds for t in near)
+            and all(self._asked[t.row, t.col] >= self.rounds for t in near)
         ):
             del self._pieces[key]
 
     def close(self) -> None:
         """Check that every tile went out final."""
-        missing = len(self.grid) - len(self._final)
+        missing = len(self.grid) - self._final.count()
         if missing:
             raise RuntimeError(f"prompting unfinished: {missing} tiles not final")

@@ -38,8 +38,10 @@ import rasterio
 import shapely
 
 from geosam.seams import MATCH_IOU, Piece, clip, continuations, iou, matches, raster, whole_links
-from geosam.tiling import Box, Tile, TileGrid
+from geosam.tiling import Box, Tile, TileGrid, TileMarks
 from geosam.vectorize import mask_to_geometry
+
+_CLOSED = 2  # Stitcher._seen's mark of a tile in with all its neighbours
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,7 @@ class Stitcher:
         self._pieces: dict[int, Piece] = {}
         self._tile_of: dict[int, tuple[int, int]] = {}
         self._ids: dict[tuple[int, int], list[int]] = {}  # pieces of tiles in, not yet given out
-        self._seen: set[tuple[int, int]] = set()
-        self._closed_keys: set[tuple[int, int]] = set()  # tiles in with all their neighbours
+        self._seen = TileMarks(grid)  # 1: the tile is in; 2: it and all its neighbours are
         self._objects = _Groups()  # linked pieces: one object each
         self._clusters = _Groups()  # objects that may duplicate each other
         self._next = 0
@@ -123,12 +124,18 @@ class Stitcher:
         """Pieces held now (the stitcher's memory)."""
         return len(self._pieces)
 
+    @property
+    def tiles_held(self) -> int:
+        """Tiles whose pieces it keeps track of now (a tile's entry goes once it and its neighbours are
+        in and its pieces are out)."""
+        return len(self._ids)
+
     def add(self, tile: Tile, pieces: list[Piece]) -> list[StitchedObject]:
         """Take one tile's pieces (each tile once); return the objects this tile finished."""
         key = (tile.row, tile.col)
-        if key in self._seen:
+        if self._seen[key]:
             raise ValueError(f"tile {key} was added twice")
-        self._seen.add(key)
+        self._seen[key] = 1
         ids = list(range(self._next, self._next + len(pieces)))
         self._next += len(pieces)
         self._ids[key] = ids
@@ -143,7 +150,7 @@ class Stitcher:
             self._clusters.merge(ids[a], ids[b])
         for other in self.grid.neighbours(tile):
             okey = (other.row, other.col)
-            if okey in self._seen and self._ids[okey] and ids:
+            if self._seen[okey] and self._ids[okey] and ids:
                 first, second = sorted([(key, tile), (okey, other)])
                 self._link(first[1], second[1])
         with rasterio.Env():  # one GDAL environment for the objects' rasters, not one a call
@@ -205,12 +212,12 @@ class Stitcher:
 
     def _closed(self, key: tuple[int, int]) -> bool:
         """Whether the tile and all its neighbours are in (once so, always so: remembered)."""
-        if key in self._closed_keys:
+        if self._seen[key] == _CLOSED:
             return True
         tile = self.grid.tile(*key)
-        closed = key in self._seen and all((t.row, t.col) in self._seen for t in self.grid.neighbours(tile))
+        closed = bool(self._seen[key]) and all(self._seen[t.row, t.col] for t in self.grid.neighbours(tile))
         if closed:
-            self._closed_keys.add(key)
+            self._seen[key] = _CLOSED
         return closed
 
     def _finish(self, keys: Iterable[tuple[int, int]]) -> list[StitchedObject]:
@@ -223,6 +230,8 @@ class Stitcher:
                     self._closed(self._tile_of[m]) for m in self._clusters.members(i)
                 ):
                     objects.extend(self._give_out(self._clusters.forget(i)))
+            if not self._ids.get(key, True):  # a closed tile links no more: its entry goes
+                del self._ids[key]
         return objects
 
     def _give_out(self, cluster: list[int]) -> list[StitchedObject]:
@@ -239,12 +248,15 @@ class Stitcher:
                 objects.append(obj)
         for i in cluster:
             del self._pieces[i]
-            self._ids[self._tile_of.pop(i)].remove(i)
+            key = self._tile_of.pop(i)
+            self._ids[key].remove(i)
+            if not self._ids[key]:  # its tile is closed (as every member's is): it links no more
+                del self._ids[key]
         return drop_duplicates(objects, self.match_iou)
 
     def close(self) -> None:
         """Check that every tile came in and every object went out."""
-        missing = len(self.grid) - len(self._seen)
+        missing = len(self.grid) - self._seen.count()
         if missing or self._pieces:
             raise RuntimeError(
                 f"stitching unfinished: {missing} tiles missing, {len(self._pieces)} pieces held"

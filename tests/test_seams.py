@@ -191,16 +191,19 @@ def test_stitcher_holds_only_unfinished_rows(tmp_path):
     scene = make_scene(tmp_path, seed=5, width=1024, height=1024, max_size=48, objects=300)
     grid = TileGrid(scene.width, scene.height, 64, 8)  # 18 × 18 tiles
     pieces = _scene_tiles(scene, grid)
-    stitcher, held = Stitcher(grid), []
+    stitcher, held, tiles_held = Stitcher(grid), [], []
     for tile in grid:
         stitcher.add(tile, pieces[(tile.row, tile.col)])
         held.append(stitcher.held)
+        tiles_held.append(stitcher.tiles_held)
     stitcher.close()
     rows, cols = grid.shape
     most_in_three_rows = max(
         sum(len(pieces[(r, c)]) for r in range(r0, r0 + 3) for c in range(cols)) for r0 in range(rows - 2)
     )
     assert 0 < max(held) <= most_in_three_rows < sum(map(len, pieces.values())) / 4
+    # nor does it keep anything a tile for tiles done: its memory does not grow with the scene
+    assert max(tiles_held) <= 3 * cols and tiles_held[-1] == 0
 
 
 def _box_scene(tmp_path, boxes: list[tuple[int, int, int, int]]) -> SyntheticScene:
