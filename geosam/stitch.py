@@ -126,8 +126,7 @@ class Stitcher:
 
     @property
     def tiles_held(self) -> int:
-        """Tiles whose pieces it keeps track of now (a tile's entry goes once it and its neighbours are
-        in and its pieces are out)."""
+        """Tiles with pieces not given out yet (a tile's entry goes with its last piece)."""
         return len(self._ids)
 
     def add(self, tile: Tile, pieces: list[Piece]) -> list[StitchedObject]:
@@ -138,7 +137,8 @@ class Stitcher:
         self._seen[key] = 1
         ids = list(range(self._next, self._next + len(pieces)))
         self._next += len(pieces)
-        self._ids[key] = ids
+        if ids:
+            self._ids[key] = ids
         for i, piece in zip(ids, pieces, strict=True):
             self._pieces[i] = piece
             self._tile_of[i] = key
@@ -150,7 +150,7 @@ class Stitcher:
             self._clusters.merge(ids[a], ids[b])
         for other in self.grid.neighbours(tile):
             okey = (other.row, other.col)
-            if self._seen[okey] and self._ids[okey] and ids:
+            if ids and okey in self._ids:  # both tiles are in and hold pieces
                 first, second = sorted([(key, tile), (okey, other)])
                 self._link(first[1], second[1])
         with rasterio.Env():  # one GDAL environment for the objects' rasters, not one a call
@@ -230,8 +230,6 @@ class Stitcher:
                     self._closed(self._tile_of[m]) for m in self._clusters.members(i)
                 ):
                     objects.extend(self._give_out(self._clusters.forget(i)))
-            if not self._ids.get(key, True):  # a closed tile links no more: its entry goes
-                del self._ids[key]
         return objects
 
     def _give_out(self, cluster: list[int]) -> list[StitchedObject]:
