@@ -22,7 +22,7 @@ from geosam.tasks import ModelSource, TileResult, prompt_task, prompt_tile, segm
 from geosam.tiling import Tile, TileGrid
 
 if TYPE_CHECKING:  # dask.distributed takes half a second to import: a run in this process needs none of it
-    from dask.distributed import Client
+    from dask.distributed import Client, SpecCluster
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def dask_client(
     """A client of ``scheduler`` (an address or a scheduler file), or of a local cluster of
     ``workers`` processes (default: ``default_workers(device)``) that run one task at a time."""
     import dask
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     if scheduler:
         file = scheduler.endswith(".json") and Path(scheduler).is_file()
@@ -83,14 +83,36 @@ def dask_client(
         with client:
             yield client
         return
-    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC.items()}), LocalCluster(
-        n_workers=workers or default_workers(device),
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
-        silence_logs=logging.CRITICAL,  # a failed task is re-raised on the client, in one line
-    ) as cluster, Client(cluster) as client:  # fmt: skip
+    environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC.items()}
+    with dask.config.set(environ), _local_cluster(workers or default_workers(device)) as cluster, Client(cluster) as client:  # fmt: skip
         yield client
+
+
+def _local_cluster(workers: int) -> SpecCluster:
+    """``workers`` single-threaded worker processes (each with a nanny, which restarts it if it dies)
+    and a scheduler in a process of its own (``geosam.scheduler``), all on 127.0.0.1."""
+    from distributed import Nanny, SpecCluster
+    from distributed.worker_memory import parse_memory_limit
+
+    from geosam.scheduler import SchedulerProcess
+
+    worker = {"cls": Nanny, "options": {
+        "nthreads": 1, "host": "127.0.0.1", "dashboard": False,
+        "memory_limit": parse_memory_limit("auto", 1, workers, logger=log),  # the machine's memory, shared out
+        "silence_logs": logging.CRITICAL,  # a failed task is re-raised on the client, in one line
+    }}  # fmt: skip
+    try:
+        return SpecCluster(
+            workers=dict.fromkeys(range(workers), worker),
+            scheduler={"cls": SchedulerProcess, "options": {}},
+            worker=worker,
+            silence_logs=logging.CRITICAL,
+            name="geosam",
+        )
+    except RuntimeError as exc:  # Dask's "Cluster failed to start: ...": ours in one line
+        if isinstance(exc.__cause__, SchedulerError):
+            raise exc.__cause__ from None
+        raise
 
 
 class _Slots:

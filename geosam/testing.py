@@ -328,21 +328,17 @@ def dask_cluster(
     the scheduler dies or 60 s pass first) and every worker has joined. Terminated on exit, killed
     if still running 15 s later.
     """
+    from geosam import scheduler  # imports Dask's distributed
+
     file = folder / "scheduler.json"
     path = [Path(__file__).resolve().parents[1], *pythonpath]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, path))}
-    local = ["--host", "127.0.0.1", "--no-dashboard"]
-    commands = [["dask_scheduler", *local, "--port", "0", "--scheduler-file", str(file)]] + workers * [
-        ["dask_worker", *local, "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny"]
-    ]
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--host", "127.0.0.1", "--no-dashboard",
+              "--scheduler-file", str(file), "--nthreads", "1", "--no-nanny"]  # fmt: skip
+    commands = [scheduler.command(file, "--no-dashboard")] + workers * [worker]
     processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"distributed.cli.{module}", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for module, *args in commands
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for command in commands
     ]
     try:
         _wait_for(file, processes[0], workers)

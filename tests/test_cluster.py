@@ -117,3 +117,54 @@ def test_a_process_peak_is_its_own_not_its_parents():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout) < 300 * 2**20
+
+
+def test_a_local_clusters_scheduler_runs_apart_and_ends_with_the_client(tmp_path):
+    """The local cluster's scheduler is not in the client's process (there it grew the client by ~0.7 KB
+    a task) and does not outlive it: a client killed with -9 takes its scheduler and workers along."""
+    code = (
+        "import os, sys, time\n"
+        "from geosam.cluster import dask_client\n"
+        "if __name__ == '__main__':\n"
+        "    with dask_client(workers=1) as client:\n"
+        "        pids = [client.run_on_scheduler(os.getpid), *client.run(os.getpid).values()]\n"
+        "        print(os.getpid(), *pids, flush=True)\n"
+        "        time.sleep(600)\n"
+    )
+    script = tmp_path / "client.py"
+    script.write_text(code)
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        own, scheduler, worker = map(int, client.stdout.readline().split())
+        assert scheduler not in (own, worker)
+    finally:
+        client.kill()
+        client.wait()
+    deadline = time.monotonic() + 30
+    while _alive(scheduler) or _alive(worker):
+        assert time.monotonic() < deadline, "the scheduler or the worker outlived the client"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not reaped by its new parent, does not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_local_scheduler_that_cannot_start_is_one_line(monkeypatch):
+    """A scheduler process that exits at once: SchedulerError saying so, not Dask's traceback."""
+    from geosam import scheduler
+
+    monkeypatch.setattr(
+        scheduler, "command", lambda file, *options: [sys.executable, "-c", "raise SystemExit(1)"]
+    )
+    with (
+        pytest.raises(SchedulerError, match="the local Dask scheduler did not start"),
+        dask_client(workers=1),
+    ):
+        pass
