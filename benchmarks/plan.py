@@ -173,8 +173,8 @@ def plan(size: int, folder: str) -> dict:
     grid = TileGrid(scene.width, scene.height, 1024, 128)
     key = run_key(scene, grid, Nothing())
     work = WorkDir(folder / "work", key)
-    done = work.finished()
-    walked = sum(1 for tile in grid if (tile.row, tile.col) not in done)  # the submission loop's source
+    done = work.finished(grid)
+    walked = sum(1 for tile in grid if not done[tile.row, tile.col])  # the submission loop's source
     total = time.perf_counter() - start
     return {"px": f"{size} × {size}", "tiles": len(grid), "walked": walked, "open_scene_s": round(opened, 3),
             "plan_s": round(total, 3), "peak_rss_mb": round(peak_rss() / 2**20, 1),

@@ -41,7 +41,7 @@ from geosam.fingerprint import TILE_FORMAT
 from geosam.models.base import Funnel
 from geosam.seams import Piece
 from geosam.tilefile import TileFileError, dumps, loads
-from geosam.tiling import Box, Tile, TileGrid
+from geosam.tiling import Box, Tile, TileGrid, TileMarks
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +146,31 @@ class WorkDir:
     def _path(self, row: int, col: int, round: int = 0, asked: str = "") -> Path:
         return self.tiles_dir / (f"{row}_{col}.tile" if round == 0 else f"{row}_{col}.r{round}-{asked}.tile")
 
-    def finished(self) -> set[tuple[int, int]]:
-        """(row, col) of every tile stored under this run's key (its automatic mode's pieces)."""
+    def finished(self, grid: TileGrid) -> TileMarks:
+        """Every tile of ``grid`` stored under this run's key (its automatic mode's pieces), marked 1."""
+        done = TileMarks(grid)
+        rows, cols = grid.shape
+        for row, col in self._stored():
+            if row < rows and col < cols:
+                done[row, col] = 1
+        return done
+
+    def holds_tiles(self) -> bool:
+        """Whether any finished tile is stored under this run's key."""
+        return next(self._stored(), None) is not None
+
+    def _stored(self) -> Iterator[tuple[int, int]]:
+        """(row, col) of each stored tile, in no order."""
         self.check()
         if not self.tiles_dir.is_dir():
-            return set()
-        done = set()
+            return
         for entry in os.scandir(self.tiles_dir):
             stem, _, ext = entry.name.partition(".")
             if ext != "tile":
                 continue  # answers to prompts, or temporary files of a write that was interrupted
             row, _, col = stem.partition("_")
             if row.isdigit() and col.isdigit():
-                done.add((int(row), int(col)))
-        return done
+                yield int(row), int(col)
 
     def store(
         self, tile: Tile, pieces: list[Piece], segmented: bool, round: int = 0, asked: str = "",
@@ -230,7 +241,7 @@ class WorkDir:
 
     def remove_if_empty(self) -> None:
         """Delete the folder when it holds no finished tile (nothing to resume from)."""
-        if self.folder.is_dir() and not self.finished():
+        if self.folder.is_dir() and not self.holds_tiles():
             self.remove()
 
 
@@ -295,10 +306,10 @@ def _read_holder(fd: int) -> str:
 
 
 def iter_finished(
-    work: WorkDir, grid: TileGrid, done: set[tuple[int, int]]
+    work: WorkDir, grid: TileGrid, done: TileMarks
 ) -> Iterator[tuple[Tile, list[Piece], bool, int, Funnel | None, Box | None]]:
     """Stored tiles in grid order (the stitcher's cheapest order), with their funnels and data bounds."""
-    for row, col in sorted(done):
+    for row, col in done.marked():
         tile = grid.tile(row, col)
         stored = work.load_all(tile)
         if stored is not None:

@@ -40,7 +40,7 @@ from geosam.reprompt import PromptJob, Reprompter
 from geosam.resume import WorkDir, iter_finished
 from geosam.stitch import Piece, StitchedObject, Stitcher
 from geosam.tasks import ModelSource, TileResult
-from geosam.tiling import Box, Tile, TileGrid, read_pixels
+from geosam.tiling import Box, Tile, TileGrid, TileMarks, read_pixels
 from geosam.xr import is_dataarray, scene_file
 
 if TYPE_CHECKING:
@@ -85,22 +85,24 @@ class SceneRun:
         # masks through automatic mode's stages, over the tiles that counted them
         self.funnel = Funnel(tiles=0)
 
-    def resume(self) -> set[tuple[int, int]]:
-        """Take the tiles finished by an earlier run from the work folder; their (row, col)."""
-        reused: set[tuple[int, int]] = set()
+    def resume(self) -> TileMarks:
+        """Take the tiles finished by an earlier run from the work folder; they are marked 1."""
+        reused = TileMarks(self.grid)
         if self.work is None:
             return reused
         for tile, pieces, segmented, data, funnel, box in iter_finished(
-            self.work, self.grid, self.work.finished()
+            self.work, self.grid, self.work.finished(self.grid)
         ):
-            reused.add((tile.row, tile.col))
+            reused[tile.row, tile.col] = 1
             self.take(
                 TileResult(
                     tile, pieces, segmented, reused=True, data_pixels=data, data_box=box, funnel=funnel
                 )
             )
-        if reused:
-            log.info("resuming: %d of %d tiles reused from %s", len(reused), len(self.grid), self.work.folder)
+        if reused.count():
+            log.info(
+                "resuming: %d of %d tiles reused from %s", reused.count(), len(self.grid), self.work.folder
+            )
         return reused
 
     def take(self, result: TileResult) -> None:
@@ -379,7 +381,7 @@ def _run_tiles(
     workers, scheduler, threads, tiles_per_task = cluster
     report = run.report
     reused = run.resume()
-    remaining = (tile for tile in grid if (tile.row, tile.col) not in reused)
+    remaining = (tile for tile in grid if not reused[tile.row, tile.col])
     # None: no prompts follow, workers keep nothing for them
     jobs = run.jobs if run.reprompter.rounds else None
     if workers == 0 and not scheduler:
@@ -558,7 +560,7 @@ def _failure(report: RunReport, run: SceneRun, work: WorkDir | None, tiles: int,
         work.remove_if_empty()
     shown = "; ".join(f"tile {f.row},{f.col}: {f.error}" for f in report.failed[:3])
     more = f"; and {len(report.failed) - 3} more" if len(report.failed) > 3 else ""
-    kept = f"finished tiles are kept in {work.folder}: " if work is not None and work.finished() else ""
+    kept = f"finished tiles are kept in {work.folder}: " if work is not None and work.holds_tiles() else ""
     error = TileInputError if all(run.input_failures) else TileError
     return error(
         f"{len(report.failed)} of {tiles} tiles failed after {retries + 1} tries ({shown}{more}); "

@@ -191,6 +191,12 @@ class TileMarks:
         """How many tiles are marked (not 0)."""
         return int(np.count_nonzero(self._marks))
 
+    def marked(self) -> Iterator[tuple[int, int]]:
+        """(row, col) of each marked tile, row by row."""
+        for row, line in enumerate(self._marks):
+            for col in np.flatnonzero(line):
+                yield row, int(col)
+
 
 @dataclass(frozen=True)
 class TileImage:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from geosam.errors import InputError
 from geosam.georef import open_scene
-from geosam.tiling import TileGrid, read_tile
+from geosam.tiling import TileGrid, TileMarks, read_tile
 
 from .rasters import write
 
@@ -74,3 +74,12 @@ def test_read_tile_pads_edge_tiles_and_marks_nodata(tmp_path):
     assert image.valid[:h, :w].all() and not image.valid[h:, :].any() and not image.valid[:, w:].any()
     top = read_tile(scene, grid.tile(0, 0), grid.size)
     assert not top.valid[:10].any() and top.valid[10:256].all()
+
+
+def test_tile_marks_are_a_byte_a_tile_listed_in_grid_order():
+    grid = TileGrid(500, 300, 128, 16)
+    marks = TileMarks(grid)
+    marks[2, 0], marks[0, 3], marks[0, 1] = 1, 2, 1
+    assert marks[0, 3] == 2 and marks[1, 1] == 0 and marks.count() == 3
+    assert list(marks.marked()) == [(0, 1), (0, 3), (2, 0)]
+    assert marks._marks.nbytes == len(grid)
