@@ -3,11 +3,14 @@
 
     python benchmarks/startup.py                       # 1, 4 and 25 tiles of 512 px, 16 points a side
     python benchmarks/startup.py --tiles 1 --json startup.json
+    python benchmarks/startup.py --cluster-starts 3    # the local cluster alone, against Dask's LocalCluster
 
 The scenes are windows of the NAIP 2020 scene (../shared/data) sized to the tile count. Per scene and
 mode: the whole command's seconds (a fresh process: imports, model load, cluster, writing), the run
 report's model seconds (the tiles' time in the model) and the difference, the fixed cost a user feels.
-Not part of the test run; times only compare within one run (the machine may be shared).
+--cluster-starts N times geosam's local cluster of 2 workers (the scheduler in a process of its own)
+from its start to the answer of a first task, and to its close, against Dask's LocalCluster (the
+scheduler in this process), N times each in turn. Not part of the test run; times only compare within one run (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -59,6 +62,31 @@ def run(scene: Path, mode: list[str], points: int) -> dict:
             "workers": report["workers"], "objects": report["objects"]}  # fmt: skip
 
 
+def cluster_starts(rounds: int) -> list[dict]:
+    """Seconds to start a 2-worker local cluster, answer one task and close it: geosam's, Dask's LocalCluster."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    from geosam.cluster import _local_cluster
+
+    def dasks() -> LocalCluster:
+        return LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.CRITICAL
+        )
+
+    rows = []
+    for _ in range(rounds):
+        for name, make in (("geosam (scheduler apart)", lambda: _local_cluster(2)), ("LocalCluster", dasks)):
+            started = time.perf_counter()
+            with make() as cluster, Client(cluster) as client:
+                client.submit(abs, -1).result()
+                up = time.perf_counter() - started
+            rows.append({"cluster": name, "up_s": up, "closed_s": time.perf_counter() - started})
+            print(f"{name:>24}: first answer {up:.2f} s, closed {rows[-1]['closed_s']:.2f} s", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,7 +94,15 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[1, 4, 25])
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--cluster-starts", type=int, metavar="N", help="time the local cluster alone, N rounds"
+    )
     args = parser.parse_args()
+    if args.cluster_starts:
+        rows = cluster_starts(args.cluster_starts)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return
     rows = []
     print(f"{'tiles':>5} {'mode':>8} {'command s':>10} {'model s':>8} {'around s':>9} {'objects':>8}")
     with tempfile.TemporaryDirectory() as tmp:
