@@ -10,7 +10,8 @@ mode: the whole command's seconds (a fresh process: imports, model load, cluster
 report's model seconds (the tiles' time in the model) and the difference, the fixed cost a user feels.
 --cluster-starts N times geosam's local cluster of 2 workers (the scheduler in a process of its own)
 from its start to the answer of a first task, and to its close, against Dask's LocalCluster (the
-scheduler in this process), N times each in turn. Not part of the test run; times only compare within one run (the machine may be shared).
+scheduler in this process), N times each in turn. Not part of the test run; times only compare
+within one run (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -65,21 +66,24 @@ def run(scene: Path, mode: list[str], points: int) -> dict:
 def cluster_starts(rounds: int) -> list[dict]:
     """Seconds to start a 2-worker local cluster, answer one task and close it: geosam's, Dask's LocalCluster."""
     import logging
+    from contextlib import contextmanager
 
     from dask.distributed import Client, LocalCluster
 
-    from geosam.cluster import _local_cluster
+    from geosam.cluster import dask_client
 
-    def dasks() -> LocalCluster:
-        return LocalCluster(
+    @contextmanager
+    def dasks():
+        with LocalCluster(
             n_workers=2, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.CRITICAL
-        )
+        ) as cluster, Client(cluster) as client:  # fmt: skip
+            yield client
 
     rows = []
     for _ in range(rounds):
-        for name, make in (("geosam (scheduler apart)", lambda: _local_cluster(2)), ("LocalCluster", dasks)):
+        for name, make in (("geosam (scheduler apart)", lambda: dask_client(2)), ("LocalCluster", dasks)):
             started = time.perf_counter()
-            with make() as cluster, Client(cluster) as client:
+            with make() as client:
                 client.submit(abs, -1).result()
                 up = time.perf_counter() - started
             rows.append({"cluster": name, "up_s": up, "closed_s": time.perf_counter() - started})

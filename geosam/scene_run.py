@@ -99,10 +99,8 @@ class SceneRun:
                     tile, pieces, segmented, reused=True, data_pixels=data, data_box=box, funnel=funnel
                 )
             )
-        if reused.count():
-            log.info(
-                "resuming: %d of %d tiles reused from %s", reused.count(), len(self.grid), self.work.folder
-            )
+        if found := reused.count():
+            log.info("resuming: %d of %d tiles reused from %s", found, len(self.grid), self.work.folder)
         return reused
 
     def take(self, result: TileResult) -> None:
