@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections import deque
@@ -100,6 +102,7 @@ def _local_cluster(workers: int) -> SpecCluster:
         "nthreads": 1, "host": "127.0.0.1", "dashboard": False,
         "memory_limit": parse_memory_limit("auto", 1, workers, logger=log),  # the machine's memory, shared out
         "silence_logs": logging.CRITICAL,  # a failed task is re-raised on the client, in one line
+        "preload": [__name__],  # dask_setup below, in each worker process
     }}  # fmt: skip
     try:
         return SpecCluster(
@@ -113,6 +116,13 @@ def _local_cluster(workers: int) -> SpecCluster:
         if isinstance(exc.__cause__, SchedulerError):
             raise exc.__cause__ from None
         raise
+
+
+def dask_setup(worker: object) -> None:
+    """Dask's preload hook in a local worker process: Ctrl-C (SIGINT to geosam's process group, a QGIS
+    Cancel too) is the client's, which closes the cluster; a worker interrupted with it printed tracebacks."""
+    if threading.current_thread() is threading.main_thread():  # where Python takes signal handlers
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Slots:

@@ -146,6 +146,43 @@ def test_a_local_clusters_scheduler_runs_apart_and_ends_with_the_client(tmp_path
         time.sleep(0.2)
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_local_cluster_run_in_one_line_and_keeps_its_tiles(tmp_path):
+    """SIGINT to the run's process group, as Ctrl-C in a terminal or a QGIS Cancel sends it: the client
+    says "Interrupted." and nothing else (its workers printed tracebacks), no process is left, and the
+    finished tiles stay for the next run."""
+    scene = make_scene(tmp_path / "scene", seed=3, width=700, height=600, max_size=96, objects=80)
+    out, work = tmp_path / "out.gpkg", tmp_path / "out.geosam-work"
+    args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "2", "-o", str(out)]
+    run = double_cli(*args, env={"GEOSAM_TEST_DELAY": "0.5"}, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(list(work.glob("*/*.tile"))) < 4:
+        assert run.poll() is None, run.communicate()[1]
+        assert time.monotonic() < deadline, "no tile finished in time"
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGINT)
+    code, err = finish(run, timeout=60)
+    assert (code, err) == (130, "Interrupted.\n")
+    assert not out.exists() and len(list(work.glob("*/*.tile"))) >= 4
+    deadline = time.monotonic() + 30
+    while _group(run.pid):
+        assert time.monotonic() < deadline, f"left running: {_group(run.pid)}"
+        time.sleep(0.2)
+
+
+def _group(pgid: int) -> list[int]:
+    """The running processes of a process group."""
+    import psutil
+
+    def member(p: psutil.Process) -> bool:
+        try:
+            return os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            return False
+
+    return [p.pid for p in psutil.process_iter() if member(p)]
+
+
 def _alive(pid: int) -> bool:
     """Whether the process runs (a zombie, dead but not reaped by its new parent, does not)."""
     import psutil
