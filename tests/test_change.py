@@ -287,9 +287,8 @@ def test_the_real_model_finds_the_planted_changes(pair, model_installed):
 @pytest.mark.slow
 def test_a_change_run_killed_and_rerun_gives_the_same_layers(tmp_path):
     import signal
-    import time
 
-    from .test_resume import double_cli, finish
+    from .test_resume import double_cli, finish, wait_for_tiles
 
     before, _ = planted()
     scene = scene_from_labels(tmp_path, before, seed=1, name="scene_2019")
@@ -311,9 +310,7 @@ def test_a_change_run_killed_and_rerun_gives_the_same_layers(tmp_path):
     work = tmp_path / "resumed.geosam-work"
     slow = {"GEOSAM_TEST_DELAY": "0.05"}  # part of the model's identity: the same in both runs
     process = double_cli("change", *args, "-o", str(resumed), env=slow)
-    while len(list(work.glob("0/*/*.tile"))) < 5:  # killed while the first date runs
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+    wait_for_tiles(process, work / "0", 5)  # killed while the first date runs
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not resumed.exists()

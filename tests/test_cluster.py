@@ -17,7 +17,7 @@ from geosam.cluster import MALLOC, dask_client
 from geosam.errors import SchedulerError
 from geosam.testing import dask_cluster, make_scene
 
-from .test_resume import ROOT, TILING, assert_same_output, double_cli, finish
+from .test_resume import ROOT, TILING, assert_same_output, double_cli, finish, tiles_in, wait_for_tiles
 
 
 @pytest.fixture
@@ -58,11 +58,7 @@ def test_a_killed_worker_loses_no_tile(cluster, tmp_path):
         started = {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-start")}
         return started - {p.name.split("-")[1] for p in trace.glob(f"{killed}-*-end")}
 
-    deadline = time.monotonic() + 240
-    while len(list(work.glob("*/*.tile"))) < 4 or not in_flight():  # killed while segmenting a tile
-        assert run.poll() is None, run.communicate()[1]
-        assert time.monotonic() < deadline, "no tile finished in time"
-        time.sleep(0.02)
+    wait_for_tiles(run, work, 4, in_flight)  # killed while segmenting a tile
     workers[0].send_signal(signal.SIGKILL)
     code, err = finish(run)
     assert code == 0, err
@@ -155,15 +151,11 @@ def test_ctrl_c_stops_a_local_cluster_run_in_one_line_and_keeps_its_tiles(tmp_pa
     out, work = tmp_path / "out.gpkg", tmp_path / "out.geosam-work"
     args = ["segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "2", "-o", str(out)]
     run = double_cli(*args, env={"GEOSAM_TEST_DELAY": "0.5"}, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while len(list(work.glob("*/*.tile"))) < 4:
-        assert run.poll() is None, run.communicate()[1]
-        assert time.monotonic() < deadline, "no tile finished in time"
-        time.sleep(0.05)
+    wait_for_tiles(run, work, 4)
     os.killpg(run.pid, signal.SIGINT)
     code, err = finish(run, timeout=60)
     assert (code, err) == (130, "Interrupted.\n")
-    assert not out.exists() and len(list(work.glob("*/*.tile"))) >= 4
+    assert not out.exists() and len(tiles_in(work)) >= 4
     deadline = time.monotonic() + 30
     while _group(run.pid):
         assert time.monotonic() < deadline, f"left running: {_group(run.pid)}"
@@ -176,8 +168,8 @@ def _group(pgid: int) -> list[int]:
 
     def member(p: psutil.Process) -> bool:
         try:
-            return os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE
-        except (ProcessLookupError, psutil.NoSuchProcess):
+            return os.getpgid(p.pid) == pgid and _alive(p.pid)
+        except ProcessLookupError:
             return False
 
     return [p.pid for p in psutil.process_iter() if member(p)]

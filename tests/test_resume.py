@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -55,6 +56,17 @@ def tiles_in(work: Path) -> list[Path]:
     return sorted(work.glob("*/*.tile"))
 
 
+def wait_for_tiles(
+    run: subprocess.Popen, work: Path, count: int, also: Callable[[], object] = lambda: True
+) -> None:
+    """Until ``run`` has ``count`` tile files in ``work`` (and ``also()`` holds); fails if it ends first."""
+    deadline = time.monotonic() + 240
+    while len(tiles_in(work)) < count or not also():
+        assert run.poll() is None, run.communicate()[1]
+        assert time.monotonic() < deadline, "no tile finished in time"
+        time.sleep(0.02)
+
+
 def assert_same_output(a: Path, b: Path) -> None:
     """Same objects, same attributes, same geometries (byte for byte)."""
     fa, fb = gpd.read_file(a, layer="objects"), gpd.read_file(b, layer="objects")
@@ -76,14 +88,10 @@ def test_sigkilled_run_resumes_and_equals_a_clean_run(scene, tmp_path):
     args = ["-q", "segment", str(scene.path), "-m", str(scene.labels), *TILING, "-w", "1"]
     work = tmp_path / "out.geosam-work"
     run = double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_DELAY": "0.1"}, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while len(list(work.glob("*/*.tile"))) < 10:  # killed once 10 of 42 tiles are done
-        assert run.poll() is None, run.communicate()[1]
-        assert time.monotonic() < deadline, "no tile finished in time"
-        time.sleep(0.05)
+    wait_for_tiles(run, work, 10)  # killed once 10 of 42 tiles are done
     os.killpg(run.pid, signal.SIGKILL)  # the CLI and its Dask workers, without warning
     run.wait()
-    kept = len(list(work.glob("*/*.tile")))
+    kept = len(tiles_in(work))
     assert not out.exists() and 10 <= kept < 42
 
     code, err = finish(double_cli(*args, "-o", str(out), env={"GEOSAM_TEST_DELAY": "0.1"}))
