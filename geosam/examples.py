@@ -10,6 +10,7 @@ least typical example are left out of the background (they may be unlabelled ins
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +59,15 @@ def read_examples(source: str | Path | gpd.GeoDataFrame, scene: Scene, class_fie
     return out
 
 
-def learn(scene: Scene, grid: TileGrid, model: Any, examples: gpd.GeoDataFrame) -> ClassModel:
-    """A class model from examples in scene pixels (``read_examples``), described by ``model``."""
+def learn(
+    scene: Scene,
+    grid: TileGrid,
+    model: Any,
+    examples: gpd.GeoDataFrame,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> ClassModel:
+    """A class model from examples in scene pixels (``read_examples``), described by ``model``;
+    ``on_tile(done, total)`` before the first of the examples' tiles and as each one is segmented."""
     for need in ("automatic", "point_masks", "describe", "similarity"):
         if not hasattr(model, need):
             raise InputError(
@@ -72,7 +80,9 @@ def learn(scene: Scene, grid: TileGrid, model: Any, examples: gpd.GeoDataFrame) 
     described: list[np.ndarray] = []
     others: list[np.ndarray] = []
     shown: dict[str, list[tuple[TileImage, np.ndarray]]] = defaultdict(list)
-    for tile, indexes in by_tile.items():
+    progress = on_tile or (lambda done, total: None)
+    progress(0, len(by_tile))
+    for done, (tile, indexes) in enumerate(by_tile.items(), 1):
         image = read_tile(scene, tile, grid.size)
         found = model.automatic(image)
         masks = np.stack([_example_mask(model, image, examples.geometry.iloc[i], grid.size) for i in indexes])
@@ -82,6 +92,7 @@ def learn(scene: Scene, grid: TileGrid, model: Any, examples: gpd.GeoDataFrame) 
         others.extend(found.descriptors[~taken])
         for i, mask in zip(indexes, masks, strict=True):
             shown[examples["class"].iloc[i]].append((image, mask))
+        progress(done, len(by_tile))
     examples_d, examples_l = np.stack(described), np.array(labels, object)
     found_classes, protos = prototypes(examples_d, examples_l)
     others_d = np.array(others, np.float32).reshape(-1, examples_d.shape[1])

@@ -236,6 +236,7 @@ def segmented(
     on_tile: Callable[[TileResult], None] | None = None,
     parameters: dict | None = None,
     threads: int | None = None,
+    on_learn: Callable[[int, int], None] | None = None,
 ) -> Iterator[Segmented]:
     """Segment every object in a scene; the run's objects (``Segmented``: polygons in the scene's CRS, on
     disk until the ``with`` block ends, read a batch at a time or whole) and its report.
@@ -271,14 +272,15 @@ def segmented(
     neighbour's model as a prompt, for up to ``prompt_rounds`` rounds (see ``geosam.reprompt``).
     ``threads`` is torch's threads per worker (default: cores / workers on a local cluster, the
     workers' own on ``scheduler``; 0: cores / workers). ``on_start`` is called once with the number of
-    tiles planned, before any tile; ``on_tile`` with each tile's result.
+    tiles planned, before any tile; ``on_tile`` with each tile's result; ``on_learn(done, total)`` as
+    the examples' tiles are segmented to learn from (before ``on_start``).
     """
     started = time.monotonic()
     if parameters is None:
         parameters = {
             k: v
             for k, v in locals().items()
-            if k not in ("path", "on_start", "on_tile", "started", "parameters")
+            if k not in ("path", "on_start", "on_tile", "on_learn", "started", "parameters")
         }
         parameters["model"] = getattr(model, "name", model)
     source: ModelSource = ModelSpec(model) if isinstance(model, str) else model
@@ -291,10 +293,12 @@ def segmented(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,
         pixel_coordinates=pixel_coordinates, nodata=nodata, stretch=stretch,
     )  # fmt: skip
-    grid = _plan(scene, tile_size, overlap, on_start)
+    grid = _plan(scene, tile_size, overlap)
     if workers is None and not scheduler and len(grid) <= settings.IN_PROCESS_TILES:
         workers = 0  # a cluster would cost more than it gives
-    classes = _classes(scene, grid, source, examples, class_field, class_model)
+    classes = _classes(scene, grid, source, examples, class_field, class_model, on_learn)
+    if on_start is not None:
+        on_start(len(grid))
     outlined = _class_outlines(classes, keep, class_outlines)
     source = _finding(source, classes, find_all)
     key = run_key(scene, grid, source)
@@ -415,25 +419,30 @@ def _store(work: WorkDir | None, classes: ClassModel | None) -> Iterator[ObjectS
             store.close()
 
 
-def _plan(scene: Scene, tile_size: int, overlap: int, on_start: Callable[[int], None] | None) -> TileGrid:
-    """The scene's tile grid, logged, its number of tiles given to ``on_start``."""
+def _plan(scene: Scene, tile_size: int, overlap: int) -> TileGrid:
+    """The scene's tile grid, logged."""
     grid = TileGrid(scene.width, scene.height, tile_size, overlap)
     log.info("%s: %d×%d px, %d tiles of %d px", scene.path, scene.width, scene.height, len(grid), tile_size)
-    if on_start is not None:
-        on_start(len(grid))
     return grid
 
 
 def _classes(
-    scene: Scene, grid: TileGrid, source: ModelSource, examples: Any, class_field: str, class_model: Any
+    scene: Scene,
+    grid: TileGrid,
+    source: ModelSource,
+    examples: Any,
+    class_field: str,
+    class_model: Any,
+    on_learn: Callable[[int, int], None] | None,
 ) -> ClassModel | None:
-    """The run's class model: learnt from ``examples`` on the scene, or ``class_model`` (or its file)."""
+    """The run's class model: learnt from ``examples`` on the scene (``on_learn``: ``learn``'s
+    ``on_tile``), or ``class_model`` (or its file)."""
     if examples is not None and class_model is not None:
         raise InputError("give examples or a class model, not both")
     if examples is not None:
         found = read_examples(examples, scene, class_field)
         log.info("learning %d classes from %d examples", found["class"].nunique(), len(found))
-        return learn(scene, grid, source.load(), found)
+        return learn(scene, grid, source.load(), found, on_learn)
     if class_model is None:
         return None
     classes = class_model if isinstance(class_model, ClassModel) else ClassModel.load(class_model)

@@ -111,6 +111,26 @@ def test_the_class_model_is_written_beside_the_output(learnt):
     assert model.encoder.startswith("mobile_sam sha256:6dbb90523a35")
 
 
+def test_learning_shows_its_progress_before_the_tiles(learnt, tmp_path):
+    """``--progress json``: a ``learning`` event as each example's tile is segmented, then the run's tiles."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = ["--examples", str(learnt.folder / "buildings.gpkg"), "--tile-size", "256", "--overlap", "32"]
+    done = subprocess.run(
+        [sys.executable, "-m", "geosam", "--progress", "json", "segment", str(learnt.scene), *args, *FAST,
+         "-o", "progress.gpkg"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    seen = [(e["what"], e["done"], e["total"]) for e in events]
+    learning = [e for e in seen if e[0] == "learning"]
+    tiles = len(learning)  # the examples' tiles: the three buildings lie in more than one of the 4
+    assert 2 <= tiles <= len(EXAMPLES)
+    assert seen == [
+        *(("learning", i, tiles) for i in range(1, tiles + 1)),
+        *(("segment", i, 4) for i in range(1, 5)),
+    ]
+
+
 def test_keep_writes_only_the_kept_class_the_same_objects_as_learning(learnt, tmp_path):
     """The saved class model on its own scene gives what learning gave: the file loses nothing."""
     done = geosam(str(learnt.scene), "--class-model", str(learnt.model), "--keep", "building",
@@ -220,6 +240,26 @@ def test_point_examples_in_python_give_the_class_model_in_attrs(learnt):
     assert classes.examples["house"] == len(EXAMPLES)
     assert set(frame["class"]) <= {"house", BACKGROUND} and "house" in set(frame["class"])
     assert frame.attrs["report"]["classes"] == frame["class"].value_counts().to_dict()
+
+
+def test_a_pipeline_file_learns_from_examples_with_progress(learnt, tmp_path):
+    """The classes section's examples, learnt on the scene, with a ``NAME: learning`` bar before its tiles."""
+    (tmp_path / "job.yaml").write_text(
+        f"version: 1\ninputs: [{learnt.scene}]\nmodel: {{points_per_side: 6}}\n"
+        f"classes: {{examples: {learnt.folder / 'buildings.gpkg'}, keep: [building]}}\n"
+        "output: {mode: per_scene, path: out}\ncluster: {workers: 0}\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default")
+    done = subprocess.run(
+        [sys.executable, "-m", "geosam", "--progress", "json", "run", "job.yaml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [(e.get("what"), e.get("done"), e.get("total")) for e in events if e["event"] == "tiles"] == [
+        ("pan1_crop: learning", 1, 1), ("pan1_crop", 1, 1),
+    ]  # fmt: skip
+    assert len(objects(tmp_path / "out" / "pan1_crop.gpkg")) > 0
 
 
 def test_a_pipeline_file_applies_its_class_model_to_every_scene(learnt, tmp_path, data):

@@ -91,6 +91,7 @@ def run(
     on_scene: Callable[[SceneOutcome], None] | None = None,
     on_start: Callable[[SceneJob, int], None] | None = None,
     on_tile: Callable[[SceneJob], None] | None = None,
+    on_learn: Callable[[SceneJob, int, int], None] | None = None,
 ) -> Summary:
     """Run every scene not finished before; return what happened to each.
 
@@ -100,7 +101,8 @@ def run(
     summary and the others go on; its next run retries it. ``offline`` forbids downloading the model
     whatever the pipeline's ``model.offline``. ``model`` replaces the pipeline's model
     (a model source with ``check``/``load``; tests use stand-ins). ``on_start(job, total)`` is called
-    with a scene's tile count before its first tile, ``on_tile(job)`` as each tile finishes (progress).
+    with a scene's tile count before its first tile, ``on_tile(job)`` as each tile finishes, and
+    ``on_learn(job, done, total)`` as the tiles of a ``classes.examples`` file are learnt from (progress).
     """
     started = time.perf_counter()
     if offline:
@@ -131,7 +133,7 @@ def run(
                 outcome = SceneOutcome(job, "skipped", int(record.get("objects", 0)))
             else:
                 outcome = _run_scene(the_plan, job, scenes[job.name], groups.get(job.name), source, loaded,
-                                     keys[job.name], scheduler is None, address, (on_start, on_tile))  # fmt: skip
+                                     keys[job.name], scheduler is None, address, (on_start, on_tile, on_learn))  # fmt: skip
             summary.outcomes.append(outcome)
             if on_scene is not None:
                 on_scene(outcome)
@@ -252,12 +254,12 @@ def _run_scene(plan, job, scene, groups, source, loaded, key, local, address, pr
 def _automatic(plan, job, source, local, address, progress) -> tuple[int, int, list[str]]:
     """Segment the scene, its tiles on the cluster at ``address`` (``local``: the one this run started,
     whose workers share the cores) or in this process, and write the objects that pass the score filter
-    a batch at a time (``progress``: ``run``'s ``on_start`` and ``on_tile``); objects found and kept, and
-    the run's advice."""
+    a batch at a time (``progress``: ``run``'s ``on_start``, ``on_tile`` and ``on_learn``); objects found
+    and kept, and the run's advice."""
     from geosam.scene_run import segmented
 
     p = plan.pipeline
-    on_start, on_tile = progress
+    on_start, on_tile, on_learn = progress
     with segmented(
         job.path, model=source, tile_size=p.tiling.tile_size, overlap=p.tiling.overlap,
         prompt_rounds=p.tiling.prompt_rounds,
@@ -266,7 +268,8 @@ def _automatic(plan, job, source, local, address, progress) -> tuple[int, int, l
         **dataclasses.asdict(p.outlines),
         workers=0 if address is None else None, scheduler=address, threads=0 if local else None,
         on_start=(lambda total: on_start(job, total)) if on_start else None,
-        on_tile=(lambda result: on_tile(job)) if on_tile else None, **read_options(p),
+        on_tile=(lambda result: on_tile(job)) if on_tile else None,
+        on_learn=(lambda done, total: on_learn(job, done, total)) if on_learn else None, **read_options(p),
     ) as result:  # fmt: skip
         kept, scores = result.store.scores(at_least=p.filters.min_score)
         output.write(

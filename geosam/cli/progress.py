@@ -65,6 +65,16 @@ class Tiles:
         else:
             event(self.ctx, "tiles", what=self.what, done=self.done, total=self.total)
 
+    def step(self, done: int, total: int) -> None:
+        """``done`` of ``total`` tiles so far (``segmented``'s ``on_learn``): the bar shows from the first
+        call and goes at the last."""
+        if self.total is None:
+            self.start(total)
+        if done > self.done:
+            self.update(done - self.done)
+        if done == total:
+            self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -74,3 +84,31 @@ class Tiles:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SceneBars:
+    """A batch run's bars, one per scene (``geosam.batch.run.run``'s ``on_start`` and ``on_tile``) and one
+    while a scene learns from its examples (``on_learn``), each named after its scene."""
+
+    def __init__(self, ctx: click.Context) -> None:
+        self.ctx = ctx
+        self.bars: dict[str, Tiles] = {}
+
+    def start(self, job: Any, total: int) -> None:
+        self.bars[job.name] = Tiles(self.ctx, job.name, total)
+
+    def tile(self, job: Any) -> None:
+        self.bars[job.name].update(1)
+
+    def learn(self, job: Any, done: int, total: int) -> None:
+        what = f"{job.name}: learning"
+        if what not in self.bars:
+            self.bars[what] = Tiles(self.ctx, what)
+        self.bars[what].step(done, total)
+
+    def close(self, job: Any) -> None:
+        """The scene's bars go (it finished, failed or was skipped)."""
+        for what in (job.name, f"{job.name}: learning"):
+            bar = self.bars.pop(what, None)
+            if bar is not None:
+                bar.close()

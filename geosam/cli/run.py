@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from geosam.cli.options import option
-from geosam.cli.progress import Tiles, event
+from geosam.cli.progress import SceneBars, event
 from geosam.settings import Cluster, Model
 
 
@@ -47,18 +47,10 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
     if dry_run:
         click.echo(estimate.dry_run(loaded, workers=workers, scheduler=scheduler, overwrite=overwrite))
         return
-    tiles: dict[str, Tiles] = {}
-
-    def on_start(job, total: int) -> None:
-        tiles[job.name] = Tiles(ctx, job.name, total)
-
-    def on_tile(job) -> None:
-        tiles[job.name].update(1)
+    bars = SceneBars(ctx)
 
     def on_scene(outcome) -> None:
-        bar = tiles.pop(outcome.job.name, None)
-        if bar is not None:
-            bar.close()
+        bars.close(outcome.job)
         event(ctx, "scene", name=outcome.job.name, status=outcome.status, objects=outcome.objects,
               output=outcome.job.output, message=outcome.message)  # fmt: skip
         if not ctx.obj["quiet"]:
@@ -68,7 +60,7 @@ def command(ctx, pipeline, dry_run, schema, workers, scheduler, offline, overwri
             click.echo(f"{outcome.job.name}: {what}", err=True)
 
     summary = run.run(loaded, overwrite=overwrite, workers=workers, scheduler=scheduler, offline=offline,
-                      on_scene=on_scene, on_start=on_start, on_tile=on_tile)  # fmt: skip
+                      on_scene=on_scene, on_start=bars.start, on_tile=bars.tile, on_learn=bars.learn)  # fmt: skip
     merged = summary.plan.merged
     written = [merged] if merged is not None and merged.exists() else [
         o.job.output for o in summary.outcomes if o.status != "failed" and merged is None

@@ -109,12 +109,12 @@ def command(ctx: click.Context, scene: str, output: Path, overwrite: bool, previ
     plan = open_scene(scene, **reads)
     # held until the output is written: a second run on this output or work folder is refused
     with output_lock(output), WorkDir(work_dir, "").lock(), contextlib.ExitStack() as stack:
-        with Tiles(ctx, "segment") as bar:
+        with Tiles(ctx, "learning") as learning, Tiles(ctx, "segment") as bar:
             try:
                 result = stack.enter_context(segmented(
                     scene, model=spec, tile_size=tile_size, overlap=overlap, on_start=bar.start,
-                    on_tile=lambda result: bar.update(1), work_dir=work_dir, allow_partial=allow_partial,
-                    parameters=dict(ctx.params), **reads, **options,
+                    on_tile=lambda result: bar.update(1), on_learn=learning.step, work_dir=work_dir,
+                    allow_partial=allow_partial, parameters=dict(ctx.params), **reads, **options,
                 ))  # fmt: skip
             except TileError as exc:
                 if exc.report is not None:
