@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -50,6 +51,7 @@ from geosam.settings import EVALUATION, Evaluation
 if TYPE_CHECKING:
     import geopandas as gpd
 
+log = logging.getLogger(__name__)
 LAYER = "outcomes"  # the layer of the outcomes file
 STYLE = style.Style(
     "geosam: evaluation outcomes",
@@ -275,8 +277,9 @@ def _read(source: str | Path | gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
 
 
 def read_vector(source: str | Path | gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """The GeoDataFrame of a vector file (its first layer with geometries, e.g. not QGIS's ``layer_styles``;
-    feature ids as index) or the frame itself; ``InputError`` where it cannot be read."""
+    """The GeoDataFrame of a vector file (its first layer with geometries, e.g. not QGIS's ``layer_styles``,
+    and a warning that names it where there are more; feature ids as index) or the frame itself;
+    ``InputError`` where it cannot be read."""
     import geopandas as gpd
     import pyogrio
 
@@ -291,6 +294,12 @@ def read_vector(source: str | Path | gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         else:
             spatial = [name for name, kind in pyogrio.list_layers(path) if kind is not None]
             frame = pyogrio.read_dataframe(path, layer=spatial[0] if spatial else 0, fid_as_index=True)
+            if len(spatial) > 1:
+                log.warning(
+                    "%s has %d layers with geometries (%s): reading the first, %s; to read another, copy it "
+                    "to a file of its own: ogr2ogr OUT.gpkg FILE LAYER",
+                    path, len(spatial), ", ".join(spatial), spatial[0],
+                )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - DataSourceError, ArrowInvalid, ...: all mean "cannot read it"
         raise InputError(
             f"{path}: not a readable vector file ({reason(exc)}); give a GeoPackage, GeoJSON, Shapefile "

@@ -300,6 +300,21 @@ def test_geosam_outputs_and_geoparquet_are_inputs(tmp_path):
     assert set(result.outcomes["pred_id"].dropna()) == {1, 2, 3, 4, 5}, "GeoPackage FIDs"
 
 
+def test_a_file_of_several_layers_is_read_by_its_first_and_says_so(tmp_path, caplog):
+    """A reference with an AOI layer after its labels (as benchmarks/labels/ has): the labels are read,
+    and a warning names the layers, so that an AOI put first is not taken for the references unseen."""
+    path = tmp_path / "labels.gpkg"
+    frame(REFS).to_file(path, layer="labels")
+    frame([box(-5, -5, 60, 70)]).to_file(path, layer="aoi")
+    with caplog.at_level("WARNING", logger="geosam.evaluation"):
+        result = geosam.evaluate(frame(PREDS), path)
+    assert scores(result.overall) == (4, 5, 3, 2, 1)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} has 2 layers with geometries (labels, aoi): reading the first, labels; to read another, "
+        "copy it to a file of its own: ogr2ogr OUT.gpkg FILE LAYER"
+    ]
+
+
 def test_cli_writes_the_report_and_a_styled_geopackage(tmp_path):
     pred, ref = write_pair(tmp_path)
     done = CliRunner().invoke(main, ["evaluate", pred, ref, "-o", str(tmp_path / "eval.json")])
