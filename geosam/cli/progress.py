@@ -101,14 +101,19 @@ class SceneBars:
         self.bars[job.name].update(1)
 
     def learn(self, job: Any, done: int, total: int) -> None:
-        what = f"{job.name}: learning"
+        what = _learning(job)
         if what not in self.bars:
             self.bars[what] = Tiles(self.ctx, what)
         self.bars[what].step(done, total)
 
     def close(self, job: Any) -> None:
         """The scene's bars go (it finished, failed or was skipped)."""
-        for what in (job.name, f"{job.name}: learning"):
+        for what in (job.name, _learning(job)):
             bar = self.bars.pop(what, None)
             if bar is not None:
                 bar.close()
+
+
+def _learning(job: Any) -> str:
+    """The name of a scene's bar while it learns from its examples."""
+    return f"{job.name}: learning"
