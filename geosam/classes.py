@@ -151,22 +151,29 @@ class ClassModel:
 
 
 def fit(
-    descriptors: np.ndarray, labels: np.ndarray, encoder: str, thresholds: dict[str, float]
+    descriptors: np.ndarray,
+    labels: np.ndarray,
+    encoder: str,
+    thresholds: dict[str, float],
+    alike: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ClassModel:
     """Learn a class model from labelled descriptors (N, C); ``labels`` holds ``background`` for the
-    negatives; ``thresholds``: each class's find-them-all similarity."""
+    negatives; ``thresholds``: each class's find-them-all similarity; ``alike``: more descriptors and
+    labels for the regression alone (the model's own outlines of the examples), not counted as
+    examples nor part of the prototypes."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, object)
+    more, named = alike if alike is not None else (np.zeros((0, descriptors.shape[1])), np.array([], object))
     classes = sorted(set(labels), key=lambda c: (c == BACKGROUND, c))
     if len(classes) < 2:
         raise InputError(
             f"examples of one class ({classes[0]}) and nothing else to tell it from: add examples of "
             f"another class or of '{BACKGROUND}'"
         )
-    index = np.array([classes.index(c) for c in labels])
+    index = np.array([classes.index(c) for c in np.concatenate([labels, np.asarray(named, object)])])
     model = LogisticRegression(C=REGULARIZATION, class_weight="balanced", max_iter=1000)
-    model.fit(np.asarray(descriptors, np.float64), index)
+    model.fit(np.concatenate([descriptors, more]).astype(np.float64), index)
     found, protos = prototypes(descriptors, labels)
     counts = {c: int((labels == c).sum()) for c in classes}
     return ClassModel(

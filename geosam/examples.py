@@ -2,9 +2,11 @@
 
 Each example's tile (the grid tile whose core holds it) is read and segmented as the run would; an example
 polygon is described by the tile's embedding under its pixels, an example point by the model's best mask
-there. The tile's other objects (those that overlap no example) are the background the classes are told
-from, with any examples of class ``background``; other objects that look more like a class than its
-least typical example are left out of the background (they may be unlabelled instances).
+there. The tile's objects that match an example (IoU at least ``geosam evaluate``'s) are the model's own
+outlines of it: more instances of its class, described the way the objects classified later are. The
+tile's other objects (those that overlap no example) are the background the classes are told from, with
+any examples of class ``background``; other objects that look more like a class than its least typical
+example are left out of the background (they may be unlabelled instances).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from geosam.errors import InputError
 from geosam.evaluation import read_vector
 from geosam.georef import Scene
 from geosam.seams import raster
+from geosam.settings import EVALUATION
 from geosam.tiling import Tile, TileGrid, TileImage, read_tile
 from geosam.vectorize import to_pixels
 
@@ -78,6 +81,7 @@ def learn(
         by_tile[_tile_of(grid, shapely.point_on_surface(geometry))].append(i)
     labels: list[str] = []
     described: list[np.ndarray] = []
+    outlines: tuple[list[np.ndarray], list[str]] = ([], [])
     others: list[np.ndarray] = []
     shown: dict[str, list[tuple[TileImage, np.ndarray]]] = defaultdict(list)
     progress = on_tile or (lambda done, total: None)
@@ -90,6 +94,9 @@ def learn(
         labels.extend(examples["class"].iloc[indexes])
         taken = _overlapping(found.masks, masks)
         others.extend(found.descriptors[~taken])
+        match = _matching(found.masks, masks)
+        outlines[0].extend(found.descriptors[match >= 0])
+        outlines[1].extend(examples["class"].iloc[np.asarray(indexes)[match[match >= 0]]])
         for i, mask in zip(indexes, masks, strict=True):
             shown[examples["class"].iloc[i]].append((image, mask))
         progress(done, len(by_tile))
@@ -102,7 +109,13 @@ def learn(
     }
     descriptors = np.concatenate([examples_d, background])
     labels_all = np.concatenate([examples_l, np.full(len(background), BACKGROUND, object)])
-    return fit(descriptors, labels_all, encoder(model.name, getattr(model, "checksum", None)), thresholds)
+    alike = (
+        np.array(outlines[0], np.float32).reshape(-1, examples_d.shape[1]),
+        np.array(outlines[1], object),
+    )
+    return fit(
+        descriptors, labels_all, encoder(model.name, getattr(model, "checksum", None)), thresholds, alike
+    )
 
 
 def encoder(name: str, checksum: str | None) -> str:
@@ -153,13 +166,23 @@ def _where(geometry: shapely.Geometry) -> str:
 
 def _overlapping(found: np.ndarray, examples: np.ndarray) -> np.ndarray:
     """Which found masks (N, H, W) are one of the examples (M, H, W): they share > OVERLAP of the smaller."""
-    if not len(found):
-        return np.zeros(0, bool)
-    f = found.reshape(len(found), -1).astype(np.float32)
+    shared, f, e = _shared(found, examples)
+    return (shared > OVERLAP * np.maximum(np.minimum(f[:, None], e[None, :]), 1)).any(1)
+
+
+def _matching(found: np.ndarray, examples: np.ndarray) -> np.ndarray:
+    """For each found mask (N, H, W), the example (M, H, W) it matches best with IoU at least
+    ``geosam evaluate``'s, or -1."""
+    shared, f, e = _shared(found, examples)
+    iou = shared / np.maximum(f[:, None] + e[None, :] - shared, 1)
+    return np.where(iou.max(1) >= EVALUATION.iou, iou.argmax(1), -1)
+
+
+def _shared(found: np.ndarray, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels each found mask (N, H, W) shares with each example (M, H, W), (N, M), and the areas of both."""
+    f = found.reshape(len(found), examples[0].size).astype(np.float32)
     e = examples.reshape(len(examples), -1).astype(np.float32)
-    shared = f @ e.T
-    smaller = np.minimum(f.sum(1)[:, None], e.sum(1)[None, :])
-    return (shared > OVERLAP * np.maximum(smaller, 1)).any(1)
+    return f @ e.T, f.sum(1), e.sum(1)
 
 
 def _background(

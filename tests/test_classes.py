@@ -74,6 +74,35 @@ def test_a_class_of_one_example_is_fitted_beside_others():
     assert list(model.predict(np.eye(C)[:3])[0]) == ["tank", "field", BACKGROUND]
 
 
+def test_the_models_outlines_of_the_examples_teach_the_regression_but_not_the_prototypes():
+    """``alike``: more instances for the regression alone; the counts and prototypes are the examples'."""
+    labels = np.array(["tank", BACKGROUND, BACKGROUND], object)
+    examples = np.eye(C)[[0, 2, 3]]
+    outline = (np.eye(C)[0] + np.eye(C)[1]) / np.sqrt(2)  # the model's mask of the tank: half unlike it
+    alone = fit(examples, labels, "minisam", {"tank": 0.5})
+    taught = fit(
+        examples, labels, "minisam", {"tank": 0.5}, alike=(outline[None], np.array(["tank"], object))
+    )
+    assert taught.examples == alone.examples == {"tank": 1, BACKGROUND: 2}
+    assert np.array_equal(taught.prototypes, alone.prototypes)
+    tank = list(taught.classes).index("tank")
+    probe = np.eye(C)[1:2]  # like the outline's other half only
+    assert taught.probabilities(probe)[0, tank] > alone.probabilities(probe)[0, tank]
+
+
+def test_a_found_mask_is_an_example_s_outline_from_evaluate_s_iou():
+    from geosam.examples import _matching
+
+    examples = np.zeros((2, 4, 4), bool)
+    examples[0, :2] = examples[1, 2:, 2:] = True  # 8 and 4 pixels
+    found = np.zeros((4, 4, 4), bool)
+    found[0, :2, :3] = True  # 6 of example 0's 8: IoU 0.75
+    found[1, 3:, 3:] = True  # 1 of example 1's 4: IoU 0.25
+    found[2, 2:] = True  # example 1 and 4 more: IoU 0.5, evaluate's threshold
+    assert _matching(found, examples).tolist() == [0, -1, 1, -1]
+    assert _matching(found[:0], examples).shape == (0,)
+
+
 def test_examples_of_one_class_and_nothing_else_cannot_be_fitted():
     with pytest.raises(InputError, match="examples of one class \\(building\\) and nothing else") as caught:
         fit(np.eye(C)[:2], np.array(["building"] * 2, object), "minisam", {"building": 0.5})
