@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,9 +93,9 @@ def learn(
         masks = np.stack([_example_mask(model, image, examples.geometry.iloc[i], grid.size) for i in indexes])
         described.extend(model.describe(image, masks))
         labels.extend(examples["class"].iloc[indexes])
-        taken = _overlapping(found.masks, masks)
-        others.extend(found.descriptors[~taken])
-        match = _matching(found.masks, masks)
+        overlap = _Overlap.of(found.masks, masks)
+        others.extend(found.descriptors[~overlap.taken()])
+        match = overlap.matching()
         outlines[0].extend(found.descriptors[match >= 0])
         outlines[1].extend(examples["class"].iloc[np.asarray(indexes)[match[match >= 0]]])
         for i, mask in zip(indexes, masks, strict=True):
@@ -164,25 +165,31 @@ def _where(geometry: shapely.Geometry) -> str:
     return f"{p.x:.0f},{p.y:.0f} (scene pixels)"
 
 
-def _overlapping(found: np.ndarray, examples: np.ndarray) -> np.ndarray:
-    """Which found masks (N, H, W) are one of the examples (M, H, W): they share > OVERLAP of the smaller."""
-    shared, f, e = _shared(found, examples)
-    return (shared > OVERLAP * np.maximum(np.minimum(f[:, None], e[None, :]), 1)).any(1)
+@dataclass(frozen=True)
+class _Overlap:
+    """Pixels each of a tile's found masks (N, H, W) shares with each example (M, H, W), (N, M), and the
+    areas of both: computed once, read by ``taken`` and ``matching``."""
 
+    shared: np.ndarray
+    found: np.ndarray
+    examples: np.ndarray
 
-def _matching(found: np.ndarray, examples: np.ndarray) -> np.ndarray:
-    """For each found mask (N, H, W), the example (M, H, W) it matches best with IoU at least
-    ``geosam evaluate``'s, or -1."""
-    shared, f, e = _shared(found, examples)
-    iou = shared / np.maximum(f[:, None] + e[None, :] - shared, 1)
-    return np.where(iou.max(1) >= EVALUATION.iou, iou.argmax(1), -1)
+    @classmethod
+    def of(cls, found: np.ndarray, examples: np.ndarray) -> _Overlap:
+        f = found.reshape(len(found), examples[0].size).astype(np.float32)
+        e = examples.reshape(len(examples), -1).astype(np.float32)
+        return cls(f @ e.T, f.sum(1), e.sum(1))
 
+    def taken(self) -> np.ndarray:
+        """Which found masks are one of the examples: they share > OVERLAP of the smaller."""
+        smaller = np.minimum(self.found[:, None], self.examples[None, :])
+        return (self.shared > OVERLAP * np.maximum(smaller, 1)).any(1)
 
-def _shared(found: np.ndarray, examples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels each found mask (N, H, W) shares with each example (M, H, W), (N, M), and the areas of both."""
-    f = found.reshape(len(found), examples[0].size).astype(np.float32)
-    e = examples.reshape(len(examples), -1).astype(np.float32)
-    return f @ e.T, f.sum(1), e.sum(1)
+    def matching(self) -> np.ndarray:
+        """For each found mask, the example it matches best with IoU at least ``geosam evaluate``'s, or -1."""
+        union = self.found[:, None] + self.examples[None, :] - self.shared
+        iou = self.shared / np.maximum(union, 1)
+        return np.where(iou.max(1) >= EVALUATION.iou, iou.argmax(1), -1)
 
 
 def _background(

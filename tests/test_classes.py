@@ -91,7 +91,7 @@ def test_the_models_outlines_of_the_examples_teach_the_regression_but_not_the_pr
 
 
 def test_a_found_mask_is_an_example_s_outline_from_evaluate_s_iou():
-    from geosam.examples import _matching
+    from geosam.examples import _Overlap
 
     examples = np.zeros((2, 4, 4), bool)
     examples[0, :2] = examples[1, 2:, 2:] = True  # 8 and 4 pixels
@@ -99,8 +99,8 @@ def test_a_found_mask_is_an_example_s_outline_from_evaluate_s_iou():
     found[0, :2, :3] = True  # 6 of example 0's 8: IoU 0.75
     found[1, 3:, 3:] = True  # 1 of example 1's 4: IoU 0.25
     found[2, 2:] = True  # example 1 and 4 more: IoU 0.5, evaluate's threshold
-    assert _matching(found, examples).tolist() == [0, -1, 1, -1]
-    assert _matching(found[:0], examples).shape == (0,)
+    assert _Overlap.of(found, examples).matching().tolist() == [0, -1, 1, -1]
+    assert _Overlap.of(found[:0], examples).matching().shape == (0,)
 
 
 def test_examples_of_one_class_and_nothing_else_cannot_be_fitted():
