@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 log = logging.getLogger(__name__)
+LAYER_OPTION = "|layername="  # FILE|layername=NAME: a layer of a file, as QGIS writes a layer's source
 LAYER = "outcomes"  # the layer of the outcomes file
 STYLE = style.Style(
     "geosam: evaluation outcomes",
@@ -218,7 +219,8 @@ def evaluate(
 
     Args:
         pred: The predictions: a vector file (GeoPackage, GeoJSON, Shapefile: its first layer with
-            geometries; GeoParquet) or a GeoDataFrame of polygons.
+            geometries, or the one named as ``FILE|layername=NAME``; GeoParquet) or a GeoDataFrame of
+            polygons.
         ref: The reference objects, the same way.
         iou: A prediction and a reference object match when their IoU is at least this.
         class_field: Field of the object classes: objects match within their class where both
@@ -276,36 +278,59 @@ def _read(source: str | Path | gpd.GeoDataFrame, name: str) -> gpd.GeoDataFrame:
     return _check_polygons(read_vector(source), name)
 
 
+def vector_source(source: str | Path) -> tuple[str, str | None]:
+    """The file and the layer of a vector source: ``FILE|layername=NAME`` (a QGIS layer's source) names
+    a layer of the file; a plain path names none."""
+    path, named, layer = str(source).partition(LAYER_OPTION)
+    if named and (not layer or "|" in layer):
+        raise InputError(f"{source}: give one layer as FILE|layername=NAME")
+    return path, layer or None
+
+
 def read_vector(source: str | Path | gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """The GeoDataFrame of a vector file (its first layer with geometries, e.g. not QGIS's ``layer_styles``,
-    and a warning that names it where there are more; feature ids as index) or the frame itself;
-    ``InputError`` where it cannot be read."""
+    """The GeoDataFrame of a vector source (``vector_source``; without a layer, the file's first layer
+    with geometries, e.g. not QGIS's ``layer_styles``, and a warning that names it where there are more;
+    feature ids as index) or the frame itself; ``InputError`` where it cannot be read."""
     import geopandas as gpd
     import pyogrio
 
     if isinstance(source, gpd.GeoDataFrame):
         return source
-    path = str(source)
+    path, layer = vector_source(source)
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
         raise InputError(f"{path}: no such file; check the path")
+    parquet = Path(path).suffix.lower() in (".parquet", ".geoparquet")
+    if parquet and layer is not None:
+        raise InputError(f"{source}: a GeoParquet file has no layers; give the file alone")
     try:
-        if Path(path).suffix.lower() in (".parquet", ".geoparquet"):
-            frame = gpd.read_parquet(path)
-        else:
-            spatial = [name for name, kind in pyogrio.list_layers(path) if kind is not None]
-            frame = pyogrio.read_dataframe(path, layer=spatial[0] if spatial else 0, fid_as_index=True)
-            if len(spatial) > 1:
-                log.warning(
-                    "%s has %d layers with geometries (%s): reading the first, %s; to read another, copy it "
-                    "to a file of its own: ogr2ogr OUT.gpkg FILE LAYER",
-                    path, len(spatial), ", ".join(spatial), spatial[0],
-                )  # fmt: skip
+        if parquet:
+            return gpd.read_parquet(path)
+        spatial = [name for name, kind in pyogrio.list_layers(path) if kind is not None]
+        return pyogrio.read_dataframe(path, layer=_layer(path, layer, spatial), fid_as_index=True)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - DataSourceError, ArrowInvalid, ...: all mean "cannot read it"
         raise InputError(
             f"{path}: not a readable vector file ({reason(exc)}); give a GeoPackage, GeoJSON, Shapefile "
             "or GeoParquet file"
         ) from None
-    return frame
+
+
+def _layer(path: str, layer: str | None, spatial: list[str]) -> str | int:
+    """The layer to read of a file whose layers with geometries are ``spatial``: the one named, or the
+    first (with a warning where there are more)."""
+    if layer is not None:
+        if layer not in spatial:
+            among = f"name one of {', '.join(spatial)}" if spatial else "it has none"
+            raise InputError(f"{path} has no layer {layer!r} with geometries: {among}")
+        return layer
+    if len(spatial) > 1:
+        log.warning(
+            "%s has %d layers with geometries (%s): reading the first, %s; to read another, give "
+            "'FILE|layername=LAYER'",
+            path, len(spatial), ", ".join(spatial), spatial[0],
+        )  # fmt: skip
+    return spatial[0] if spatial else 0
 
 
 def _check_class_field(

@@ -155,8 +155,8 @@ class Classes:
     """Classes from the analyst's examples: each object's class, and find-them-all."""
 
     examples: str | None = setting(
-        None, "Vector file of examples: points on objects or polygons around them (any CRS), with a class "
-        "field; learnt on this scene, every object gets a class and class_score (class 'background': "
+        None, "Vector file of examples ('FILE|layername=NAME': one layer of it): points on objects or "
+        "polygons around them (any CRS), with a class field; learnt on this scene, every object gets a class and class_score (class 'background': "
         "what is none of them).",
     )  # fmt: skip
     class_field: str = setting("class", "Field of --examples holding each example's class.", min_length=1)

@@ -311,8 +311,19 @@ def test_a_file_of_several_layers_is_read_by_its_first_and_says_so(tmp_path, cap
     assert scores(result.overall) == (4, 5, 3, 2, 1)
     assert [r.getMessage() for r in caplog.records] == [
         f"{path} has 2 layers with geometries (labels, aoi): reading the first, labels; to read another, "
-        "copy it to a file of its own: ogr2ogr OUT.gpkg FILE LAYER"
+        "give 'FILE|layername=LAYER'"
     ]
+
+
+def test_a_layer_of_a_file_is_named_as_qgis_names_a_layer(tmp_path, caplog):
+    """``FILE|layername=NAME`` reads that layer, here the second of the file, and warns of nothing."""
+    path = tmp_path / "labels.gpkg"
+    frame([box(-5, -5, 60, 70)]).to_file(path, layer="aoi")
+    frame(REFS).to_file(path, layer="labels")
+    with caplog.at_level("WARNING", logger="geosam.evaluation"):
+        result = geosam.evaluate(frame(PREDS), f"{path}|layername=labels")
+    assert scores(result.overall) == (4, 5, 3, 2, 1) and caplog.records == []
+    assert len(geosam.evaluate(frame(PREDS), path).outcomes) < len(result.outcomes), "the first: the AOI"
 
 
 def test_cli_writes_the_report_and_a_styled_geopackage(tmp_path):
@@ -371,6 +382,7 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(tmp_path):
     pred, ref = write_pair(tmp_path)
     frame([shapely.Point(X0, Y0)]).to_file(tmp_path / "points.geojson", engine="pyogrio")
     (tmp_path / "notes.gpkg").write_text("not a GeoPackage\n")
+    frame(REFS).to_parquet(tmp_path / "ref.parquet")
     cases = [
         ([str(tmp_path / "nope.gpkg"), ref], 1, f"{tmp_path / 'nope.gpkg'}: no such file; check the path"),
         ([str(tmp_path / "points.geojson"), ref], 1, "Point geometries cannot be scored; give polygons"),
@@ -381,6 +393,18 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(tmp_path):
         ([pred, ref, "--size-bins", "1000,100"], 2, "size bins 1000,100: give ascending areas"),
         ([pred, ref, "--size-bins", "small"], 2, "give areas in m² separated by commas"),
         ([pred, ref, "-o", str(tmp_path / "pred.json"), "--overwrite"], 2, "pred.gpkg is the input PRED"),
+        (
+            [f"{pred}|layername=pred", ref, "-o", str(tmp_path / "pred.json"), "--overwrite"],
+            2,
+            "pred.gpkg is the input PRED",
+        ),
+        (
+            [f"{pred}|layername=roofs", ref],
+            1,
+            "pred.gpkg has no layer 'roofs' with geometries: name one of pred",
+        ),
+        ([f"{pred}|layername=", ref], 1, "give one layer as FILE|layername=NAME"),
+        ([pred, f"{tmp_path / 'ref.parquet'}|layername=x"], 1, "a GeoParquet file has no layers"),
     ]
     for args, code, message in cases:
         done = geosam_cli(*args)

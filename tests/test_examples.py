@@ -179,6 +179,8 @@ BAD = [
     ("keep without classes", "pan1", ["--keep", "building"], "--keep building: classes come from --examples"),
     ("examples and a class model", "pan1", ["--examples", "buildings.gpkg", "--class-model", "model.json"],
      "give examples or a class model, not both"),
+    ("a layer the examples' file lacks", "pan1", ["--examples", "buildings.gpkg|layername=roofs"],
+     "buildings.gpkg has no layer 'roofs' with geometries: name one of buildings"),
 ]  # fmt: skip
 
 
@@ -287,7 +289,7 @@ def test_a_pipeline_file_applies_its_class_model_to_every_scene(learnt, tmp_path
     assert len(buildings) == (all_["class"] == "building").sum()
 
 
-def test_examples_are_read_in_the_scene_crs_and_checked(learnt):
+def test_examples_are_read_in_the_scene_crs_and_checked(learnt, tmp_path):
     from geosam.errors import InputError
     from geosam.examples import read_examples
     from geosam.georef import open_scene
@@ -296,6 +298,12 @@ def test_examples_are_read_in_the_scene_crs_and_checked(learnt):
     examples = gpd.read_file(learnt.folder / "buildings.gpkg")
     read = read_examples(examples.to_crs("EPSG:4326"), scene, "class")
     assert list(read["class"]) == ["building"] * len(EXAMPLES)
+    two = tmp_path / "two.gpkg"  # the examples second, after a layer of another class
+    examples.assign(**{"class": "tank"}).iloc[:1].to_file(two, layer="tanks")
+    examples.to_file(two, layer="buildings")
+    named = read_examples(f"{two}|layername=buildings", scene, "class")
+    assert list(named["class"]) == ["building"] * len(EXAMPLES)
+    assert list(read_examples(two, scene, "class")["class"]) == ["tank"], "without a name: the first layer"
     assert read.crs is None and shapely.box(0, 0, scene.width, scene.height).contains(read.union_all())
     bad = {
         "lines": (examples.assign(geometry=examples.boundary), "LineString geometries; give points or polygons"),

@@ -327,6 +327,8 @@ def reference_and_prediction(tmp_path: Path) -> tuple[Path, Path]:
     ref = gpd.GeoDataFrame({"kind": ["a", "a", "b"]}, geometry=squares, crs=32631)
     shifted = [*ref.geometry.translate(1, 1)[:2], box(500135, 5800000, 500155, 5800020)]
     pred = gpd.GeoDataFrame({"score": [0.9, 0.8, 0.7]}, geometry=shifted, crs=32631).to_crs(4326)
+    area = gpd.GeoDataFrame({"kind": ["a"]}, geometry=[box(499000, 5799000, 501000, 5801000)], crs=32631)
+    area.to_file(tmp_path / "ref.gpkg", layer="area")  # the first layer: geosam's default, not the one given
     ref.to_file(tmp_path / "ref.gpkg", layer="buildings")
     pred.to_file(tmp_path / "pred.geojson")
     return tmp_path / "pred.geojson", tmp_path / "ref.gpkg"
@@ -353,7 +355,7 @@ def test_evaluate_runs_as_a_step_of_a_model(tmp_path, qgis):
     """The graphical modeler's way: the algorithm a child of a model, its destinations model outputs."""
     pred, ref = reference_and_prediction(tmp_path)
     done = processing(tmp_path, executable(tmp_path / "env"), algorithm="geosam:evaluate", in_model=True,
-                      parameters={"PRED": str(pred), "REF": str(ref), "REPORT": str(tmp_path / "r.json"),
+                      parameters={"PRED": str(pred), "REF": f"{ref}|layername=buildings", "REPORT": str(tmp_path / "r.json"),
                                   "OUTCOMES": str(tmp_path / "outcomes.gpkg")})  # fmt: skip
     assert done["error"] is None
     assert done["results"]["step:OUTCOMES"] == f"{tmp_path / 'outcomes.gpkg'}|layername=outcomes"
@@ -415,7 +417,7 @@ def test_qgis_process_runs_the_installed_zip(tmp_path, data, model_installed, qg
     frame = gpd.read_file(tmp_path / "o.gpkg", layer="objects")
     assert len(frame) > 0 and frame.crs.to_epsg() == 32750
     pred, ref = reference_and_prediction(tmp_path)
-    done = qgis_run("--json", "run", "geosam:evaluate", "--", f"PRED={pred}", f"REF={ref}",
+    done = qgis_run("--json", "run", "geosam:evaluate", "--", f"PRED={pred}", f"REF={ref}|layername=buildings",
                     f"REPORT={tmp_path / 'r.json'}", f"OUTCOMES={tmp_path / 'outcomes.gpkg'}")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"]["RECALL"] == pytest.approx(2 / 3)

@@ -41,10 +41,11 @@ def command(
     A prediction and a reference object match one to one when their IoU is at least --iou (SpaceNet's
     building metric), in descending IoU. Scores are given overall, by size bin and by class; PRED is
     reprojected to REF's CRS, and both are clipped to where they overlap or to --aoi. The table goes
-    to stdout; -o writes the report as JSON and the outcomes as a GeoPackage for QGIS.
+    to stdout; -o writes the report as JSON and the outcomes as a GeoPackage for QGIS. PRED, REF and
+    --aoi are vector files, or one layer of a file as 'FILE|layername=NAME' (quoted in the shell).
     """
     from geosam import output as outputs
-    from geosam.evaluation import evaluate
+    from geosam.evaluation import evaluate, vector_source
 
     if output is not None:
         outputs.check_output(output, overwrite, formats={".json": "JSON"})
@@ -52,7 +53,9 @@ def command(
     if outcomes is not None:
         outputs.check_output(outcomes, overwrite)
     inputs = {
-        Path(path).resolve(): name for path, name in ((pred, "PRED"), (ref, "REF"), (aoi, "--aoi")) if path
+        Path(vector_source(path)[0]).resolve(): name
+        for path, name in ((pred, "PRED"), (ref, "REF"), (aoi, "--aoi"))
+        if path
     }
     for path in (output, outcomes):
         if path is not None and path.resolve() in inputs:

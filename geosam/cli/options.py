@@ -19,6 +19,24 @@ from geosam.settings import Classes, Cluster, Execution, Filters, Model, Outline
 Decorator = Callable[[Callable], Callable]
 
 
+class VectorSource(click.ParamType):
+    """A vector file, or one layer of it as ``FILE|layername=NAME``: the file must exist."""
+
+    name = "vector"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from geosam.errors import InputError
+        from geosam.evaluation import vector_source
+
+        try:
+            path, _ = vector_source(value)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
+        if "://" not in path and not path.startswith("/vsi") and not Path(path).is_file():
+            self.fail(f"{path}: no such file", param, ctx)
+        return str(value)
+
+
 def _range(f: dataclasses.Field, kind: type) -> click.ParamType:
     limits = settings.limits(f)
     low = limits.get("ge", limits.get("gt"))
@@ -111,7 +129,7 @@ _SPECIAL: dict[str, dict[str, Any]] = {
         "default": ",".join(f"{v:g}" for v in settings.EVALUATION.size_bins),
     },
     "Evaluation.class_field": {"metavar": "FIELD"},
-    "Classes.examples": {"type": click.Path(exists=True, dir_okay=False), "metavar": "FILE"},
+    "Classes.examples": {"type": VectorSource(), "metavar": "FILE"},
     "Classes.class_model": {"type": click.Path(exists=True, dir_okay=False), "metavar": "FILE"},
     "Classes.class_field": {"metavar": "FIELD"},
     "Classes.keep": {"callback": _names, "type": str, "metavar": "CLASS,..."},

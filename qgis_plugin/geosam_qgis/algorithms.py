@@ -257,15 +257,12 @@ def output_path(algorithm: QgsProcessingAlgorithm, parameters, context) -> str:
 
 
 def vector_file(algorithm: QgsProcessingAlgorithm, name: str, parameters, context, feedback) -> str:
-    """A file whose first layer is the vector parameter ``name``'s layer (geosam reads that one)."""
+    """The vector parameter ``name``'s layer as geosam reads it: ``FILE|layername=NAME`` for a layer of
+    a GeoPackage, else its file (QGIS writes a memory or filtered layer to a temporary file first)."""
     path, layer = algorithm.parameterAsCompatibleSourceLayerPathAndLayerName(
         parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback
     )
-    if not layer:
-        return path
-    return algorithm.parameterAsCompatibleSourceLayerPath(
-        parameters, name, context, ["shp"], "gpkg", feedback
-    )
+    return layer_uri(path, layer) if layer else path
 
 
 def layer_uri(path: str, layer: str) -> str:
