@@ -179,7 +179,8 @@ def read_prompts(
     id_field: str | None = None,
     label_field: str | None = None,
 ) -> tuple[list[PromptGroup], CRS]:
-    """Prompt groups from a vector file (GeoPackage, GeoJSON, Shapefile, ...) in the file's own CRS.
+    """Prompt groups from a vector file (GeoPackage, GeoJSON, Shapefile, ...) in the file's own CRS: its
+    ``layer``, or the one named as ``FILE|layername=NAME``, or its first.
 
     Points (and MultiPoints) are point prompts; polygons are box prompts (their envelope). Features
     sharing a value of ``id_field`` form one object (without it every feature is one, numbered by
@@ -189,7 +190,14 @@ def read_prompts(
     """
     import pyogrio
 
-    path = str(path)
+    from geosam.evaluation import vector_source
+
+    path, named = vector_source(path)
+    if named is not None and layer is not None and str(layer) != named:
+        raise PromptError(
+            f"{path}: two layers named ({named} and {layer}); name one, as --layer or FILE|layername="
+        )
+    layer = named if named is not None else layer
     if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
         raise PromptError(f"{path}: no such prompt file; check the path")
     try:

@@ -365,6 +365,20 @@ def test_bad_prompt_files(layers, which, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_layer_is_named_by_layer_or_as_qgis_names_it(tmp_path):
+    path = tmp_path / "two.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.Point(0, 0)], crs=UTM).to_file(path, layer="first")
+    gpd.GeoDataFrame(geometry=[shapely.Point(5, 5), shapely.Point(9, 9)], crs=UTM).to_file(
+        path, layer="second"
+    )
+    assert len(read_prompts(path, layer="second")[0]) == 2
+    assert len(read_prompts(f"{path}|layername=second")[0]) == 2
+    assert len(read_prompts(f"{path}|layername=second", layer="second")[0]) == 2
+    with pytest.raises(PromptError, match="two layers named") as info:
+        read_prompts(f"{path}|layername=second", layer="first")
+    assert "\n" not in str(info.value)
+
+
 def test_bad_fields(tmp_path):
     path = tmp_path / "p.gpkg"
     gpd.GeoDataFrame({"label": ["maybe"]}, geometry=[shapely.Point(0, 0)], crs=UTM).to_file(path)
