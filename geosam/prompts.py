@@ -191,6 +191,7 @@ def read_prompts(
     import pyogrio
 
     from geosam.evaluation import vector_source
+    from geosam.fingerprint import is_remote
 
     path, named = vector_source(path)
     if named is not None and layer is not None and str(layer) != named:
@@ -198,7 +199,7 @@ def read_prompts(
             f"{path}: two layers named ({named} and {layer}); name one, as --layer or FILE|layername="
         )
     layer = named if named is not None else layer
-    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+    if not is_remote(path) and not Path(path).exists():
         raise PromptError(f"{path}: no such prompt file; check the path")
     try:
         frame = pyogrio.read_dataframe(path, layer=layer)

@@ -156,8 +156,8 @@ class Classes:
 
     examples: str | None = setting(
         None, "Vector file of examples ('FILE|layername=NAME': one layer of it): points on objects or "
-        "polygons around them (any CRS), with a class field; learnt on this scene, every object gets a class and class_score (class 'background': "
-        "what is none of them).",
+        "polygons around them (any CRS), with a class field; learnt on this scene, every object gets a "
+        "class and class_score (class 'background': what is none of them).",
     )  # fmt: skip
     class_field: str = setting("class", "Field of --examples holding each example's class.", min_length=1)
     class_model: str | None = setting(

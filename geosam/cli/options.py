@@ -27,12 +27,13 @@ class VectorSource(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         from geosam.errors import InputError
         from geosam.evaluation import vector_source
+        from geosam.fingerprint import is_remote
 
         try:
             path, _ = vector_source(value)
         except InputError as exc:
             self.fail(str(exc), param, ctx)
-        if "://" not in path and not path.startswith("/vsi") and not Path(path).is_file():
+        if not is_remote(path) and not Path(path).is_file():
             self.fail(f"{path}: no such file", param, ctx)
         return str(value)
 
