@@ -33,7 +33,7 @@ import rasterio.features
 import shapely
 from shapely import affinity
 
-from geosam import outlines
+from geosam import metrics, outlines
 from geosam.vectorize import to_map, to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def _outlines(kind: str, pixels: np.ndarray, raw, transform) -> np.ndarray:
 def _row(labels: str, group: str, kind: str, geometry: np.ndarray, truth: np.ndarray) -> dict:
     return {
         "labels": labels, "class": group, "objects": len(geometry), "kind": kind,
-        "mean_iou": float(outlines.iou(geometry, truth).mean()),
+        "mean_iou": float(metrics.iou(geometry, truth).mean()),
         "vertices": float(outlines.vertex_count(geometry).mean()),
         "right_corners": right_share(geometry),
     }  # fmt: skip
@@ -140,7 +140,7 @@ def generated_buildings(versus: bool) -> list[dict]:
     for kind, geometry in results.items():
         rows.append({
             "labels": "generated", "class": "building", "objects": len(raw), "kind": kind,
-            "mean_iou": float(outlines.iou(geometry, truth).mean()),
+            "mean_iou": float(metrics.iou(geometry, truth).mean()),
             "vertices": float(outlines.vertex_count(geometry).mean()), "right_corners": right_share(geometry),
         })  # fmt: skip
     return rows

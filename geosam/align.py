@@ -25,6 +25,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
 
 from geosam.errors import InputError, SceneNotFoundError, reason
+from geosam.georef import is_remote
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def footprints(paths: Sequence[str]) -> list[Footprint]:
     """Each date's grid and footprint (in the first date's CRS); an InputError for one without a CRS."""
     found: list[Footprint] = []
     for path in paths:
-        if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+        if not is_remote(path) and not Path(path).exists():
             raise SceneNotFoundError(f"{path}: no such file; check the path")
         try:
             with warnings.catch_warnings():

@@ -45,7 +45,7 @@ from pyproj import CRS
 from geosam import atomic, output, settings, style
 from geosam._version import __version__
 from geosam.errors import InputError, reason
-from geosam.georef import planar
+from geosam.georef import is_remote, planar
 from geosam.settings import EVALUATION, Evaluation
 
 if TYPE_CHECKING:
@@ -288,20 +288,26 @@ def vector_source(source: str | Path) -> tuple[str, str | None]:
 
 
 def read_vector(source: str | Path | gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """The GeoDataFrame of a vector source (``vector_source``; without a layer, the file's first layer
-    with geometries, e.g. not QGIS's ``layer_styles``, and a warning that names it where there are more;
-    feature ids as index) or the frame itself; ``InputError`` where it cannot be read."""
+    """The GeoDataFrame of a vector source (``vector_source``, read by ``read_layer``) or the frame itself."""
     import geopandas as gpd
-    import pyogrio
 
     if isinstance(source, gpd.GeoDataFrame):
         return source
-    path, layer = vector_source(source)
-    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+    return read_layer(*vector_source(source))
+
+
+def read_layer(path: str, layer: str | int | None = None) -> gpd.GeoDataFrame:
+    """A layer of a vector file (GeoPackage, GeoJSON, Shapefile, GeoParquet, ...), feature ids as index:
+    the one named (or numbered), else the first with geometries (e.g. not QGIS's ``layer_styles``), with
+    a warning that names it where there are more; ``InputError`` where it cannot be read."""
+    import geopandas as gpd
+    import pyogrio
+
+    if not is_remote(path) and not Path(path).exists():
         raise InputError(f"{path}: no such file; check the path")
     parquet = Path(path).suffix.lower() in (".parquet", ".geoparquet")
     if parquet and layer is not None:
-        raise InputError(f"{source}: a GeoParquet file has no layers; give the file alone")
+        raise InputError(f"{path}: a GeoParquet file has no layers; give the file alone")
     try:
         if parquet:
             return gpd.read_parquet(path)
@@ -316,9 +322,11 @@ def read_vector(source: str | Path | gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         ) from None
 
 
-def _layer(path: str, layer: str | None, spatial: list[str]) -> str | int:
-    """The layer to read of a file whose layers with geometries are ``spatial``: the one named, or the
-    first (with a warning where there are more)."""
+def _layer(path: str, layer: str | int | None, spatial: list[str]) -> str | int:
+    """The layer to read of a file whose layers with geometries are ``spatial``: the one named or
+    numbered, or the first (with a warning where there are more)."""
+    if isinstance(layer, int):
+        return layer
     if layer is not None:
         if layer not in spatial:
             among = f"name one of {', '.join(spatial)}" if spatial else "it has none"

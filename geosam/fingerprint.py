@@ -27,11 +27,6 @@ def digest(value: Any, length: int = 64) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
-def is_remote(path: str) -> bool:
-    """A URL or GDAL virtual path: no cheap way to know that its content has not changed."""
-    return "://" in path or path.startswith("/vsi")
-
-
 def file_state(path: str) -> dict[str, Any] | None:
     """What identifies a local file's content: size, modification time and a hash of its header;
     None where it cannot be read (URLs, /vsi paths)."""

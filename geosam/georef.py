@@ -150,6 +150,11 @@ def _nodata_vrt(ds: DatasetReader, nodata: float) -> str:
     return f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">{georeferencing}{"".join(bands)}</VRTDataset>'
 
 
+def is_remote(path: str) -> bool:
+    """A URL or GDAL virtual path (``/vsi...``): nothing on this machine's disk to look for."""
+    return "://" in path or path.startswith("/vsi")
+
+
 def open_scene(
     path: str | Path,
     bands: tuple[int | str, ...] | None = READ.bands,
@@ -196,7 +201,7 @@ def open_scene(
             percentiles or resolution are out of range; ``nodata`` is not a value of the data type.
     """
     path = str(path)
-    if "://" not in path and not path.startswith("/vsi") and not Path(path).exists():
+    if not is_remote(path) and not Path(path).exists():
         raise SceneNotFoundError(f"{path}: no such file; check the path")
     low, high = percentiles
     if not 0 <= low < high <= 100:

@@ -70,9 +70,14 @@ def duplicates(geometries: Sequence[shapely.Geometry] | np.ndarray, min_iou: flo
     left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     keep = left < right
     left, right = left[keep], right[keep]
-    inter = shapely.area(shapely.intersection(geoms[left], geoms[right]))
-    iou = inter / (shapely.area(geoms[left]) + shapely.area(geoms[right]) - inter)
-    return len(np.unique(right[iou > min_iou]))
+    return len(np.unique(right[iou(geoms[left], geoms[right]) > min_iou]))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of polygons ``a`` and ``b``, item by item (1 where both are empty)."""
+    inter = shapely.area(shapely.intersection(a, b))
+    union = shapely.area(a) + shapely.area(b) - inter
+    return np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
 
 
 def seam_line_fraction(

@@ -22,8 +22,9 @@ import shapely
 from geosam import atomic
 from geosam.classes import ClassModel
 from geosam.errors import InputError
+from geosam.metrics import iou
 from geosam.output import RAW_GEOMETRY
-from geosam.seams import MATCH_IOU, iou
+from geosam.seams import MATCH_IOU
 from geosam.stitch import StitchedObject
 from geosam.tiling import Box
 

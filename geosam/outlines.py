@@ -63,6 +63,7 @@ from affine import Affine
 from shapely import Geometry, LineString, Polygon, affinity
 
 from geosam import settings
+from geosam.metrics import iou
 from geosam.output import RAW_GEOMETRY
 from geosam.vectorize import to_map
 
@@ -198,14 +199,6 @@ def apply(
     if options.keep_raw:
         columns[RAW_GEOMETRY] = to_map(result.raw, transform)
     return to_map(result.geometry, transform), columns
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of ``a`` and ``b``, item by item (1 where both are empty)."""
-    inter = shapely.area(shapely.intersection(a, b))
-    union = shapely.area(a) + shapely.area(b) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1), 1.0)
 
 
 def vertex_count(geometries: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 
 from geosam.errors import InputError, reason
+from geosam.georef import is_remote
 
 POSITIVE = {"1", "true", "yes", "positive", "pos", "foreground", "fg", "+", "+1", "include", "in"}
 NEGATIVE = {"0", "false", "no", "negative", "neg", "background", "bg", "-", "-1", "exclude", "out"}
@@ -179,8 +180,9 @@ def read_prompts(
     id_field: str | None = None,
     label_field: str | None = None,
 ) -> tuple[list[PromptGroup], CRS]:
-    """Prompt groups from a vector file (GeoPackage, GeoJSON, Shapefile, ...) in the file's own CRS: its
-    ``layer``, or the one named as ``FILE|layername=NAME``, or its first.
+    """Prompt groups from a vector file (GeoPackage, GeoJSON, Shapefile, GeoParquet, ...) in the file's own
+    CRS: its ``layer``, or the one named as ``FILE|layername=NAME``, or its first with geometries (read by
+    ``geosam.evaluation.read_layer``).
 
     Points (and MultiPoints) are point prompts; polygons are box prompts (their envelope). Features
     sharing a value of ``id_field`` form one object (without it every feature is one, numbered by
@@ -188,10 +190,7 @@ def read_prompts(
     positive (1, true, positive, fg, ...) or negative (0, false, negative, bg, ...). The other fields
     of a group's first feature are carried over to its polygon.
     """
-    import pyogrio
-
-    from geosam.evaluation import vector_source
-    from geosam.fingerprint import is_remote
+    from geosam.evaluation import read_layer, vector_source
 
     path, named = vector_source(path)
     if named is not None and layer is not None and str(layer) != named:
@@ -202,11 +201,9 @@ def read_prompts(
     if not is_remote(path) and not Path(path).exists():
         raise PromptError(f"{path}: no such prompt file; check the path")
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer)
-    except Exception as exc:  # noqa: BLE001 - DataSourceError, DataLayerError, ...: all mean "cannot read it"
-        raise PromptError(
-            f"{path}: not a readable vector file ({reason(exc)}); give a GeoPackage, GeoJSON or Shapefile"
-        ) from None
+        frame = read_layer(path, layer)
+    except InputError as exc:
+        raise PromptError(str(exc)) from None
     return frame_groups(frame, path, id_field=id_field, label_field=label_field), frame.crs
 
 

@@ -31,7 +31,7 @@ from geosam.cluster import GPU_TILES_PER_TASK, dask_client, run_tiles, run_tiles
 from geosam.errors import InputError, TileError, TileInputError
 from geosam.examples import encoder, learn, read_examples
 from geosam.fingerprint import model_identity, run_key
-from geosam.georef import Scene, area_m2, open_scene, pixel_area_m2
+from geosam.georef import Scene, area_m2, is_remote, open_scene, pixel_area_m2
 from geosam.models import AutomaticParams, ModelSpec
 from geosam.models.base import Funnel
 from geosam.objectstore import ObjectStore, class_columns
@@ -287,7 +287,7 @@ def segmented(
     source.check()
     if workers is None:
         scheduler = scheduler_address(scheduler)
-    if scheduler and "://" not in str(path) and not str(path).startswith("/vsi") and Path(path).exists():
+    if scheduler and not is_remote(str(path)) and Path(path).exists():
         path = os.path.abspath(path)  # workers elsewhere do not share this process's folder
     scene = open_scene(
         path, bands=bands, percentiles=percentiles, stretch_8bit=stretch_8bit, resolution=resolution,

@@ -13,6 +13,7 @@ import rasterio.features
 import shapely
 from affine import Affine
 
+from geosam.metrics import iou
 from geosam.models.base import Masks
 from geosam.tiling import Box, Tile, TileGrid
 from geosam.vectorize import mask_to_geometry
@@ -82,11 +83,6 @@ def raster(geometries: list[shapely.Geometry], box: Box) -> np.ndarray:
         transform=Affine.translation(box.x0, box.y0),
         dtype=np.uint8,
     ).astype(bool)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = shapely.area(shapely.intersection(a, b))
-    return inter / np.maximum(shapely.area(a) + shapely.area(b) - inter, 1e-12)
 
 
 def matches(

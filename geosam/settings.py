@@ -126,7 +126,10 @@ class Prompts:
         None, "Prompt vector file shared by all scenes; '{scene}' is replaced by the scene name "
         "(e.g. prompts/{scene}.gpkg for one file per scene).",
     )  # fmt: skip
-    layer: str | None = setting(None, "Layer of the prompt file [default: the first].")
+    layer: str | None = setting(
+        None,
+        "Layer of the prompt file, also given as FILE|layername=NAME [default: the first with geometries].",
+    )
     id_field: str | None = setting(
         None, "Field grouping prompt features into one object [default: one object each]."
     )

@@ -37,7 +37,8 @@ import numpy as np
 import rasterio
 import shapely
 
-from geosam.seams import MATCH_IOU, Piece, clip, continuations, iou, matches, raster, whole_links
+from geosam.metrics import iou
+from geosam.seams import MATCH_IOU, Piece, clip, continuations, matches, raster, whole_links
 from geosam.tiling import Box, Tile, TileGrid, TileMarks
 from geosam.vectorize import mask_to_geometry
 

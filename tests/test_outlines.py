@@ -10,7 +10,7 @@ import shapely
 from click.testing import CliRunner
 from shapely import affinity
 
-from geosam import outlines
+from geosam import metrics, outlines
 from geosam.cli import main
 from geosam.scene_run import segment_scene
 from geosam.testing import make_scene
@@ -46,10 +46,10 @@ def test_orthogonal_gives_right_angles_closer_to_the_true_outline_with_fewer_ver
     assert np.all(np.abs(outlines.corner_angles(square) - 90) < 1)
     assert result.vertices[0] == 4 and result.vertices_raw[0] >= 5 * result.vertices[0]
     assert (
-        outlines.iou(np.array([square]), np.array([truth]))[0]
-        >= outlines.iou(np.array([raw]), np.array([truth]))[0]
+        metrics.iou(np.array([square]), np.array([truth]))[0]
+        >= metrics.iou(np.array([raw]), np.array([truth]))[0]
     )
-    assert result.iou[0] == pytest.approx(outlines.iou(np.array([square]), np.array([raw]))[0])
+    assert result.iou[0] == pytest.approx(metrics.iou(np.array([square]), np.array([raw]))[0])
 
 
 def test_orthogonal45_keeps_a_cut_corner_that_orthogonal_squares_off():
@@ -62,14 +62,14 @@ def test_orthogonal45_keeps_a_cut_corner_that_orthogonal_squares_off():
         np.all((np.abs(angles - 90) < 1) | (np.abs(angles - 135) < 1))
         and (np.abs(angles - 135) < 1).sum() == 2
     )
-    iou = outlines.iou(np.array([square, cut]), np.array([truth, truth]))
+    iou = metrics.iou(np.array([square, cut]), np.array([truth, truth]))
     assert iou[1] > iou[0] + 0.05
 
 
 def test_circle_fits_a_round_tank():
     truth = shapely.Point(100, 100).buffer(30, quad_segs=64)
     result, circle = one("circle", truth)
-    assert outlines.iou(np.array([circle]), np.array([truth]))[0] > 0.99
+    assert metrics.iou(np.array([circle]), np.array([truth]))[0] > 0.99
     assert result.vertices[0] == 32 < result.vertices_raw[0]
 
 

@@ -21,6 +21,7 @@ from geosam.batch import estimate
 from geosam.batch import plan as batch_plan
 from geosam.batch import run as batch_run
 from geosam.batch.config import PipelineError
+from geosam.batch.records import scene_key
 from geosam.cli import main
 from geosam.errors import InputError
 
@@ -330,6 +331,38 @@ def test_prompt_mode_scenes(tmp_path, scenes):
     assert outcome.status == "done" and outcome.objects == 2 and outcome.skipped_prompts == 1
     frame = gpd.read_file(tmp_path / "out" / "a.gpkg", layer="objects")
     assert sorted(frame["id"]) == [1, 2] and np.allclose(frame["area_m2"], 40 * 40 * 4)
+
+
+def test_prompt_mode_names_a_layer_as_qgis_does(tmp_path, scenes):
+    path = tmp_path / "points.gpkg"
+    gpd.GeoDataFrame(geometry=[Point(400_000, 5_000_000)], crs="EPSG:32631").to_file(path, layer="elsewhere")
+    points = gpd.GeoDataFrame(
+        {"field_id": [1, 2, 3]},
+        geometry=gpd.points_from_xy([500_000 + 2 * 64, 500_000 + 2 * 192, 400_000], [5_000_000 - 2 * 64] * 3),
+        crs="EPSG:32631",
+    )
+    points.to_file(path, layer="fields")
+    text = (
+        "inputs: [scenes/a.tif]\nprompts: {file: 'points.gpkg|layername=fields', id_field: field_id, cache: false}\n"
+        "filters: {min_area: 1000}\noutput: {path: out}\n"
+    )
+    config = batch_config.load(pipeline_file(tmp_path, text))
+    (outcome,) = batch_run.run(config, model=Double()).outcomes
+    assert outcome.status == "done" and outcome.objects == 2 and outcome.skipped_prompts == 1
+    (job,) = batch_plan.plan(config).jobs
+    key = scene_key(config, job.path, job.prompts, {})
+    assert key != scene_key(config, job.path, str(path), {})  # another layer: another result
+    points.iloc[:1].to_file(path, layer="fields", mode="a")
+    assert scene_key(config, job.path, job.prompts, {}) != key  # the file changed: its result is stale
+    message = problems(
+        {
+            "inputs": ["scenes/a.tif"],
+            "output": {"path": "out"},
+            "prompts": {"file": "nope.gpkg|layername=fields"},
+        },
+        tmp_path,
+    )
+    assert message == f"job.yaml: prompts.file: {tmp_path}/nope.gpkg (scene a): no such prompt file"
 
 
 def test_failed_scene_is_reported_and_others_go_on(tmp_path, scenes):

@@ -377,6 +377,25 @@ def test_a_layer_is_named_by_layer_or_as_qgis_names_it(tmp_path):
     with pytest.raises(PromptError, match="two layers named") as info:
         read_prompts(f"{path}|layername=second", layer="first")
     assert "\n" not in str(info.value)
+    with pytest.raises(PromptError, match="has no layer 'third' with geometries: name one of first, second"):
+        read_prompts(path, layer="third")
+
+
+def test_a_file_of_several_layers_gives_its_first_and_says_so(tmp_path, caplog):
+    path = tmp_path / "two.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.Point(0, 0)], crs=UTM).to_file(path, layer="first")
+    gpd.GeoDataFrame(geometry=[shapely.Point(5, 5), shapely.Point(9, 9)], crs=UTM).to_file(
+        path, layer="second"
+    )
+    with caplog.at_level("WARNING"):
+        assert len(read_prompts(path)[0]) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} has 2 layers with geometries (first, second): reading the first, first; to read another, "
+        "give 'FILE|layername=LAYER'"
+    ]
+    geoparquet = tmp_path / "prompts.parquet"
+    gpd.read_file(path, layer="second").to_parquet(geoparquet)
+    assert len(read_prompts(geoparquet)[0]) == 2
 
 
 def test_bad_fields(tmp_path):

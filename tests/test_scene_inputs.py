@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from geosam.errors import InputError
 from geosam.fingerprint import run_key
-from geosam.georef import area_m2, open_scene, to_uint8
+from geosam.georef import area_m2, is_remote, open_scene, to_uint8
 from geosam.scene_run import segment
 from geosam.tiling import Box, TileGrid, read_pixels, read_tile
 
@@ -599,6 +599,16 @@ def test_remote_cog_over_http(http_data, prefix):
     assert 0 < read_tile(local, corner, 512).valid.mean() < 0.9
     assert http_data.requests > 0
     assert os.path.getsize(DATA / "cog.tif") > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "remote"),
+    [("http://127.0.0.1/a.tif", True), ("/vsicurl/http://127.0.0.1/a.tif", True), ("/vsizip/a.zip/b.tif", True),
+     ("s3://bucket/a.tif", True), ("a.tif", False), ("/data/vsi/a.tif", False), ("C:/vsi.tif", False)],
+)  # fmt: skip
+def test_which_paths_are_not_on_this_disk(path, remote):
+    """URLs and GDAL's /vsi paths are not looked for on disk (they are never "no such file")."""
+    assert is_remote(path) is remote
 
 
 def test_a_tile_that_cannot_be_read_is_a_clear_error(tmp_path, scheduler):

@@ -119,7 +119,9 @@ class Pipeline:
 
     def resolve(self, path: str) -> str:
         """A path from the pipeline file, relative to its folder; URLs and /vsi paths as they are."""
-        if "://" in path or path.startswith("/vsi"):
+        from geosam.georef import is_remote  # rasterio: not for reading the file alone
+
+        if is_remote(path):
             return path
         return str(self.base / Path(path).expanduser()) if not Path(path).expanduser().is_absolute() else path
 

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from geosam.batch.config import Input, Pipeline
 from geosam.batch.records import record_path, scene_key
-from geosam.errors import GeosamError
+from geosam.errors import GeosamError, InputError
+from geosam.evaluation import vector_source
 from geosam.fingerprint import model_identity
-from geosam.georef import Scene, open_scene
+from geosam.georef import Scene, is_remote, open_scene
 from geosam.models import AutomaticParams, ModelSpec
 
 _UNSAFE = re.compile(r"[^\w.-]|^\.")  # scene names become file names
@@ -75,12 +76,7 @@ def plan(pipeline: Pipeline) -> Plan:
         if _UNSAFE.search(name):
             problems.append(f"{origin}: scene name {name!r}: use letters, digits, '.', '-' and '_' only")
             continue
-        prompts = entry.prompts or pipeline.prompts.file
-        if prompts is not None:
-            where = f"{origin.split('.')[0]}.prompts" if entry.prompts else "prompts.file"
-            prompts = pipeline.resolve(prompts.replace("{scene}", name))
-            if "://" not in prompts and not prompts.startswith("/vsi") and not Path(prompts).is_file():
-                problems.append(f"{where}: {prompts} (scene {name}): no such prompt file")
+        prompts = _prompt_file(pipeline, entry, name, origin, problems)
         output = folder / f"{name}.gpkg"
         layer = entry.layer or pipeline.output.layer
         jobs.append(SceneJob(name, path, origin, layer, prompts, output, record_path(output)))
@@ -89,10 +85,28 @@ def plan(pipeline: Pipeline) -> Plan:
     return Plan(pipeline, tuple(jobs), merged)
 
 
+def _prompt_file(pipeline: Pipeline, entry: Input, name: str, origin: str, problems: list[str]) -> str | None:
+    """The prompt file of a scene (None: automatic mode), as its path (``FILE|layername=NAME`` too);
+    problems for one that is missing."""
+    prompts = entry.prompts or pipeline.prompts.file
+    if prompts is None:
+        return None
+    where = f"{origin.split('.')[0]}.prompts" if entry.prompts else "prompts.file"
+    prompts = pipeline.resolve(prompts.replace("{scene}", name))
+    try:
+        file = vector_source(prompts)[0]
+    except InputError as exc:
+        problems.append(f"{where}: {exc}")
+        return prompts
+    if not is_remote(file) and not Path(file).is_file():
+        problems.append(f"{where}: {file} (scene {name}): no such prompt file")
+    return prompts
+
+
 def _expand(pipeline: Pipeline, entry: Input, origin: str, problems: list[str]) -> list[tuple[str, str]]:
     """(scene name, raster path) pairs of one input entry; problems for what is missing."""
     value = pipeline.resolve(entry.value)
-    remote = "://" in value or value.startswith("/vsi")
+    remote = is_remote(value)
     if entry.kind == "path":
         if not remote and not Path(value).exists():
             problems.append(f"{origin}: {value}: no such file")
@@ -117,7 +131,7 @@ def _list_file(path: Path, origin: str, problems: list[str]) -> list[tuple[str, 
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        remote = "://" in line or line.startswith("/vsi")
+        remote = is_remote(line)
         scene = line if remote or Path(line).is_absolute() else str(path.parent / line)
         if not remote and not Path(scene).exists():
             problems.append(f"{origin}: {path} line {number}: {scene}: no such file")
@@ -152,7 +166,7 @@ def _stac_item(path: Path, entry: Input, origin: str, problems: list[str]) -> li
         return []
     href = str(assets[key].get("href", ""))
     href = href.removeprefix("file://")
-    remote = "://" in href or href.startswith("/vsi")
+    remote = is_remote(href)
     scene = href if remote or Path(href).is_absolute() else str(path.parent / href)
     if not remote and not Path(scene).exists():
         problems.append(f"{origin}: {path} asset {key!r}: {scene}: no such file")

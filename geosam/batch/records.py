@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosam.atomic import write_bytes
+from geosam.evaluation import vector_source
 from geosam.fingerprint import digest, file_identity
 from geosam.settings import OUTLINES
 
@@ -42,7 +43,9 @@ def scene_key(p: Pipeline, scene: str, prompts: str | None, model: dict[str, Any
     else:
         settings = dataclasses.asdict(p.prompts)
         settings.pop("cache")  # where embeddings are kept does not change the result
-        parts["prompts"] = {**settings, "file": file_identity(prompts)}
+        file, layer = vector_source(prompts)
+        named = {"layername": layer} if layer is not None else {}  # a plain path keeps its earlier key
+        parts["prompts"] = {**settings, "file": {**file_identity(file), **named}}
     return digest(parts)
 
 

@@ -27,7 +27,7 @@ class VectorSource(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         from geosam.errors import InputError
         from geosam.evaluation import vector_source
-        from geosam.fingerprint import is_remote
+        from geosam.georef import is_remote
 
         try:
             path, _ = vector_source(value)
