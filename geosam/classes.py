@@ -20,6 +20,7 @@ import numpy as np
 from geosam.atomic import write_bytes
 from geosam.errors import InputError
 from geosam.models.base import Find
+from geosam.settings import CLASSES
 
 FORMAT = "geosam-class-model"
 VERSION = 1
@@ -65,13 +66,21 @@ class ClassModel:
         e = np.exp(z)
         return e / e.sum(1, keepdims=True)
 
-    def predict(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each descriptor's most probable class (object array) and its probability, ``class_score``."""
+    def predict(
+        self, descriptors: np.ndarray, min_score: float = CLASSES.min_class_score
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each descriptor's class (object array) and its probability, ``class_score``: the most probable
+        class other than the background where that probability is at least ``min_score``, else the
+        background (where the model has one)."""
         if not len(descriptors):
             return np.array([], object), np.array([], np.float64)
         p = self.probabilities(descriptors)
-        best = p.argmax(1)
-        return np.array(self.classes, object)[best], p[np.arange(len(p)), best]
+        found = np.array([i for i, c in enumerate(self.classes) if c != BACKGROUND])
+        best = found[p[:, found].argmax(1)]
+        rows = np.arange(len(p))
+        if BACKGROUND in self.classes:
+            best = np.where(p[rows, best] >= min_score, best, self.classes.index(BACKGROUND))
+        return np.array(self.classes, object)[best], p[rows, best]
 
     def find(self, most: int = Find.most) -> Find:
         """Find-them-all's proposals for these classes (``AutomaticParams.find``)."""

@@ -25,6 +25,7 @@ from geosam.errors import InputError
 from geosam.metrics import iou
 from geosam.output import RAW_GEOMETRY
 from geosam.seams import MATCH_IOU
+from geosam.settings import CLASSES
 from geosam.stitch import StitchedObject
 from geosam.tiling import Box
 
@@ -51,12 +52,19 @@ CREATE TABLE ranked (rank INTEGER PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
 
 
 class ObjectStore:
-    """The objects of one run, in the SQLite file ``path`` (replaced), classified by ``classes``; a
-    write that fails for want of space or permission raises ``OutputError``, its message ending in
-    ``after``."""
+    """The objects of one run, in the SQLite file ``path`` (replaced), classified by ``classes`` (at
+    ``min_class_score``: ``ClassModel.predict``); a write that fails for want of space or permission
+    raises ``OutputError``, its message ending in ``after``."""
 
-    def __init__(self, path: Path, classes: ClassModel | None = None, after: str = "") -> None:
+    def __init__(
+        self,
+        path: Path,
+        classes: ClassModel | None = None,
+        after: str = "",
+        min_class_score: float = CLASSES.min_class_score,
+    ) -> None:
         self.path, self.classes, self.count, self.staged, self._after = path, classes, 0, 0, after
+        self.min_class_score = min_class_score
         self._db: sqlite3.Connection | None = None  # made with the first object
         self._template: gpd.GeoDataFrame | None = None  # the staged rows' columns and types
 
@@ -77,7 +85,7 @@ class ObjectStore:
         """Objects the stitcher released, in one transaction."""
         if not objects:
             return
-        classified = class_columns(objects, self.classes)
+        classified = class_columns(objects, self.classes, self.min_class_score)
         names = classified.get("class", [None] * len(objects))
         scores = classified.get("class_score", [None] * len(objects))
         geometry = np.array([o.geometry for o in objects], dtype=object)
@@ -272,15 +280,17 @@ def _geometries(db: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:
     return shapely.from_wkb(wkb)
 
 
-def class_columns(objects: list[StitchedObject], classes: ClassModel | None) -> dict[str, np.ndarray]:
-    """``class``, ``class_score`` and ``source`` of each object (none without a class model)."""
+def class_columns(
+    objects: list[StitchedObject], classes: ClassModel | None, min_score: float = CLASSES.min_class_score
+) -> dict[str, np.ndarray]:
+    """``class``, ``class_score`` (``ClassModel.predict``'s) and ``source`` of each object (none without a
+    class model)."""
     if classes is None:
         return {}
     if any(o.descriptor is None for o in objects):
         raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
-    names, scores = classes.predict(
-        np.stack([o.descriptor for o in objects if o.descriptor is not None]) if objects else np.zeros((0, 1))
-    )
+    described = [o.descriptor for o in objects if o.descriptor is not None]
+    names, scores = classes.predict(np.stack(described) if described else np.zeros((0, 1)), min_score)
     return {
         "class": names.astype(str) if len(names) else np.array([], str),
         "class_score": scores.astype(np.float64),

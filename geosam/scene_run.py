@@ -221,6 +221,7 @@ def segmented(
     class_model: ClassModel | str | Path | None = CLASSES.class_model,
     keep: tuple[str, ...] | None = CLASSES.keep,
     find_all: bool = CLASSES.find_all,
+    min_class_score: float = CLASSES.min_class_score,
     class_outlines: tuple[str, ...] | None = CLASSES.class_outlines,
     outline: str = OUTLINES.outline,
     fill_holes: float = OUTLINES.fill_holes,
@@ -254,7 +255,8 @@ def segmented(
     With ``examples`` (a vector file or frame of points or polygons with a ``class_field``), a class model
     is learnt on this scene first (``geosam.examples``; in ``frame.attrs["class_model"]``), or
     ``class_model`` (a ``ClassModel`` or its file) is used: every object gets ``class``,
-    ``class_score`` and ``source``; ``keep`` leaves only those classes; ``find_all`` also prompts
+    ``class_score`` and ``source`` (a class other than the background from a probability of
+    ``min_class_score``); ``keep`` leaves only those classes; ``find_all`` also prompts
     where tiles look like a class's examples; ``class_outlines`` (``CLASS=KIND`` pairs) gives a class's
     objects their own kind of outline. Tiles run as Dask tasks on
     ``scheduler`` (an address or scheduler file; default: Dask's ``scheduler-address`` setting when
@@ -307,7 +309,7 @@ def segmented(
     with contextlib.ExitStack() as stack:
         if work is not None:
             stack.enter_context(work.lock())  # one run per work folder
-        store = stack.enter_context(_store(work, classes))
+        store = stack.enter_context(_store(work, classes, min_class_score))
         run = SceneRun(grid, report, work, prompt_rounds, store, on_tile)
         _run_tiles(run, scene, grid, source, (workers, scheduler, threads, tiles_per_task), retries)
         found = run.close(keep_background)
@@ -405,14 +407,14 @@ def _run_tiles(
 
 
 @contextlib.contextmanager
-def _store(work: WorkDir | None, classes: ClassModel | None) -> Iterator[ObjectStore]:
+def _store(work: WorkDir | None, classes: ClassModel | None, min_class_score: float) -> Iterator[ObjectStore]:
     """The run's object store: a file in the work folder, else in the system's temporary folder."""
     with contextlib.ExitStack() as stack:
         if work is not None:
             folder, after = work.scratch(), f"; finished tiles are kept in {work.folder}"
         else:
             folder, after = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="geosam-"))), ""
-        store = ObjectStore(folder / OBJECTS_FILE, classes, after)
+        store = ObjectStore(folder / OBJECTS_FILE, classes, after, min_class_score)
         try:
             yield store
         finally:

@@ -174,6 +174,10 @@ class Classes:
     find_all: bool = setting(
         True, "With classes: also prompt where a tile looks like a class's examples (find-them-all).",
     )  # fmt: skip
+    min_class_score: float = setting(
+        0.5, "An object is put in the most probable of the examples' classes when its probability is at "
+        "least this, else in background: lower finds more of each class and more that are not.", ge=0, le=1,
+    )  # fmt: skip
     class_outlines: tuple[str, ...] | None = setting(
         None, "Outline per class, CLASS=KIND pairs, e.g. building=orthogonal,tank=circle,field=smooth "
         "(kinds as --outline; other classes get --outline).", min_length=1,

@@ -67,6 +67,35 @@ def test_two_class_model_round_trips(tmp_path):
     assert list(back.predict(np.eye(C)[:2])[0]) == ["field", BACKGROUND]
 
 
+def test_min_score_leaves_the_less_probable_objects_in_the_background():
+    model, probe = three_classes(), np.random.default_rng(2).normal(size=(200, C))
+    p = model.probabilities(probe)
+    best = p[:, :2].argmax(1)  # building or tank, whichever is more probable
+    names, scores = model.predict(probe)  # from 0.5: the most probable class where it is over half
+    assert (names[p.argmax(1) == 2] == BACKGROUND).all()
+    for least in (0.0, 0.3, 0.5, 0.9):
+        names, scores = model.predict(probe, least)
+        found = p[np.arange(len(p)), best] >= least
+        assert list(names[found]) == [model.classes[b] for b in best[found]]
+        assert (names[~found] == BACKGROUND).all() and np.array_equal(scores[~found], p[~found, 2])
+    assert (
+        0
+        < (model.predict(probe, 0.3)[0] != BACKGROUND).sum()
+        < len(probe)
+        == (model.predict(probe, 0.0)[0] != BACKGROUND).sum()
+    )
+    two = fit(
+        np.eye(C)[[0, 0, 1, 1]],
+        np.array(["field", "field", BACKGROUND, BACKGROUND], object),
+        "minisam",
+        {"field": 0.5},
+    )
+    q = two.probabilities(probe)
+    assert list(two.predict(probe)[0]) == [
+        two.classes[i] for i in q.argmax(1)
+    ]  # two classes: the more probable
+
+
 def test_a_class_of_one_example_is_fitted_beside_others():
     labels = np.array(["tank", "field", "field", BACKGROUND, BACKGROUND], object)
     model = fit(np.eye(C)[[0, 1, 1, 2, 2]], labels, "minisam", {"tank": 0.5, "field": 0.5})

@@ -146,6 +146,16 @@ def test_keep_writes_only_the_kept_class_the_same_objects_as_learning(learnt, tm
     assert not (tmp_path / "kept.classes.json").exists(), "a class model given is not written again"
 
 
+def test_a_min_class_score_of_zero_puts_every_object_in_the_class(learnt, tmp_path):
+    done = geosam(str(learnt.scene), "--class-model", str(learnt.model), "--keep", "building",
+                  "--min-class-score", "0", "-o", "all.gpkg", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    every, learnt_ = objects(tmp_path / "all.gpkg"), objects(learnt.out)
+    assert (learnt_["class"] == BACKGROUND).any() and len(every) == len(learnt_)
+    building = np.where(learnt_["class"] == "building", learnt_["class_score"], 1 - learnt_["class_score"])
+    assert set(every["class"]) == {"building"} and np.allclose(every["class_score"], building)
+
+
 def test_a_class_model_applies_to_another_scene(learnt, tmp_path, data):
     scene = crop(data / "pan3.tif", tmp_path / "pan3_crop.tif")
     done = geosam(str(scene), "--class-model", str(learnt.model), "-o", "pan3.gpkg", cwd=tmp_path)

@@ -196,7 +196,7 @@ def classes_options(pipeline: Pipeline) -> dict[str, Any]:
     return {
         "examples": pipeline.resolve(c.examples) if c.examples else None, "class_field": c.class_field,
         "class_model": pipeline.resolve(c.class_model) if c.class_model else None, "keep": c.keep,
-        "find_all": c.find_all, "class_outlines": c.class_outlines,
+        "find_all": c.find_all, "min_class_score": c.min_class_score, "class_outlines": c.class_outlines,
     }  # fmt: skip
 
 
