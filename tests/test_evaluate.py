@@ -393,6 +393,7 @@ def test_cli_bad_input_is_one_line_with_its_exit_code(tmp_path):
         ([pred, ref, "--size-bins", "1000,100"], 2, "size bins 1000,100: give ascending areas"),
         ([pred, ref, "--size-bins", "small"], 2, "give areas in m² separated by commas"),
         ([pred, ref, "-o", str(tmp_path / "pred.json"), "--overwrite"], 2, "pred.gpkg is the input PRED"),
+        ([pred, ref, "-o", str(tmp_path / "pred.json")], 2, "pred.gpkg is the input PRED"),
         (
             [f"{pred}|layername=pred", ref, "-o", str(tmp_path / "pred.json"), "--overwrite"],
             2,

@@ -48,20 +48,21 @@ def command(
     from geosam.evaluation import evaluate, vector_source
 
     if output is not None:
-        outputs.check_output(output, overwrite, formats={".json": "JSON"})
         outcomes = outcomes or output.with_suffix(".gpkg")
-    if outcomes is not None:
-        outputs.check_output(outcomes, overwrite)
     inputs = {
         Path(vector_source(path)[0]).resolve(): name
         for path, name in ((pred, "PRED"), (ref, "REF"), (aoi, "--aoi"))
         if path
     }
-    for path in (output, outcomes):
+    for path in (output, outcomes):  # before "exists: --overwrite", which would not help here
         if path is not None and path.resolve() in inputs:
             raise click.UsageError(
                 f"{path} is the input {inputs[path.resolve()]}; write the results to another file"
             )
+    if output is not None:
+        outputs.check_output(output, overwrite, formats={".json": "JSON"})
+    if outcomes is not None:
+        outputs.check_output(outcomes, overwrite)
     result = evaluate(pred, ref, iou=iou, class_field=class_field, aoi=aoi, size_bins=size_bins)
     click.echo(result.summary())
     written = []
