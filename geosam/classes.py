@@ -3,7 +3,8 @@ each class's prototype for find-them-all.
 
 The classifier is a logistic regression (scikit-learn's, L2, lbfgs: deterministic) on unit descriptors
 (``geosam.models.features``), its classes balanced: a handful of examples against hundreds of other
-objects (the docs' benchmarks page compares it with a nearest prototype and nearest neighbours). A
+objects (the docs' benchmarks page compares it with a nearest prototype and nearest neighbours). An
+object far smaller or larger than a class's examples (``SIZE_RANGE``) is not of that class. A
 class model is saved as JSON (numbers and names only, versioned; nothing in it runs when read) and
 applies to any scene that the same encoder embeds.
 """
@@ -27,6 +28,7 @@ VERSION = 1
 BACKGROUND = "background"  # the class of what is none of the analyst's classes
 FIND_MARGIN = 0.9  # a cell proposes a prompt from this share of the least similar example's best cell
 REGULARIZATION = 1.0  # scikit-learn's C: inverse strength of the L2 penalty
+SIZE_RANGE = 3.0  # a class's objects are from its smallest example's area over this to its largest's times it
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +43,8 @@ class ClassModel:
         thresholds: (P,) the cell similarity to its prototype that proposes a find-them-all prompt.
         encoder: The encoder whose embeddings the descriptors come from (``SamModel.encoder_id``).
         examples: How many examples each class was learnt from.
+        sizes: (P, 2) the least and greatest area of each class's examples in m², ``prototypes``' order;
+            None where the scene it was learnt on has no CRS.
     """
 
     classes: tuple[str, ...]
@@ -50,31 +54,41 @@ class ClassModel:
     thresholds: np.ndarray
     encoder: str
     examples: dict[str, int]
+    sizes: np.ndarray | None = None
 
     @property
     def found(self) -> tuple[str, ...]:
         """The classes that find-them-all looks for (all but the background), in ``prototypes``' order."""
         return tuple(c for c in self.classes if c != BACKGROUND)
 
-    def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
-        """(N, K) probability of each class for N descriptors (N, C)."""
+    def probabilities(self, descriptors: np.ndarray, areas: np.ndarray | None = None) -> np.ndarray:
+        """(N, K) probability of each class for N descriptors (N, C); with the objects' ``areas`` (N,) in
+        m², a class's is 0 where the area is out of its size range (``SIZE_RANGE``), the rest rescaled."""
         z = np.asarray(descriptors, np.float64) @ self.weights.T + self.bias
         if len(self.classes) == 2:
             second = 1 / (1 + np.exp(-z[:, 0]))
-            return np.stack([1 - second, second], 1)
-        z -= z.max(1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+            p = np.stack([1 - second, second], 1)
+        else:
+            z -= z.max(1, keepdims=True)
+            e = np.exp(z)
+            p = e / e.sum(1, keepdims=True)
+        if areas is None or self.sizes is None:
+            return p
+        columns = [self.classes.index(c) for c in self.found]
+        return _sized(p, np.asarray(areas, np.float64), self.sizes, columns)
 
     def predict(
-        self, descriptors: np.ndarray, min_score: float = CLASSES.min_class_score
+        self,
+        descriptors: np.ndarray,
+        min_score: float = CLASSES.min_class_score,
+        areas: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each descriptor's class (object array) and its probability, ``class_score``: the most probable
-        class other than the background where that probability is at least ``min_score``, else the
-        background (where the model has one)."""
+        """Each descriptor's class (object array) and its probability, ``class_score`` (``probabilities``,
+        with ``areas``): the most probable class other than the background where that probability is at
+        least ``min_score``, else the background (where the model has one)."""
         if not len(descriptors):
             return np.array([], object), np.array([], np.float64)
-        p = self.probabilities(descriptors)
+        p = self.probabilities(descriptors, areas)
         found = np.array([i for i, c in enumerate(self.classes) if c != BACKGROUND])
         best = found[p[:, found].argmax(1)]
         rows = np.arange(len(p))
@@ -95,6 +109,7 @@ class ClassModel:
             "format": FORMAT, "version": VERSION, "encoder": self.encoder, "classes": list(self.classes),
             "examples": self.examples, "weights": self.weights.tolist(), "bias": self.bias.tolist(),
             "prototypes": self.prototypes.tolist(), "thresholds": self.thresholds.tolist(),
+            "sizes": None if self.sizes is None else self.sizes.tolist(),
         }  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
@@ -128,6 +143,7 @@ class ClassModel:
                 np.array(data["bias"], np.float64), np.array(data["prototypes"], np.float32),
                 np.array(data["thresholds"], np.float64), str(data["encoder"]),
                 {str(k): int(v) for k, v in data["examples"].items()},
+                None if data.get("sizes") is None else np.array(data["sizes"], np.float64),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(
@@ -144,6 +160,7 @@ class ClassModel:
             k >= 2 and len(set(self.classes)) == k and self.weights.ndim == 2
             and self.weights.shape[0] == rows and self.bias.shape == (rows,)
             and self.prototypes.shape == (p, self.weights.shape[1]) and self.thresholds.shape == (p,)
+            and (self.sizes is None or (self.sizes.shape == (p, 2) and bool((self.sizes > 0).all())))
         )  # fmt: skip
         if not ok:
             raise InputError(
@@ -165,11 +182,12 @@ def fit(
     encoder: str,
     thresholds: dict[str, float],
     alike: tuple[np.ndarray, np.ndarray] | None = None,
+    sizes: dict[str, tuple[float, float]] | None = None,
 ) -> ClassModel:
     """Learn a class model from labelled descriptors (N, C); ``labels`` holds ``background`` for the
     negatives; ``thresholds``: each class's find-them-all similarity; ``alike``: more descriptors and
     labels for the regression alone (the model's own outlines of the examples), not counted as
-    examples nor part of the prototypes."""
+    examples nor part of the prototypes; ``sizes``: each class's least and greatest example area in m²."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, object)
@@ -188,7 +206,20 @@ def fit(
     return ClassModel(
         tuple(classes), model.coef_.astype(np.float64), model.intercept_.astype(np.float64),
         protos.astype(np.float32), np.array([thresholds[c] for c in found], np.float64), encoder, counts,
+        None if sizes is None else np.array([sizes[c] for c in found], np.float64),
     )  # fmt: skip
+
+
+def _sized(p: np.ndarray, areas: np.ndarray, sizes: np.ndarray, columns: list[int]) -> np.ndarray:
+    """``p`` (N, K) with the probability of the classes in ``columns`` 0 where ``areas`` are out of their
+    ``sizes`` widened by ``SIZE_RANGE``, each row rescaled to sum to 1."""
+    low, high = sizes[:, 0] / SIZE_RANGE, sizes[:, 1] * SIZE_RANGE
+    out = np.zeros(p.shape, bool)
+    out[:, columns] = (areas[:, None] < low) | (areas[:, None] > high)
+    left = np.where(out, 0.0, p)
+    total = left.sum(1, keepdims=True)
+    # out of every class's range and no background to fall to: the regression's word stands
+    return np.where(total > 0, left / np.maximum(total, 1e-300), p)
 
 
 def prototypes(descriptors: np.ndarray, labels: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -5,8 +5,8 @@ polygon is described by the tile's embedding under its pixels, an example point 
 there. The tile's objects that match an example (IoU at least ``geosam evaluate``'s) are the model's own
 outlines of it: more instances of its class, described the way the objects classified later are. The
 tile's other objects (those that overlap no example) are the background the classes are told from, with
-any examples of class ``background``; other objects that look more like a class than its least typical
-example are left out of the background (they may be unlabelled instances).
+any examples of class ``background``; other objects that look as much like a class as its examples look
+like each other are left out of the background (they may be unlabelled instances).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import shapely
 from geosam.classes import BACKGROUND, FIND_MARGIN, ClassModel, fit, prototypes
 from geosam.errors import InputError
 from geosam.evaluation import read_vector
-from geosam.georef import Scene
+from geosam.georef import Scene, pixel_area_m2
 from geosam.seams import raster
 from geosam.settings import EVALUATION
 from geosam.tiling import Tile, TileGrid, TileImage, read_tile
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 OVERLAP = 0.2  # an object sharing more than this share of the smaller of it and an example is that example
 CELL_COVER = 0.5  # cells at least this much under an example's mask calibrate find-them-all
+ALIKE_QUANTILE = 0.1  # of the examples' cosines to the others' mean: an object as alike is no background
 
 
 def read_examples(source: str | Path | gpd.GeoDataFrame, scene: Scene, class_field: str) -> gpd.GeoDataFrame:
@@ -82,6 +83,7 @@ def learn(
         by_tile[_tile_of(grid, shapely.point_on_surface(geometry))].append(i)
     labels: list[str] = []
     described: list[np.ndarray] = []
+    pixels: list[int] = []  # of each example
     outlines: tuple[list[np.ndarray], list[str]] = ([], [])
     others: list[np.ndarray] = []
     shown: dict[str, list[tuple[TileImage, np.ndarray]]] = defaultdict(list)
@@ -92,6 +94,7 @@ def learn(
         found = model.automatic(image)
         masks = np.stack([_example_mask(model, image, examples.geometry.iloc[i], grid.size) for i in indexes])
         described.extend(model.describe(image, masks))
+        pixels.extend(masks.sum((1, 2)).tolist())
         labels.extend(examples["class"].iloc[indexes])
         overlap = _Overlap.of(found.masks, masks)
         others.extend(found.descriptors[~overlap.taken()])
@@ -115,8 +118,22 @@ def learn(
         np.array(outlines[1], object),
     )
     return fit(
-        descriptors, labels_all, encoder(model.name, getattr(model, "checksum", None)), thresholds, alike
-    )
+        descriptors, labels_all, encoder(model.name, getattr(model, "checksum", None)), thresholds, alike,
+        _sizes(scene, np.array(pixels, np.float64), examples_l, found_classes),
+    )  # fmt: skip
+
+
+def _sizes(
+    scene: Scene, pixels: np.ndarray, labels: np.ndarray, classes: list[str]
+) -> dict[str, tuple[float, float]] | None:
+    """The least and greatest area in m² of each class's examples (``pixels`` each); None without a CRS."""
+    pixel = pixel_area_m2(scene)
+    if pixel is None:
+        return None
+    return {
+        c: (float(pixels[labels == c].min()) * pixel, float(pixels[labels == c].max()) * pixel)
+        for c in classes
+    }
 
 
 def encoder(name: str, checksum: str | None) -> str:
@@ -195,15 +212,25 @@ class _Overlap:
 def _background(
     others: np.ndarray, described: np.ndarray, labels: np.ndarray, prototypes: np.ndarray, classes: list[str]
 ) -> np.ndarray:
-    """The tiles' other objects and the background examples, less those that look more like a class than
-    its least typical example does (unless that is all of them)."""
+    """The tiles' other objects and the background examples, less those at least as like a class's
+    prototype as its examples are like each other (``_likeness``), unless that is all of them."""
     if not len(others):
         return described[labels == BACKGROUND]
-    least = np.array([(described[labels == c] @ prototypes[k]).min() for k, c in enumerate(classes)])
+    least = np.array([_likeness(described[labels == c]) for c in classes])
     alike = (others @ prototypes.T >= least).any(1)
     if alike.all():  # an atypical example: nothing would be left to tell the classes from
         alike[:] = False
     return np.concatenate([described[labels == BACKGROUND], others[~alike]])
+
+
+def _likeness(examples: np.ndarray) -> float:
+    """How alike a class's unit descriptors are: the ``ALIKE_QUANTILE`` of each one's cosine to the unit
+    mean of the others (not to the prototype, which holds it and so flatters it); 1 for one example."""
+    if len(examples) < 2:
+        return 1.0
+    rest = examples.sum(0) - examples  # each row: the sum of the others
+    cosines = (examples * rest).sum(1) / np.maximum(np.linalg.norm(rest, axis=1), 1e-12)
+    return float(np.quantile(cosines, ALIKE_QUANTILE))
 
 
 def _least_peak(model: Any, examples: list[tuple[TileImage, np.ndarray]], prototype: np.ndarray) -> float:

@@ -53,8 +53,8 @@ CREATE TABLE ranked (rank INTEGER PRIMARY KEY, id INTEGER NOT NULL UNIQUE);
 
 class ObjectStore:
     """The objects of one run, in the SQLite file ``path`` (replaced), classified by ``classes`` (at
-    ``min_class_score``: ``ClassModel.predict``); a write that fails for want of space or permission
-    raises ``OutputError``, its message ending in ``after``."""
+    ``min_class_score``, a pixel being ``pixel_area`` m²: ``class_columns``); a write that fails for want
+    of space or permission raises ``OutputError``, its message ending in ``after``."""
 
     def __init__(
         self,
@@ -62,9 +62,10 @@ class ObjectStore:
         classes: ClassModel | None = None,
         after: str = "",
         min_class_score: float = CLASSES.min_class_score,
+        pixel_area: float | None = None,
     ) -> None:
         self.path, self.classes, self.count, self.staged, self._after = path, classes, 0, 0, after
-        self.min_class_score = min_class_score
+        self.min_class_score, self.pixel_area = min_class_score, pixel_area
         self._db: sqlite3.Connection | None = None  # made with the first object
         self._template: gpd.GeoDataFrame | None = None  # the staged rows' columns and types
 
@@ -85,7 +86,7 @@ class ObjectStore:
         """Objects the stitcher released, in one transaction."""
         if not objects:
             return
-        classified = class_columns(objects, self.classes, self.min_class_score)
+        classified = class_columns(objects, self.classes, self.min_class_score, self.pixel_area)
         names = classified.get("class", [None] * len(objects))
         scores = classified.get("class_score", [None] * len(objects))
         geometry = np.array([o.geometry for o in objects], dtype=object)
@@ -281,16 +282,22 @@ def _geometries(db: sqlite3.Connection, ids: np.ndarray) -> np.ndarray:
 
 
 def class_columns(
-    objects: list[StitchedObject], classes: ClassModel | None, min_score: float = CLASSES.min_class_score
+    objects: list[StitchedObject],
+    classes: ClassModel | None,
+    min_score: float = CLASSES.min_class_score,
+    pixel_area: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """``class``, ``class_score`` (``ClassModel.predict``'s) and ``source`` of each object (none without a
-    class model)."""
+    """``class``, ``class_score`` (``ClassModel.predict``'s, with the objects' areas where a pixel's,
+    ``pixel_area`` in m², is known) and ``source`` of each object (none without a class model)."""
     if classes is None:
         return {}
     if any(o.descriptor is None for o in objects):
         raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
     described = [o.descriptor for o in objects if o.descriptor is not None]
-    names, scores = classes.predict(np.stack(described) if described else np.zeros((0, 1)), min_score)
+    areas = None
+    if pixel_area is not None:
+        areas = shapely.area(np.array([o.geometry for o in objects], dtype=object)) * pixel_area
+    names, scores = classes.predict(np.stack(described) if described else np.zeros((0, 1)), min_score, areas)
     return {
         "class": names.astype(str) if len(names) else np.array([], str),
         "class_score": scores.astype(np.float64),

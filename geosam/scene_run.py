@@ -306,17 +306,17 @@ def segmented(
     key = run_key(scene, grid, source)
     report = _report(scene, grid, source, parameters, key, work_dir)
     work = WorkDir(work_dir, key) if work_dir else None
+    pixel_area = pixel_area_m2(scene)
     with contextlib.ExitStack() as stack:
         if work is not None:
             stack.enter_context(work.lock())  # one run per work folder
-        store = stack.enter_context(_store(work, classes, min_class_score))
+        store = stack.enter_context(_store(work, classes, min_class_score, pixel_area))
         run = SceneRun(grid, report, work, prompt_rounds, store, on_tile)
         _run_tiles(run, scene, grid, source, (workers, scheduler, threads, tiles_per_task), retries)
         found = run.close(keep_background)
-        area = pixel_area_m2(scene)
-        if area is not None:
-            report.area_km2 = run.data_pixels * area / 1e6
-            report.area_km2_this_run = run.data_pixels_now * area / 1e6
+        if pixel_area is not None:
+            report.area_km2 = run.data_pixels * pixel_area / 1e6
+            report.area_km2_this_run = run.data_pixels_now * pixel_area / 1e6
         report.finish(time.monotonic() - started)
         if report.failed and not allow_partial:
             raise _failure(report, run, work, len(grid), retries)
@@ -407,14 +407,17 @@ def _run_tiles(
 
 
 @contextlib.contextmanager
-def _store(work: WorkDir | None, classes: ClassModel | None, min_class_score: float) -> Iterator[ObjectStore]:
-    """The run's object store: a file in the work folder, else in the system's temporary folder."""
+def _store(
+    work: WorkDir | None, classes: ClassModel | None, min_class_score: float, pixel_area: float | None
+) -> Iterator[ObjectStore]:
+    """The run's object store (classifying with ``classes`` at ``min_class_score``, a pixel being
+    ``pixel_area`` m²): a file in the work folder, else in the system's temporary folder."""
     with contextlib.ExitStack() as stack:
         if work is not None:
             folder, after = work.scratch(), f"; finished tiles are kept in {work.folder}"
         else:
             folder, after = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="geosam-"))), ""
-        store = ObjectStore(folder / OBJECTS_FILE, classes, after, min_class_score)
+        store = ObjectStore(folder / OBJECTS_FILE, classes, after, min_class_score, pixel_area)
         try:
             yield store
         finally:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from geosam.classes import BACKGROUND, FORMAT, VERSION, ClassModel, fit
+from geosam.classes import BACKGROUND, FORMAT, SIZE_RANGE, VERSION, ClassModel, fit
 from geosam.errors import InputError
 from geosam.models.base import Embedding, Find
 from geosam.models.features import proposals, similarity
@@ -26,7 +26,10 @@ def three_classes(seed: int = 0) -> ClassModel:
     descriptors = np.concatenate([centres[k] + rng.normal(0, 0.2, (10, C)) for k in range(3)])
     descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
     labels = np.repeat(np.array(["building", "tank", BACKGROUND], object), 10)
-    return fit(descriptors, labels, "mobile_sam sha256:0123456789abcdef", {"building": 0.61, "tank": 0.7})
+    return fit(
+        descriptors, labels, "mobile_sam sha256:0123456789abcdef", {"building": 0.61, "tank": 0.7},
+        sizes={"building": (100.0, 400.0), "tank": (50.0, 1500.0)},
+    )  # fmt: skip
 
 
 def test_fit_learns_the_classes_it_was_given():
@@ -40,6 +43,7 @@ def test_fit_learns_the_classes_it_was_given():
     assert list(names) == ["building", "tank", BACKGROUND]
     assert (scores > 1 / 3).all() and np.allclose(model.probabilities(np.eye(C)).sum(1), 1)
     assert model.thresholds.tolist() == [0.61, 0.7]
+    assert model.sizes is not None and model.sizes.tolist() == [[100, 400], [50, 1500]]  # found's order
 
 
 def test_class_model_file_round_trips_exactly(tmp_path):
@@ -50,12 +54,47 @@ def test_class_model_file_round_trips_exactly(tmp_path):
     back = ClassModel.load(path)
     assert back.classes == model.classes and back.encoder == model.encoder
     assert back.examples == model.examples
-    for name in ("weights", "bias", "prototypes", "thresholds"):
+    for name in ("weights", "bias", "prototypes", "thresholds", "sizes"):
         ours, theirs = getattr(model, name), getattr(back, name)
         assert theirs.dtype == ours.dtype and np.array_equal(theirs, ours), name
     probe = np.random.default_rng(1).normal(size=(20, C))
     assert np.array_equal(back.probabilities(probe), model.probabilities(probe))
     assert back.find(5) == model.find(5)
+
+
+def test_a_class_model_without_sizes_classifies_by_the_regression_alone(tmp_path):
+    """A class model learnt on a scene without a CRS, or written before sizes were kept: no size range."""
+    data = three_classes().to_json()
+    del data["sizes"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = ClassModel.load(tmp_path / "old.json")
+    assert old.sizes is None
+    probe = np.eye(C)[:3]
+    assert np.array_equal(old.probabilities(probe, np.full(3, 1e9)), old.probabilities(probe))
+
+
+def test_an_object_out_of_a_class_s_size_range_is_not_of_that_class():
+    """A class's probability is 0 below its smallest example's area over SIZE_RANGE and above its largest's
+    times it; the others are rescaled to sum to 1."""
+    model, probe = three_classes(), np.eye(C)[[0, 0, 0, 0, 1, 1]]  # a building four times, a tank twice
+    # building: 100-400 m², tank: 50-1,500 m² (three_classes)
+    areas = np.array([400 * SIZE_RANGE, 400 * SIZE_RANGE + 1, 100 / SIZE_RANGE - 1, 10, 5000, 4000])
+    plain, sized = model.probabilities(probe), model.probabilities(probe, areas)
+    assert np.allclose(sized.sum(1), 1) and np.array_equal(sized[0], plain[0])  # the bounds are in range
+    rest = plain[1:3, 1:] / plain[1:3, 1:].sum(1, keepdims=True)
+    assert (sized[1:3, 0] == 0).all() and np.allclose(sized[1:3, 1:], rest)  # a tank or the background
+    assert sized[3].tolist() == sized[4].tolist() == [0, 0, 1]  # 10 m², 5,000 m²: neither
+    assert sized[5, 0] == 0 and sized[5, 1] > plain[5, 1]  # 4,000 m²: a tank, not a building
+    names, scores = model.predict(probe, areas=areas)
+    assert (names[0], names[3], names[5]) == ("building", BACKGROUND, "tank") and scores[3] == 1.0
+    two = fit(np.eye(C)[[0, 0, 1, 1]], np.array(["field", "field", BACKGROUND, BACKGROUND], object),
+              "minisam", {"field": 0.5}, sizes={"field": (10.0, 20.0)})  # fmt: skip
+    names, scores = two.predict(np.eye(C)[[0, 0]], areas=np.array([15.0, 100.0]))
+    assert list(names) == ["field", BACKGROUND] and scores[1] == 1.0
+    both = fit(np.eye(C)[[0, 0, 1, 1]], np.array(["field", "field", "tank", "tank"], object), "minisam",
+               {"field": 0.5, "tank": 0.5}, sizes={"field": (10.0, 20.0), "tank": (10.0, 20.0)})  # fmt: skip
+    far = np.array([1e6, 1e6])  # out of every class's range, and no background: the regression's word stands
+    assert np.array_equal(both.probabilities(np.eye(C)[:2], far), both.probabilities(np.eye(C)[:2]))
 
 
 def test_two_class_model_round_trips(tmp_path):
@@ -155,6 +194,9 @@ BAD_FILES: list[tuple[str, Callable[[dict], str | bytes], str]] = [
     ("examples not a mapping", changed(examples=[1, 2]), "a damaged class model"),
     ("arrays do not fit", lambda model: changed(prototypes=model["prototypes"][:1])(model), "a damaged class model"),
     ("one class", changed(classes=["building"]), "a damaged class model"),
+    ("sizes do not fit", changed(sizes=[[1.0, 2.0]]), "a damaged class model"),
+    ("sizes not numbers", changed(sizes=[["a", "b"]] * 2), "a damaged class model"),
+    ("sizes not areas", changed(sizes=[[0.0, 2.0]] * 2), "a damaged class model"),
 ]  # fmt: skip
 
 
@@ -260,7 +302,7 @@ def test_no_proposals_where_nothing_is_alike():
 
 
 def test_an_atypical_example_leaves_the_other_objects_as_background():
-    """Other objects more like the class than its least typical example are left out of the background,
+    """Other objects as like the class as its examples are like each other are left out of the background,
     unless that is all of them: a tank cut by the scene's edge must not leave nothing to learn from."""
     from geosam.examples import _background
 
@@ -271,3 +313,20 @@ def test_an_atypical_example_leaves_the_other_objects_as_background():
     assert np.array_equal(_background(others, examples, labels, prototype, ["tank"]), others[[1, 2]])
     alike = np.eye(C)[[0, 0]]  # every other object is more like a tank than the third example
     assert np.array_equal(_background(alike, examples, labels, prototype, ["tank"]), alike)
+
+
+def test_objects_as_like_a_class_as_its_examples_are_like_each_other_are_not_background():
+    """Each example is compared with the mean of the others: the prototype holds the example itself, so
+    measured against it every example would look more typical than the class's unlabelled instances do."""
+    from geosam.examples import _background, _likeness
+
+    examples = np.eye(C)[0] + 0.6 * np.eye(C)[[1, 2, 3]]  # three buildings, each with its own trait
+    examples /= np.linalg.norm(examples, axis=1, keepdims=True)
+    labels = np.array(["building"] * 3, object)
+    prototype = (examples.mean(0) / np.linalg.norm(examples.mean(0)))[None]
+    others = np.stack([np.eye(C)[0] + 0.6 * np.eye(C)[4], np.eye(C)[5]])
+    others /= np.linalg.norm(others, axis=1, keepdims=True)  # a building with a fourth trait; something else
+    sims = others @ prototype[0]
+    assert sims[0] < (examples @ prototype[0]).min(), "less like the prototype than any example is"
+    assert _likeness(examples) <= sims[0] and _likeness(examples[:1]) == 1.0
+    assert np.array_equal(_background(others, examples, labels, prototype, ["building"]), others[[1]])

@@ -109,6 +109,9 @@ def test_the_class_model_is_written_beside_the_output(learnt):
     assert model.classes == ("building", BACKGROUND) and model.found == ("building",)
     assert model.examples["building"] == len(EXAMPLES) and model.examples[BACKGROUND] >= 1
     assert model.encoder.startswith("mobile_sam sha256:6dbb90523a35")
+    labels = gpd.read_file(LABELS, layer="labels")
+    areas = labels[labels["label_id"].isin(EXAMPLES)].area  # m² (EPSG:32631)
+    assert model.sizes is not None and np.allclose(model.sizes[0], [areas.min(), areas.max()], rtol=0.1)
 
 
 def test_learning_shows_its_progress_before_the_tiles(learnt, tmp_path):
