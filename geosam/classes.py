@@ -61,6 +61,11 @@ class ClassModel:
         """The classes that find-them-all looks for (all but the background), in ``prototypes``' order."""
         return tuple(c for c in self.classes if c != BACKGROUND)
 
+    @property
+    def _found_columns(self) -> np.ndarray:
+        """Where the classes of ``found`` are in ``classes`` (and in ``probabilities``' columns)."""
+        return np.array([self.classes.index(c) for c in self.found])
+
     def probabilities(self, descriptors: np.ndarray, areas: np.ndarray | None = None) -> np.ndarray:
         """(N, K) probability of each class for N descriptors (N, C); with the objects' ``areas`` (N,) in
         m², a class's is 0 where the area is out of its size range (``SIZE_RANGE``), the rest rescaled."""
@@ -74,8 +79,7 @@ class ClassModel:
             p = e / e.sum(1, keepdims=True)
         if areas is None or self.sizes is None:
             return p
-        columns = [self.classes.index(c) for c in self.found]
-        return _sized(p, np.asarray(areas, np.float64), self.sizes, columns)
+        return _sized(p, np.asarray(areas, np.float64), self.sizes, self._found_columns)
 
     def predict(
         self,
@@ -89,7 +93,7 @@ class ClassModel:
         if not len(descriptors):
             return np.array([], object), np.array([], np.float64)
         p = self.probabilities(descriptors, areas)
-        found = np.array([i for i, c in enumerate(self.classes) if c != BACKGROUND])
+        found = self._found_columns
         best = found[p[:, found].argmax(1)]
         rows = np.arange(len(p))
         if BACKGROUND in self.classes:
@@ -210,7 +214,7 @@ def fit(
     )  # fmt: skip
 
 
-def _sized(p: np.ndarray, areas: np.ndarray, sizes: np.ndarray, columns: list[int]) -> np.ndarray:
+def _sized(p: np.ndarray, areas: np.ndarray, sizes: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``p`` (N, K) with the probability of the classes in ``columns`` 0 where ``areas`` are out of their
     ``sizes`` widened by ``SIZE_RANGE``, each row rescaled to sum to 1."""
     low, high = sizes[:, 0] / SIZE_RANGE, sizes[:, 1] * SIZE_RANGE

@@ -86,11 +86,12 @@ class ObjectStore:
         """Objects the stitcher released, in one transaction."""
         if not objects:
             return
-        classified = class_columns(objects, self.classes, self.min_class_score, self.pixel_area)
-        names = classified.get("class", [None] * len(objects))
-        scores = classified.get("class_score", [None] * len(objects))
         geometry = np.array([o.geometry for o in objects], dtype=object)
         bounds, area, wkb = shapely.bounds(geometry), shapely.area(geometry), shapely.to_wkb(geometry)
+        m2 = None if self.pixel_area is None else area * self.pixel_area
+        classified = class_columns(objects, self.classes, self.min_class_score, m2)
+        names = classified.get("class", [None] * len(objects))
+        scores = classified.get("class_score", [None] * len(objects))
         ids = range(self.count + 1, self.count + len(objects) + 1)
         rows = [
             (i, o.score, o.stability, o.tiles, o.source, None if n is None else str(n),
@@ -285,18 +286,15 @@ def class_columns(
     objects: list[StitchedObject],
     classes: ClassModel | None,
     min_score: float = CLASSES.min_class_score,
-    pixel_area: float | None = None,
+    areas: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """``class``, ``class_score`` (``ClassModel.predict``'s, with the objects' areas where a pixel's,
-    ``pixel_area`` in m², is known) and ``source`` of each object (none without a class model)."""
+    """``class``, ``class_score`` (``ClassModel.predict``'s, with the objects' ``areas`` in m² where they
+    are known) and ``source`` of each object (none without a class model)."""
     if classes is None:
         return {}
     if any(o.descriptor is None for o in objects):
         raise InputError("the model gives no descriptors of its objects: classes need a SAM model")
     described = [o.descriptor for o in objects if o.descriptor is not None]
-    areas = None
-    if pixel_area is not None:
-        areas = shapely.area(np.array([o.geometry for o in objects], dtype=object)) * pixel_area
     names, scores = classes.predict(np.stack(described) if described else np.zeros((0, 1)), min_score, areas)
     return {
         "class": names.astype(str) if len(names) else np.array([], str),
