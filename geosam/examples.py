@@ -24,7 +24,7 @@ from geosam.classes import BACKGROUND, FIND_MARGIN, ClassModel, fit, prototypes
 from geosam.errors import InputError
 from geosam.evaluation import read_vector
 from geosam.georef import Scene, pixel_area_m2
-from geosam.seams import raster
+from geosam.seams import WHOLE, raster
 from geosam.settings import EVALUATION
 from geosam.tiling import Tile, TileGrid, TileImage, read_tile
 from geosam.vectorize import to_pixels
@@ -158,7 +158,8 @@ def _tile_of(grid: TileGrid, point: shapely.Point) -> Tile:
 
 
 def _example_mask(model: Any, image: TileImage, geometry: shapely.Geometry, size: int) -> np.ndarray:
-    """The example's pixels in the tile image: a polygon's own, or the model's best mask at a point."""
+    """The example's pixels in the tile image: a polygon's own, or the model's best mask at a point that
+    is not the whole tile (``seams.WHOLE``: automatic mode's ground, never an object)."""
     read = image.tile.read
     if geometry.geom_type in ("Polygon", "MultiPolygon"):
         mask = np.zeros((size, size), bool)
@@ -170,11 +171,12 @@ def _example_mask(model: Any, image: TileImage, geometry: shapely.Geometry, size
         [read.x0, read.y0], np.float32
     )
     masks = model.point_masks(image, [points])[0]
-    if not len(masks):
+    part = masks.masks.reshape(len(masks), -1).sum(1) < WHOLE * int(image.valid.sum())
+    if not part.any():
         raise InputError(
             f"the model finds no object at the example point {_where(geometry)}: move it or draw a polygon"
         )
-    return masks.masks[int(np.argmax(masks.scores))]
+    return masks.masks[int(np.argmax(np.where(part, masks.scores, -np.inf)))]
 
 
 def _where(geometry: shapely.Geometry) -> str:

@@ -330,3 +330,33 @@ def test_objects_as_like_a_class_as_its_examples_are_like_each_other_are_not_bac
     assert sims[0] < (examples @ prototype[0]).min(), "less like the prototype than any example is"
     assert _likeness(examples) <= sims[0] and _likeness(examples[:1]) == 1.0
     assert np.array_equal(_background(others, examples, labels, prototype, ["building"]), others[[1]])
+
+
+def test_an_example_point_is_the_model_s_best_outline_there_short_of_the_whole_tile():
+    """A point's best mask can be the whole tile (a small tank on an industrial scene): automatic mode
+    takes that for the ground, so the example is the best of the others; none but it is one line."""
+    from types import SimpleNamespace
+
+    import shapely
+
+    from geosam.examples import _example_mask
+    from geosam.models.base import Masks
+    from geosam.tiling import Box
+
+    size = 16
+    valid = np.zeros((size, size), bool)
+    valid[:, :10] = True  # 160 valid pixels
+    whole, part = valid.copy(), np.zeros((size, size), bool)
+    whole[0, 0] = False  # 159 of 160: over seams.WHOLE
+    part[4:8, 4:8] = True
+    image = SimpleNamespace(tile=SimpleNamespace(read=Box(0, 0, size, size)), valid=valid)
+
+    def model(*masks: np.ndarray, scores: tuple[float, ...]) -> SimpleNamespace:
+        found = Masks(np.stack(masks), np.array(scores, np.float32), np.ones(len(masks), np.float32))
+        return SimpleNamespace(point_masks=lambda tile, points: [found])
+
+    point = shapely.Point(5, 5)
+    assert np.array_equal(_example_mask(model(whole, part, scores=(0.99, 0.9)), image, point, size), part)
+    with pytest.raises(InputError, match="finds no object at the example point 5,5") as caught:
+        _example_mask(model(whole, scores=(0.99,)), image, point, size)
+    assert "\n" not in str(caught.value)
